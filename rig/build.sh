@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Build the test control plane's binaries from upstream Go modules.
+#
+#   rig/build.sh            build whatever is missing from the cache
+#   rig/build.sh --check    only verify rig/*/go.mod agree with versions.env
+#   rig/build.sh --sync     rewrite the pins in rig/*/go.mod from versions.env
+#                           and re-resolve them (needs the module proxy)
+#   rig/build.sh --print-bin-dir
+#                           print the cache directory binaries go to
+#
+# Everything comes from the Go module proxy (no git clones, no downloaded
+# release binaries). Versions are pinned in rig/versions.env only; the go.mod
+# files must agree with it and this script refuses to build if they do not.
+#
+# Output: ${SIMIANKUBE_CACHE:-~/.cache/simiankube}/bin/<K8S_VERSION>/
+set -euo pipefail
+
+RIG_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$RIG_DIR/versions.env"
+
+CACHE_ROOT="${SIMIANKUBE_CACHE:-$HOME/.cache/simiankube}"
+BIN_DIR="$CACHE_ROOT/bin/$K8S_VERSION"
+
+# The staging modules k8s.io/kubernetes replaces with ./staging/src/... and
+# requires (the two sample modules it only replaces are not needed).
+STAGING_MODULES=(
+  k8s.io/api k8s.io/apiextensions-apiserver k8s.io/apimachinery
+  k8s.io/apiserver k8s.io/cli-runtime k8s.io/client-go k8s.io/cloud-provider
+  k8s.io/cluster-bootstrap k8s.io/code-generator k8s.io/component-base
+  k8s.io/component-helpers k8s.io/controller-manager k8s.io/cri-api
+  k8s.io/cri-client k8s.io/cri-streaming k8s.io/csi-translation-lib
+  k8s.io/dynamic-resource-allocation k8s.io/endpointslice k8s.io/externaljwt
+  k8s.io/kms k8s.io/kube-aggregator k8s.io/kube-controller-manager
+  k8s.io/kube-proxy k8s.io/kube-scheduler k8s.io/kubectl k8s.io/kubelet
+  k8s.io/metrics k8s.io/mount-utils k8s.io/pod-security-admission
+  k8s.io/sample-apiserver k8s.io/streaming
+)
+
+# binary name | module dir under rig/ | Go package
+BINARIES=(
+  "etcd|etcd|go.etcd.io/etcd/server/v3"
+  "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver"
+  "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager"
+  "kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler"
+  "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl"
+  "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok"
+  "helm|helm|helm.sh/helm/v4/cmd/helm"
+)
+
+# module dir | main module path | pinned version
+PINS=(
+  "kubernetes|k8s.io/kubernetes|$K8S_VERSION"
+  "etcd|go.etcd.io/etcd/server/v3|$ETCD_VERSION"
+  "kwok|sigs.k8s.io/kwok|$KWOK_VERSION"
+  "helm|helm.sh/helm/v4|$HELM_VERSION"
+)
+
+log() { printf '[rig/build] %s\n' "$*" >&2; }
+die() { printf '[rig/build] ERROR: %s\n' "$*" >&2; exit 1; }
+
+export CGO_ENABLED=0
+export GOFLAGS="${GOFLAGS:--mod=mod}"
+# Never let the go command fetch another toolchain behind our back.
+export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
+
+# go.mod lines of the form "<module> <version>" in require or replace blocks.
+required_version() { # gomod module
+  awk -v m="$2" '($1==m && $2 ~ /^v/){print $2; exit} ($1=="require" && $2==m){print $3; exit}' "$1"
+}
+replaced_version() { # gomod module
+  awk -v m="$2" '($1==m && $2=="=>"){print $4; exit} ($1=="replace" && $2==m && $3=="=>"){print $5; exit}' "$1"
+}
+
+check_pins() {
+  local bad=0 entry dir mod ver got gomod m
+  for entry in "${PINS[@]}"; do
+    IFS='|' read -r dir mod ver <<<"$entry"
+    gomod="$RIG_DIR/$dir/go.mod"
+    [[ -f $gomod ]] || { log "missing $gomod"; bad=1; continue; }
+    got="$(required_version "$gomod" "$mod")"
+    if [[ $got != "$ver" ]]; then
+      log "$dir/go.mod requires $mod ${got:-<none>}, versions.env says $ver"
+      bad=1
+    fi
+  done
+  gomod="$RIG_DIR/kubernetes/go.mod"
+  for m in "${STAGING_MODULES[@]}"; do
+    got="$(replaced_version "$gomod" "$m")"
+    if [[ $got != "$K8S_STAGING_VERSION" ]]; then
+      log "kubernetes/go.mod replaces $m with ${got:-<nothing>}, versions.env says $K8S_STAGING_VERSION"
+      bad=1
+    fi
+  done
+  return $bad
+}
+
+sync_pins() {
+  local entry dir mod ver m
+  for entry in "${PINS[@]}"; do
+    IFS='|' read -r dir mod ver <<<"$entry"
+    log "sync $dir: $mod@$ver"
+    (
+      cd "$RIG_DIR/$dir"
+      if [[ $dir == kubernetes ]]; then
+        for m in "${STAGING_MODULES[@]}"; do
+          go mod edit -replace="$m=$m@$K8S_STAGING_VERSION"
+        done
+      fi
+      go mod edit -require="$mod@$ver"
+      go mod tidy
+    )
+  done
+}
+
+build_one() { # name dir pkg
+  local name=$1 dir=$2 pkg=$3 start end
+  if [[ -x $BIN_DIR/$name ]]; then
+    log "$name: cached ($BIN_DIR/$name)"
+    return 0
+  fi
+  log "$name: building $pkg ..."
+  start=$(date +%s)
+  if ! (cd "$RIG_DIR/$dir" && go build -trimpath -ldflags='-s -w' -o "$BIN_DIR/.$name.tmp" "$pkg"); then
+    rm -f "$BIN_DIR/.$name.tmp"
+    die "$name: go build $pkg failed (see output above)"
+  fi
+  mv -f "$BIN_DIR/.$name.tmp" "$BIN_DIR/$name"
+  end=$(date +%s)
+  log "$name: built in $((end - start))s"
+}
+
+main() {
+  case "${1:-}" in
+    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --print-bin-dir) echo "$BIN_DIR"; exit 0 ;;
+    --sync) command -v go >/dev/null || die "go not found in PATH"; sync_pins; check_pins || die "pins still disagree after sync"; exit 0 ;;
+    --check) check_pins || die "rig/*/go.mod disagree with rig/versions.env (run rig/build.sh --sync)"; log "pins agree with versions.env"; exit 0 ;;
+    "") ;;
+    *) die "unknown argument: $1 (try --help)" ;;
+  esac
+  command -v go >/dev/null || die "go not found in PATH (need Go >= 1.26)"
+  check_pins || die "rig/*/go.mod disagree with rig/versions.env (run rig/build.sh --sync)"
+  mkdir -p "$BIN_DIR"
+  log "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION -> $BIN_DIR"
+  local entry name dir pkg total_start
+  total_start=$(date +%s)
+  for entry in "${BINARIES[@]}"; do
+    IFS='|' read -r name dir pkg <<<"$entry"
+    build_one "$name" "$dir" "$pkg"
+  done
+  log "all binaries ready in $(( $(date +%s) - total_start ))s: $BIN_DIR"
+}
+
+main "$@"

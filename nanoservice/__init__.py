@@ -1,0 +1,1 @@
+"""The nanoservice: one small aiohttp program that behaves like a spigo package."""

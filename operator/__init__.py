@@ -1,0 +1,1 @@
+"""The operator: kopf handlers over the render step."""

@@ -1,0 +1,1 @@
+"""simiankube: spigo architectures on real Kubernetes."""

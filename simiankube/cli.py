@@ -1,0 +1,179 @@
+"""The `simiankube` command line: thin wrappers over spec → topology → render.
+
+Every command that reads an architecture takes the CR (YAML or JSON) or a
+spigo `*_arch.json` file; problems go to stderr, each naming its field, and
+the exit code is 1 for bad input, 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import yaml
+
+from simiankube import generate as generator
+from simiankube.render import RenderSettings, render
+from simiankube.spec import Architecture, SpecError, load_file, to_resource
+from simiankube.topology import expand
+
+EXIT_INVALID = 1
+
+# Commands that other components add: each module has `register(subparsers)`.
+EXTENSIONS: tuple[str, ...] = ()
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def dump(data: Any, output: str) -> str:
+    """Machine-readable output in the format the user asked for."""
+    if output == "json":
+        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+    if isinstance(data, list):
+        return yaml.safe_dump_all(data, sort_keys=False, default_flow_style=False)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def load(args: argparse.Namespace) -> Architecture:
+    """The architecture named on the command line, with --scale/--regions applied."""
+    arch = load_file(args.file)
+    percent = getattr(args, "scale", None)
+    regions = getattr(args, "regions", None)
+    if percent is not None or regions is not None:
+        arch = arch.with_scale(percent, regions)
+    for warning in arch.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return arch
+
+
+def add_file_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", metavar="FILE", help="an Architecture CR (YAML/JSON) or a spigo *_arch.json file")
+
+
+def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", type=int, metavar="PCT", help="scale every count by PCT percent (spigo -p)")
+    parser.add_argument("--regions", type=int, metavar="N", help="multiply every service's regions by N (spigo -w)")
+
+
+def add_output_argument(parser: argparse.ArgumentParser, choices: Sequence[str] = ("yaml", "json")) -> None:
+    parser.add_argument("-o", "--output", choices=choices, default=choices[0], help="output format (default %(default)s)")
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    arch = load(args)
+    topology = expand(arch)
+    summary = {
+        "architecture": arch.resource_name,
+        "valid": True,
+        "services": len(arch.services),
+        "workloads": len(topology.placements),
+        "instances": len(topology.instances),
+        "regions": list(topology.regions),
+        "warnings": list(arch.warnings),
+    }
+    if args.output == "text":
+        print(
+            f"{args.file}: valid: {summary['services']} services, {summary['instances']} instances "
+            f"in {summary['workloads']} workloads ({', '.join(topology.regions)})"
+        )
+    else:
+        sys.stdout.write(dump(summary, args.output))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    arch = load(args)
+    settings = RenderSettings(namespace=args.namespace, image=args.image)
+    sys.stdout.write(dump(render(expand(arch), settings), args.output))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    arch = load_file(args.file)
+    for warning in arch.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    sys.stdout.write(dump(to_resource(arch), args.output))
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    try:
+        document = generator.generate(args.services, seed=args.seed, name=args.name)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    text = dump(document, args.output)
+    if args.file:
+        with open(args.file, "w", encoding="utf-8") as out:
+            out.write(text)
+        print(f"wrote {args.file}: {args.services} services", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="simiankube",
+        description="Simulated microservice architectures (spigo's format) on Kubernetes or on this machine.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = commands.add_parser("validate", help="check an architecture, report every problem",
+                            description="Check an architecture and report every problem at once.")
+    add_file_argument(p)
+    add_scale_arguments(p)
+    add_output_argument(p, ("text", "yaml", "json"))
+    p.set_defaults(handler=cmd_validate)
+
+    p = commands.add_parser("render", help="print the Kubernetes objects of an architecture",
+                            description="Print the exact Kubernetes objects the operator would apply.")
+    add_file_argument(p)
+    add_scale_arguments(p)
+    p.add_argument("-n", "--namespace", default="default", help="namespace of the objects (default %(default)s)")
+    p.add_argument("--image", default=RenderSettings.image, help="nanoservice image (default %(default)s)")
+    add_output_argument(p)
+    p.set_defaults(handler=cmd_render)
+
+    p = commands.add_parser("import", help="convert a spigo *_arch.json file into an Architecture CR",
+                            description="Print the Architecture custom resource equivalent to a spigo file.")
+    add_file_argument(p)
+    add_output_argument(p)
+    p.set_defaults(handler=cmd_import)
+
+    p = commands.add_parser("generate", help="write a random architecture for scale tests",
+                            description="Write a random, realistic architecture (power-law dependency graph, "
+                                        "stores at the leaves, one traffic source).")
+    p.add_argument("--services", type=int, required=True, metavar="N", help="number of services (>= 4)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default %(default)s)")
+    p.add_argument("--name", default="", help="architecture name (default generated-N)")
+    p.add_argument("--file", "-f", metavar="FILE", help="write to FILE instead of stdout")
+    add_output_argument(p)
+    p.set_defaults(handler=cmd_generate)
+
+    for module in EXTENSIONS:
+        importlib.import_module(module).register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except SpecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Render: the single source of truth for what gets deployed.
+
+A pure function from an expanded topology and explicit settings to sorted,
+deterministic Kubernetes objects (no clock, no randomness, no cluster). The
+operator applies exactly this; the local runner runs the configurations in it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simiankube.render.nanoconfig import build_nanoservice_config
+from simiankube.render.objects import build_config_map, build_services, build_workload
+from simiankube.render.settings import RenderSettings
+from simiankube.topology import Topology
+
+__all__ = ["RenderSettings", "render", "build_nanoservice_config"]
+
+# Apply order: configuration before the workloads that mount it.
+KIND_ORDER = ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment")
+
+
+def render(topology: Topology, settings: RenderSettings) -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] = []
+    for placement in topology.placements:
+        config = build_nanoservice_config(topology, placement)
+        objects.append(build_config_map(topology, placement, config, settings))
+        objects.extend(build_services(topology, placement, settings))
+        objects.append(build_workload(topology, placement, config, settings))
+    return sorted(objects, key=lambda o: (KIND_ORDER.index(o["kind"]), o["metadata"]["name"]))

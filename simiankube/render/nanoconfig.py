@@ -1,0 +1,62 @@
+"""The nanoservice configuration of one placement (service x region)."""
+
+from __future__ import annotations
+
+from simiankube import contract
+from simiankube.contract import Dependency, Instance, NanoserviceConfig, Target
+from simiankube.spec import REGISTRY, TRAFFIC_SOURCE_PACKAGES
+from simiankube.topology import Placement, Topology
+
+
+def peers_service_name(workload: str) -> str:
+    """The headless Service that resolves to every ready instance of a workload."""
+    return f"{workload}-peers"
+
+
+def instance_host(placement: Placement, ordinal: int) -> str:
+    """A StatefulSet pod's stable DNS name, relative to its namespace."""
+    return f"{placement.workload}-{ordinal}.{peers_service_name(placement.workload)}"
+
+
+def addressable_instances(placement: Placement) -> tuple[Instance, ...]:
+    """Instances with stable names: StatefulSet pods only (Deployments have none)."""
+    if not placement.service.stateful:
+        return ()
+    return tuple(Instance(name=i.name, host=instance_host(placement, i.ordinal), zone=i.zone) for i in placement.instances)
+
+
+def build_target(placement: Placement) -> Target:
+    return Target(
+        region=placement.region,
+        host=placement.workload,
+        peers_host=peers_service_name(placement.workload),
+        port=contract.HTTP_PORT,
+        instances=addressable_instances(placement),
+    )
+
+
+def build_nanoservice_config(topology: Topology, placement: Placement) -> NanoserviceConfig:
+    """Every region of every dependency is listed; the nanoservice prefers its own."""
+    arch = topology.architecture
+    service = placement.service
+    names = {s.name for s in arch.services}
+    dependencies = tuple(
+        Dependency(
+            service=dep,
+            package=arch.service(dep).package,
+            targets=tuple(build_target(p) for p in topology.placements_of(dep)),
+        )
+        for dep in service.dependencies
+        if dep in names
+    )
+    return NanoserviceConfig(
+        architecture=arch.resource_name,
+        service=service.name,
+        package=service.package,
+        region=placement.region,
+        behavior=service.behavior,
+        dependencies=dependencies,
+        traffic=arch.traffic if service.package in TRAFFIC_SOURCE_PACKAGES else None,
+        peers=addressable_instances(placement),
+        registry=REGISTRY in service.dependencies,
+    )

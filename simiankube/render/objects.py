@@ -1,0 +1,212 @@
+"""Builders for the objects of one placement: ConfigMap, Services, workload."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from simiankube import contract
+from simiankube.contract import NanoserviceConfig
+from simiankube.naming import bounded, kube_name
+from simiankube.render.nanoconfig import peers_service_name
+from simiankube.render.settings import RenderSettings
+from simiankube.topology import Placement, Topology
+
+Object = dict[str, Any]
+
+
+def architecture_labels(topology: Topology) -> dict[str, str]:
+    """Labels every object of an architecture carries; the operator prunes by them."""
+    return {
+        contract.LABEL_ARCHITECTURE: topology.architecture.resource_name,
+        contract.LABEL_PART_OF: topology.architecture.resource_name,
+        contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
+    }
+
+
+def selector_labels(topology: Topology, placement: Placement) -> dict[str, str]:
+    """The stable subset that selects a placement's pods (never changes on update)."""
+    return {
+        contract.LABEL_ARCHITECTURE: topology.architecture.resource_name,
+        contract.LABEL_SERVICE: placement.service.kube_name,
+        contract.LABEL_REGION: placement.region,
+    }
+
+
+def placement_labels(topology: Topology, placement: Placement) -> dict[str, str]:
+    return {
+        **architecture_labels(topology),
+        **selector_labels(topology, placement),
+        contract.LABEL_NAME: placement.service.kube_name,
+        contract.LABEL_INSTANCE: placement.workload,
+        contract.LABEL_COMPONENT: kube_name(placement.service.package),
+        contract.LABEL_PACKAGE: placement.service.package,
+    }
+
+
+def calls_label(service_kube_name: str) -> str:
+    """The pod label that says "this pod may call <service>" (see NetworkPolicies)."""
+    return f"{contract.LABEL_CALLS_PREFIX}{bounded(service_kube_name, 63)}"
+
+
+def pod_labels(topology: Topology, placement: Placement) -> dict[str, str]:
+    arch = topology.architecture
+    labels = placement_labels(topology, placement)
+    if placement.cross_zone:
+        labels[contract.LABEL_ZONE] = contract.ANY_ZONE
+    for dep in placement.service.dependencies:
+        if dep in {s.name for s in arch.services}:
+            labels[calls_label(arch.service(dep).kube_name)] = "true"
+    return labels
+
+
+def _metadata(name: str, topology: Topology, placement: Placement, settings: RenderSettings) -> Object:
+    return {
+        "name": name,
+        "namespace": settings.namespace,
+        "labels": placement_labels(topology, placement),
+        "annotations": {contract.ANNOTATION_SPIGO_NAME: placement.service.name},
+    }
+
+
+def build_config_map(
+    topology: Topology, placement: Placement, config: NanoserviceConfig, settings: RenderSettings
+) -> Object:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(placement.workload, topology, placement, settings),
+        "data": {contract.CONFIG_KEY: config.to_json()},
+    }
+
+
+def build_services(topology: Topology, placement: Placement, settings: RenderSettings) -> list[Object]:
+    """A Service that reaches any ready instance, zone-first, and a headless one per instance."""
+    port = {"name": contract.HTTP_PORT_NAME, "port": contract.HTTP_PORT, "targetPort": contract.HTTP_PORT_NAME,
+            "protocol": "TCP"}
+    selector = selector_labels(topology, placement)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(placement.workload, topology, placement, settings),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector,
+            "ports": [port],
+            "trafficDistribution": "PreferClose",
+        },
+    }
+    peers = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(peers_service_name(placement.workload), topology, placement, settings),
+        "spec": {
+            "clusterIP": "None",
+            "selector": selector,
+            "ports": [port],
+            "publishNotReadyAddresses": False,
+        },
+    }
+    return [service, peers]
+
+
+def config_hash(config: NanoserviceConfig) -> str:
+    return hashlib.sha256(config.to_json().encode()).hexdigest()[:16]
+
+
+def build_pod_template(
+    topology: Topology, placement: Placement, config: NanoserviceConfig, settings: RenderSettings
+) -> Object:
+    labels = pod_labels(topology, placement)
+    probe_port = contract.HTTP_PORT_NAME
+    container = {
+        "name": "nanoservice",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "env": [
+            {"name": contract.ENV_CONFIG, "value": contract.CONFIG_PATH},
+            {"name": contract.ENV_INSTANCE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        ],
+        "ports": [{"name": contract.HTTP_PORT_NAME, "containerPort": contract.HTTP_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": contract.PATH_READY, "port": probe_port}, "periodSeconds": 5,
+                           "failureThreshold": 2},
+        "livenessProbe": {"httpGet": {"path": contract.PATH_HEALTH, "port": probe_port}, "periodSeconds": 10,
+                          "failureThreshold": 3},
+        "resources": {
+            "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
+            "limits": {"memory": settings.memory_limit},
+        },
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
+            {"name": "scratch", "mountPath": contract.SCRATCH_DIR},
+        ],
+    }
+    return {
+        "metadata": {
+            "labels": labels,
+            "annotations": {
+                contract.ANNOTATION_SPIGO_NAME: placement.service.name,
+                contract.ANNOTATION_CONFIG_HASH: config_hash(config),
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(contract.HTTP_PORT),
+                "prometheus.io/path": contract.PATH_METRICS,
+            },
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "runAsGroup": 65532,
+                "fsGroup": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/zone",
+                    # Spread where zones exist, still schedule on a one-node kind cluster.
+                    "whenUnsatisfiable": "ScheduleAnyway",
+                    "labelSelector": {"matchLabels": selector_labels(topology, placement)},
+                }
+            ],
+            "containers": [container],
+            "volumes": [
+                {"name": "config", "configMap": {"name": placement.workload}},
+                {"name": "scratch", "emptyDir": {"sizeLimit": "64Mi"}},
+            ],
+        },
+    }
+
+
+def build_workload(
+    topology: Topology, placement: Placement, config: NanoserviceConfig, settings: RenderSettings
+) -> Object:
+    """A StatefulSet where instances need identities (rings, replicas), else a Deployment."""
+    spec: Object = {
+        "replicas": placement.replicas,
+        "selector": {"matchLabels": selector_labels(topology, placement)},
+        "template": build_pod_template(topology, placement, config, settings),
+    }
+    if placement.service.stateful:
+        kind = "StatefulSet"
+        spec["serviceName"] = peers_service_name(placement.workload)
+        spec["podManagementPolicy"] = "Parallel"
+    else:
+        kind = "Deployment"
+        spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": _metadata(placement.workload, topology, placement, settings),
+        "spec": spec,
+    }

@@ -1,0 +1,606 @@
+"""The Architecture spec: parse any accepted input into a validated model.
+
+Accepted inputs: an `Architecture` custom resource (YAML or JSON) and a spigo
+`*_arch.json` file as it is. Validation collects every problem before it
+reports, each naming the field path and the offending value; a model that was
+returned is a model that expands and renders.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from simiankube import contract
+from simiankube.contract import Behavior, Latency, Traffic
+from simiankube.naming import bounded, kube_name
+
+PACKAGES = (
+    "denominator",
+    "elb",
+    "zuul",
+    "karyon",
+    "monolith",
+    "staash",
+    "store",
+    "cache",
+    "volume",
+    "priamCassandra",
+    "riak",
+    "eureka",
+    "pirate",
+)
+# Packages whose instances need stable identities (rings, replicas).
+STATEFUL_PACKAGES = frozenset({"store", "cache", "volume", "priamCassandra", "riak"})
+TRAFFIC_SOURCE_PACKAGES = frozenset({"denominator"})
+REGISTRY = "eureka"  # always a known dependency name, as in spigo
+DEFAULT_REGION_NAMES = (
+    "us-east-1",
+    "us-west-2",
+    "eu-west-1",
+    "eu-central-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+)
+LATENCY_DISTRIBUTIONS = ("constant", "uniform", "normal", "exponential")
+SEGMENTATION_MODES = ("enforced", "allow-all")
+SPIGO_SERVICE_EXTRAS = ("machine", "instance", "container", "process")
+_REGION_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+class SpecError(Exception):
+    """Raised with every problem found in one input; nothing may be applied."""
+
+    def __init__(self, problems: list[str], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{where}{len(problems)} problem(s):\n{lines}")
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str  # spigo name, as written
+    package: str
+    count: int
+    regions: int
+    dependencies: tuple[str, ...]
+    behavior: Behavior = field(default_factory=Behavior)
+    extras: tuple[tuple[str, str], ...] = ()  # spigo's machine/instance/container/process
+
+    @property
+    def kube_name(self) -> str:
+        return kube_name(self.name)
+
+    @property
+    def stateful(self) -> bool:
+        return self.package in STATEFUL_PACKAGES
+
+
+@dataclass(frozen=True)
+class Scale:
+    percent: int = 100  # spigo -p: multiplies every count
+    regions: int = 1  # spigo -w: multiplies every service's regions
+
+
+@dataclass(frozen=True)
+class Chaos:
+    """The chaos controller's settings (the operator's simian army)."""
+
+    enabled: bool = False
+    victim: str = ""  # default: the architecture's victim
+    interval_seconds: float = 600.0  # mean time between kills
+    max_kills: int = 0  # per run; 0 = unlimited
+    dry_run: bool = False
+    min_pod_age_seconds: float = 60.0
+    grace_period_seconds: int = 10
+    min_ready: int = 1  # never kill when fewer ready instances would remain
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """NetworkPolicy settings; peers are NetworkPolicyPeer objects, verbatim."""
+
+    mode: str = "enforced"  # enforced | allow-all
+    metrics_from: tuple[dict[str, Any], ...] = (
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    )
+    clients_from: tuple[dict[str, Any], ...] = ({"podSelector": {}},)
+    verify_interval_seconds: float = 0.0  # 0 = never verify periodically
+
+
+@dataclass(frozen=True)
+class Architecture:
+    name: str  # spigo's `arch`
+    resource_name: str  # the Kubernetes name: the CR's metadata.name, else derived from `name`
+    description: str
+    version: str
+    victim: str
+    services: tuple[Service, ...]
+    scale: Scale = field(default_factory=Scale)
+    region_names: tuple[str, ...] = DEFAULT_REGION_NAMES
+    traffic: Traffic = field(default_factory=Traffic)
+    chaos: Chaos = field(default_factory=Chaos)
+    segmentation: Segmentation = field(default_factory=Segmentation)
+    args: str = ""
+    date: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def service(self, name: str) -> Service:
+        return next(s for s in self.services if s.name == name)
+
+    def with_scale(self, percent: int | None = None, regions: int | None = None) -> Architecture:
+        """Override the scale from the command line; the result is validated again."""
+        scale = Scale(
+            percent=self.scale.percent if percent is None else percent,
+            regions=self.scale.regions if regions is None else regions,
+        )
+        problems = _check_scale(scale, self.services, self.region_names, "", "--regions")
+        if problems:
+            raise SpecError(problems)
+        return replace(self, scale=scale)
+
+
+# -- reading -----------------------------------------------------------------
+
+
+def load_file(path: str | Path) -> Architecture:
+    """Read and validate one file of any accepted format."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError([f"cannot read file: {err.strerror}"], str(path)) from err
+    return parse_text(text, source=str(path))
+
+
+def parse_text(text: str, source: str = "") -> Architecture:
+    try:
+        if text.lstrip().startswith("{"):
+            document = json.loads(text)  # spigo's files hold tabs, which YAML rejects
+        else:
+            document = yaml.safe_load(text)
+    except json.JSONDecodeError as err:
+        raise SpecError([f"unparseable input at line {err.lineno}, column {err.colno}: {err.msg}"], source) from err
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise SpecError([f"unparseable input{where}: {problem}"], source) from err
+    try:
+        return parse_document(document)
+    except SpecError as err:
+        raise SpecError(err.problems, source) from None
+
+
+def parse_document(document: Any) -> Architecture:
+    """Accept a CR (`kind: Architecture`) or a spigo architecture document."""
+    if not isinstance(document, dict):
+        raise SpecError([f"document: expected a mapping, got {_kind(document)}"])
+    if "services" in document and "spec" not in document:
+        return parse_spec(document, path="")  # spigo's file is already a spec
+    kind = document.get("kind")
+    if kind != contract.KIND:
+        raise SpecError([f"kind: expected {contract.KIND!r} or a spigo architecture, got {kind!r}"])
+    problems = []
+    api_version = document.get("apiVersion")
+    expected = f"{contract.API_GROUP}/{contract.API_VERSION}"
+    if api_version != expected:
+        problems.append(f"apiVersion: expected {expected!r}, got {api_version!r}")
+    spec = document.get("spec")
+    metadata = document.get("metadata") or {}
+    if not isinstance(spec, dict):
+        raise SpecError(problems + [f"spec: expected a mapping, got {_kind(spec)}"])
+    resource_name = metadata.get("name") if isinstance(metadata, dict) else None
+    if resource_name is not None and (not isinstance(resource_name, str) or kube_name(resource_name) != resource_name):
+        problems.append(f"metadata.name: must be a lowercase RFC 1123 name, got {resource_name!r}")
+        resource_name = None
+    if "arch" not in spec and resource_name:
+        spec = {**spec, "arch": resource_name}
+    try:
+        arch = parse_spec(spec, path="spec.", resource_name=resource_name)
+    except SpecError as err:
+        raise SpecError(problems + err.problems) from None
+    if problems:
+        raise SpecError(problems)
+    return arch
+
+
+def to_resource(arch: Architecture) -> dict[str, Any]:
+    """The `Architecture` custom resource for a model (what `import` prints)."""
+    spec: dict[str, Any] = {
+        "arch": arch.name,
+        "description": arch.description,
+        "version": arch.version,
+        "victim": arch.victim,
+    }
+    if arch.args:
+        spec["args"] = arch.args
+    if arch.date:
+        spec["date"] = arch.date
+    spec["services"] = [
+        {
+            "name": s.name,
+            "package": s.package,
+            "count": s.count,
+            "regions": s.regions,
+            "dependencies": list(s.dependencies),
+            **dict(s.extras),
+        }
+        for s in arch.services
+    ]
+    return {
+        "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}",
+        "kind": contract.KIND,
+        "metadata": {"name": arch.resource_name},
+        "spec": spec,
+    }
+
+
+# -- validation ------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads typed fields from a mapping, collecting problems instead of raising."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+
+    def field(self, data: dict[str, Any], key: str, path: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        if key not in data or data[key] is None:
+            return default
+        value = data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            ok = False
+        else:
+            ok = isinstance(value, kinds) or (float in kinds and isinstance(value, int) and not isinstance(value, bool))
+        if not ok:
+            names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+            self.problems.append(f"{path}{key}: expected {names}, got {value!r}")
+            return default
+        return float(value) if float in kinds and not isinstance(value, bool) and int not in kinds else value
+
+    def mapping(self, data: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+        return self.field(data, key, path, dict, {})  # type: ignore[no-any-return]
+
+    def number(self, data: dict[str, Any], key: str, path: str, default: float, low: float, high: float | None = None) -> float:
+        value = self.field(data, key, path, float, default)
+        if value < low or (high is not None and value > high):
+            bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
+            self.problems.append(f"{path}{key}: must be {bound}, got {value!r}")
+            return default
+        return float(value)
+
+    def integer(self, data: dict[str, Any], key: str, path: str, default: int, low: int) -> int:
+        value = self.field(data, key, path, int, default)
+        if value < low:
+            self.problems.append(f"{path}{key}: must be >= {low}, got {value!r}")
+            return default
+        return int(value)
+
+    def choice(self, data: dict[str, Any], key: str, path: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.field(data, key, path, str, default)
+        if value not in choices:
+            self.problems.append(f"{path}{key}: must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        return str(value)
+
+
+_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", dict: "a mapping", list: "a list"}
+
+SPEC_KEYS = frozenset(
+    {"arch", "description", "version", "victim", "args", "date", "services", "scale", "regionNames",
+     "traffic", "chaos", "segmentation"}
+)
+SERVICE_KEYS = frozenset({"name", "package", "count", "regions", "dependencies", "behavior", *SPIGO_SERVICE_EXTRAS})
+
+
+def parse_spec(spec: dict[str, Any], path: str, resource_name: str | None = None) -> Architecture:
+    problems: list[str] = []
+    read = _Reader(problems)
+    for key in sorted(set(spec) - SPEC_KEYS):
+        problems.append(f"{path}{key}: unknown field")
+    name = read.field(spec, "arch", path, str, "")
+    if not name:
+        problems.append(f"{path}arch: required (the architecture's name)")
+    elif not resource_name and not kube_name(name):
+        problems.append(f"{path}arch: {name!r} has no letters or digits to name it by")
+    region_names = _region_names(spec, path, problems)
+    services = _services(spec, path, read, problems)
+    scale_data = read.mapping(spec, "scale", path)
+    scale = Scale(
+        percent=read.integer(scale_data, "percent", f"{path}scale.", 100, 1),
+        regions=read.integer(scale_data, "regions", f"{path}scale.", 1, 1),
+    )
+    problems += _check_scale(scale, services, region_names, path, f"{path}scale.regions")
+    victim = read.field(spec, "victim", path, str, "")
+    names = {s.name for s in services}
+    if victim and victim not in names:
+        problems.append(f"{path}victim: not a service: {victim!r}")
+    traffic = _traffic(read.mapping(spec, "traffic", path), f"{path}traffic.", read)
+    chaos = _chaos(read.mapping(spec, "chaos", path), f"{path}chaos.", read, names)
+    segmentation = _segmentation(read.mapping(spec, "segmentation", path), f"{path}segmentation.", read)
+    if problems:
+        raise SpecError(problems)
+    return Architecture(
+        name=name,
+        resource_name=bounded(resource_name or kube_name(name), 40),
+        description=read.field(spec, "description", path, str, ""),
+        version=read.field(spec, "version", path, str, "arch-0.0"),
+        victim=victim,
+        services=tuple(services),
+        scale=scale,
+        region_names=region_names,
+        traffic=traffic,
+        chaos=chaos,
+        segmentation=segmentation,
+        args=_text(spec.get("args")),
+        date=_text(spec.get("date")),
+        warnings=tuple(_cycle_warnings(services, path)),
+    )
+
+
+def _region_names(spec: dict[str, Any], path: str, problems: list[str]) -> tuple[str, ...]:
+    value = spec.get("regionNames")
+    if value is None:
+        return DEFAULT_REGION_NAMES
+    if not isinstance(value, list) or not value:
+        problems.append(f"{path}regionNames: expected a non-empty list of region names, got {value!r}")
+        return DEFAULT_REGION_NAMES
+    seen: set[str] = set()
+    for i, region in enumerate(value):
+        if not isinstance(region, str) or not _REGION_NAME.match(region) or len(region) > 20:
+            problems.append(
+                f"{path}regionNames[{i}]: must be a lowercase DNS label of at most 20 characters, got {region!r}"
+            )
+        elif region in seen or region == contract.GLOBAL_REGION:
+            problems.append(f"{path}regionNames[{i}]: duplicate or reserved region name {region!r}")
+        seen.add(str(region))
+    return tuple(str(r) for r in value)
+
+
+def _services(spec: dict[str, Any], path: str, read: _Reader, problems: list[str]) -> list[Service]:
+    raw = spec.get("services")
+    if not isinstance(raw, list) or not raw:
+        problems.append(f"{path}services: expected a non-empty list of services, got {raw!r}")
+        return []
+    services: list[Service] = []
+    first_index: dict[str, int] = {}
+    for i, item in enumerate(raw):
+        at = f"{path}services[{i}]."
+        if not isinstance(item, dict):
+            problems.append(f"{path}services[{i}]: expected a mapping, got {item!r}")
+            continue
+        for key in sorted(set(item) - SERVICE_KEYS):
+            problems.append(f"{at}{key}: unknown field")
+        name = read.field(item, "name", at, str, "")
+        if not name:
+            problems.append(f"{at}name: required")
+            continue
+        if name in first_index:
+            problems.append(f"{at}name: duplicate service {name!r} (first at {path}services[{first_index[name]}])")
+            continue
+        first_index[name] = i
+        package = read.field(item, "package", at, str, "")
+        if package not in PACKAGES:
+            problems.append(f"{at}package: unknown package {package!r} (known: {', '.join(PACKAGES)})")
+        count = read.integer(item, "count", at, 0, 0)
+        regions = read.integer(item, "regions", at, 1, 0)
+        deps_raw = item.get("dependencies") or []
+        if not isinstance(deps_raw, list):
+            problems.append(f"{at}dependencies: expected a list of service names, got {deps_raw!r}")
+            deps_raw = []
+        deps: list[str] = []
+        for j, dep in enumerate(deps_raw):
+            if not isinstance(dep, str) or not dep:
+                problems.append(f"{at}dependencies[{j}]: expected a service name, got {dep!r}")
+            elif dep in deps:
+                problems.append(f"{at}dependencies[{j}]: duplicate dependency {dep!r}")
+            else:
+                deps.append(dep)
+        behavior = _behavior(read.mapping(item, "behavior", at), f"{at}behavior.", read)
+        extras = tuple((key, _text(item[key])) for key in SPIGO_SERVICE_EXTRAS if item.get(key) is not None)
+        services.append(Service(name, package, count, regions, tuple(deps), behavior, extras))
+
+    known = {s.name for s in services} | {REGISTRY}
+    kube_names: dict[str, str] = {}
+    for i, service in enumerate(services):
+        index = first_index[service.name]
+        for j, dep in enumerate(service.dependencies):
+            if dep not in known:
+                problems.append(f"{path}services[{index}].dependencies[{j}]: unknown service {dep!r}")
+        mapped = service.kube_name
+        if not mapped:
+            problems.append(f"{path}services[{index}].name: {service.name!r} has no letters or digits to name it by")
+        elif mapped in kube_names:
+            problems.append(
+                f"{path}services[{index}].name: {service.name!r} and {kube_names[mapped]!r} "
+                f"both map to the Kubernetes name {mapped!r}"
+            )
+        else:
+            kube_names[mapped] = service.name
+    return services
+
+
+def _check_scale(
+    scale: Scale, services: Sequence[Service], region_names: tuple[str, ...], path: str, factor_name: str
+) -> list[str]:
+    """Scale bounds, and that every service has enough region names to span."""
+    problems = []
+    if scale.percent < 1:
+        problems.append(f"{path or '--'}scale: percent must be >= 1, got {scale.percent}")
+    if scale.regions < 1:
+        problems.append(f"{factor_name}: must be >= 1, got {scale.regions}")
+        return problems
+    for i, service in enumerate(services):
+        needed = service.regions * scale.regions
+        if needed > len(region_names):
+            problems.append(
+                f"{path}services[{i}].regions: {service.name!r} spans {service.regions} region(s) x "
+                f"{factor_name} {scale.regions} = {needed}, but there are only {len(region_names)} region names "
+                f"({', '.join(region_names)}); add regionNames"
+            )
+    return problems
+
+
+def _behavior(data: dict[str, Any], path: str, read: _Reader) -> Behavior:
+    latency_data = read.mapping(data, "latency", path)
+    at = f"{path}latency."
+    defaults = Latency()
+    latency = Latency(
+        distribution=read.choice(latency_data, "distribution", at, defaults.distribution, LATENCY_DISTRIBUTIONS),
+        mean_ms=read.number(latency_data, "meanMs", at, defaults.mean_ms, 0.0, 60_000.0),
+        stddev_ms=read.number(latency_data, "stddevMs", at, defaults.stddev_ms, 0.0, 60_000.0),
+        max_ms=read.number(latency_data, "maxMs", at, defaults.max_ms, 0.0, 60_000.0),
+    )
+    base = Behavior()
+    return Behavior(
+        latency=latency,
+        error_rate=read.number(data, "errorRate", path, base.error_rate, 0.0, 1.0),
+        payload_bytes=read.integer(data, "payloadBytes", path, base.payload_bytes, 0),
+        timeout_ms=read.number(data, "timeoutMs", path, base.timeout_ms, 1.0, 60_000.0),
+    )
+
+
+def _traffic(data: dict[str, Any], path: str, read: _Reader) -> Traffic:
+    base = Traffic()
+    return Traffic(
+        interval_ms=read.number(data, "intervalMs", path, base.interval_ms, 0.1, 3_600_000.0),
+        put_percent=read.number(data, "putPercent", path, base.put_percent, 0.0, 100.0),
+        deadline_ms=read.number(data, "deadlineMs", path, base.deadline_ms, 1.0, 600_000.0),
+        max_hops=read.integer(data, "maxHops", path, base.max_hops, 1),
+    )
+
+
+def _chaos(data: dict[str, Any], path: str, read: _Reader, names: set[str]) -> Chaos:
+    base = Chaos()
+    victim = read.field(data, "victim", path, str, "")
+    if victim and victim not in names:
+        read.problems.append(f"{path}victim: not a service: {victim!r}")
+    return Chaos(
+        enabled=read.field(data, "enabled", path, bool, base.enabled),
+        victim=victim,
+        interval_seconds=read.number(data, "intervalSeconds", path, base.interval_seconds, 1.0),
+        max_kills=read.integer(data, "maxKills", path, base.max_kills, 0),
+        dry_run=read.field(data, "dryRun", path, bool, base.dry_run),
+        min_pod_age_seconds=read.number(data, "minPodAgeSeconds", path, base.min_pod_age_seconds, 0.0),
+        grace_period_seconds=read.integer(data, "gracePeriodSeconds", path, base.grace_period_seconds, 0),
+        min_ready=read.integer(data, "minReady", path, base.min_ready, 0),
+    )
+
+
+def _segmentation(data: dict[str, Any], path: str, read: _Reader) -> Segmentation:
+    base = Segmentation()
+
+    def peers(key: str, default: tuple[dict[str, Any], ...]) -> tuple[dict[str, Any], ...]:
+        value = read.field(data, key, path, list, None)
+        if value is None:
+            return default
+        for i, peer in enumerate(value):
+            if not isinstance(peer, dict) or not peer:
+                read.problems.append(f"{path}{key}[{i}]: expected a NetworkPolicyPeer mapping, got {peer!r}")
+        return tuple(p for p in value if isinstance(p, dict))
+
+    return Segmentation(
+        mode=read.choice(data, "mode", path, base.mode, SEGMENTATION_MODES),
+        metrics_from=peers("metricsFrom", base.metrics_from),
+        clients_from=peers("clientsFrom", base.clients_from),
+        verify_interval_seconds=read.number(data, "verifyIntervalSeconds", path, base.verify_interval_seconds, 0.0),
+    )
+
+
+def _cycle_warnings(services: list[Service], path: str) -> list[str]:
+    """Dependency cycles are legal (spigo's compose importer makes them); say so."""
+    graph = {s.name: [d for d in s.dependencies if d != s.name] for s in services}
+    warnings = []
+    for cycle in find_cycles(graph):
+        loop = " -> ".join([*cycle, cycle[0]])
+        warnings.append(
+            f"{path}services: dependency cycle {loop}; allowed, bounded at run time by deadlines and the hop limit"
+        )
+    return warnings
+
+
+def find_cycles(graph: dict[str, list[str]]) -> list[list[str]]:
+    """One representative cycle per strongly connected component (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        # Iterative Tarjan: generated architectures can be deep.
+        work = [(node, iter(graph.get(node, [])))]
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        while work:
+            current, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[current])
+                if low[current] == index[current]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == current:
+                            break
+                    if len(component) > 1:
+                        components.append(_cycle_through(sorted(component), graph))
+            elif child not in graph:
+                continue
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(graph.get(child, []))))
+            elif child in on_stack:
+                low[current] = min(low[current], index[child])
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(components)
+
+
+def _cycle_through(members: list[str], graph: dict[str, list[str]]) -> list[str]:
+    """A shortest cycle from the first member back to itself inside its component."""
+    inside = set(members)
+    start = members[0]
+    parents: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for child in graph.get(node, []):
+                if child == start:
+                    path = [node]
+                    while path[-1] != start:
+                        path.append(parents[path[-1]])
+                    return path[::-1]
+                if child in inside and child not in parents:
+                    parents[child] = node
+                    following.append(child)
+        frontier = following
+    return members
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), repr(value))

@@ -1,0 +1,126 @@
+"""Topology: expand an architecture into regions, zones and instances.
+
+spigo's rules, with its defects fixed: `regions: 0` is one global instance;
+`count: 0` is one cross-zone instance per region; otherwise `count` instances
+per region spread over three zones by index; scaling never turns a counted
+service into a singleton (the scaled count floors at 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from simiankube import contract
+from simiankube.naming import bounded
+from simiankube.spec import Architecture, Service, SpecError
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One nanoservice, as spigo would name it."""
+
+    architecture: str
+    service: Service
+    region: str
+    zone: str
+    ordinal: int  # within its placement; a StatefulSet pod's ordinal
+    workload: str  # the placement's workload name
+
+    @property
+    def name(self) -> str:
+        """The Kubernetes-style instance name: a StatefulSet pod name, a local process name."""
+        return f"{self.workload}-{self.ordinal}"
+
+    @property
+    def spigo_name(self) -> str:
+        """spigo's nine fields: arch.region.zone.machine.instance.container.process.service.package."""
+        extras = dict(self.service.extras)
+        own = f"{self.service.name}{self.ordinal}"
+        fields = (
+            self.architecture,
+            self.region,
+            self.zone,
+            extras.get("machine") or own,
+            extras.get("instance") or own,
+            extras.get("container") or own,
+            extras.get("process") or self.service.name,
+            self.service.name,
+            self.service.package,
+        )
+        return ".".join(fields)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A service in one region: exactly one workload when rendered."""
+
+    service: Service
+    region: str
+    workload: str
+    instances: tuple[Instance, ...]
+
+    @property
+    def replicas(self) -> int:
+        return len(self.instances)
+
+    @property
+    def cross_zone(self) -> bool:
+        return self.instances[0].zone == contract.ANY_ZONE
+
+
+@dataclass(frozen=True)
+class Topology:
+    architecture: Architecture
+    placements: tuple[Placement, ...]  # sorted by service order, then region order
+
+    @property
+    def instances(self) -> tuple[Instance, ...]:
+        return tuple(i for p in self.placements for i in p.instances)
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        used = {p.region for p in self.placements}
+        return tuple(r for r in (*self.architecture.region_names, contract.GLOBAL_REGION) if r in used)
+
+    def placements_of(self, service: str) -> tuple[Placement, ...]:
+        return tuple(p for p in self.placements if p.service.name == service)
+
+
+def scaled_count(count: int, percent: int) -> int:
+    """spigo's `-p`, except that a counted service never becomes a singleton."""
+    return max(1, count * percent // 100)
+
+
+def service_regions(service: Service, arch: Architecture) -> tuple[str, ...]:
+    if service.regions == 0:
+        return (contract.GLOBAL_REGION,)
+    return arch.region_names[: service.regions * arch.scale.regions]
+
+
+def expand(arch: Architecture) -> Topology:
+    """Every placement of every service; workload names are unique or this raises."""
+    placements = []
+    owners: dict[str, str] = {}
+    for service in arch.services:
+        for region in service_regions(service, arch):
+            prefix = f"{arch.resource_name}-{service.kube_name}"
+            if region == contract.GLOBAL_REGION:
+                workload = bounded(prefix)
+                zones = [contract.ANY_ZONE]
+            else:
+                workload = bounded(f"{prefix}-{region}")
+                if service.count == 0:
+                    zones = [contract.ANY_ZONE]
+                else:
+                    n = scaled_count(service.count, arch.scale.percent)
+                    zones = [contract.ZONES[i % len(contract.ZONES)] for i in range(n)]
+            if owners.setdefault(workload, service.name) != service.name:
+                raise SpecError(
+                    [f"services[{service.name}]: workload name {workload!r} is also the name of "
+                     f"service {owners[workload]!r}'s workload; rename one of them"]
+                )
+            instances = tuple(
+                Instance(arch.name, service, region, zone, ordinal, workload) for ordinal, zone in enumerate(zones)
+            )
+            placements.append(Placement(service, region, workload, instances))
+    return Topology(arch, tuple(placements))

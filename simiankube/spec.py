@@ -188,19 +188,19 @@ def parse_document(document: Any) -> Architecture:
         return parse_spec(document, path="")  # spigo's file is already a spec
     kind = document.get("kind")
     if kind != contract.KIND:
-        raise SpecError([f"kind: expected {contract.KIND!r} or a spigo architecture, got {kind!r}"])
+        raise SpecError([f"kind: expected {quote(contract.KIND)} or a spigo architecture, got {quote(kind)}"])
     problems = []
     api_version = document.get("apiVersion")
     expected = f"{contract.API_GROUP}/{contract.API_VERSION}"
     if api_version != expected:
-        problems.append(f"apiVersion: expected {expected!r}, got {api_version!r}")
+        problems.append(f"apiVersion: expected {quote(expected)}, got {quote(api_version)}")
     spec = document.get("spec")
     metadata = document.get("metadata") or {}
     if not isinstance(spec, dict):
         raise SpecError(problems + [f"spec: expected a mapping, got {_kind(spec)}"])
     resource_name = metadata.get("name") if isinstance(metadata, dict) else None
     if resource_name is not None and (not isinstance(resource_name, str) or kube_name(resource_name) != resource_name):
-        problems.append(f"metadata.name: must be a lowercase RFC 1123 name, got {resource_name!r}")
+        problems.append(f"metadata.name: must be a lowercase RFC 1123 name, got {quote(resource_name)}")
         resource_name = None
     if "arch" not in spec and resource_name:
         spec = {**spec, "arch": resource_name}
@@ -264,7 +264,7 @@ class _Reader:
             ok = isinstance(value, kinds) or (float in kinds and isinstance(value, int) and not isinstance(value, bool))
         if not ok:
             names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-            self.problems.append(f"{path}{key}: expected {names}, got {value!r}")
+            self.problems.append(f"{path}{key}: expected {names}, got {quote(value)}")
             return default
         return float(value) if float in kinds and not isinstance(value, bool) and int not in kinds else value
 
@@ -275,21 +275,21 @@ class _Reader:
         value = self.field(data, key, path, float, default)
         if value < low or (high is not None and value > high):
             bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
-            self.problems.append(f"{path}{key}: must be {bound}, got {value!r}")
+            self.problems.append(f"{path}{key}: must be {bound}, got {quote(value)}")
             return default
         return float(value)
 
     def integer(self, data: dict[str, Any], key: str, path: str, default: int, low: int) -> int:
         value = self.field(data, key, path, int, default)
         if value < low:
-            self.problems.append(f"{path}{key}: must be >= {low}, got {value!r}")
+            self.problems.append(f"{path}{key}: must be >= {low}, got {quote(value)}")
             return default
         return int(value)
 
     def choice(self, data: dict[str, Any], key: str, path: str, default: str, choices: tuple[str, ...]) -> str:
         value = self.field(data, key, path, str, default)
         if value not in choices:
-            self.problems.append(f"{path}{key}: must be one of {', '.join(choices)}, got {value!r}")
+            self.problems.append(f"{path}{key}: must be one of {', '.join(choices)}, got {quote(value)}")
             return default
         return str(value)
 
@@ -312,7 +312,7 @@ def parse_spec(spec: dict[str, Any], path: str, resource_name: str | None = None
     if not name:
         problems.append(f"{path}arch: required (the architecture's name)")
     elif not resource_name and not kube_name(name):
-        problems.append(f"{path}arch: {name!r} has no letters or digits to name it by")
+        problems.append(f"{path}arch: {quote(name)} has no letters or digits to name it by")
     region_names = _region_names(spec, path, problems)
     services = _services(spec, path, read, problems)
     scale_data = read.mapping(spec, "scale", path)
@@ -324,17 +324,21 @@ def parse_spec(spec: dict[str, Any], path: str, resource_name: str | None = None
     victim = read.field(spec, "victim", path, str, "")
     names = {s.name for s in services}
     if victim and victim not in names:
-        problems.append(f"{path}victim: not a service: {victim!r}")
+        problems.append(f"{path}victim: not a service: {quote(victim)}")
     traffic = _traffic(read.mapping(spec, "traffic", path), f"{path}traffic.", read)
     chaos = _chaos(read.mapping(spec, "chaos", path), f"{path}chaos.", read, names)
     segmentation = _segmentation(read.mapping(spec, "segmentation", path), f"{path}segmentation.", read)
+    description = read.field(spec, "description", path, str, "")
+    version = read.field(spec, "version", path, str, "arch-0.0")
+    args = read.field(spec, "args", path, str, "")
+    date = read.field(spec, "date", path, str, "")
     if problems:
         raise SpecError(problems)
     return Architecture(
         name=name,
         resource_name=bounded(resource_name or kube_name(name), 40),
-        description=read.field(spec, "description", path, str, ""),
-        version=read.field(spec, "version", path, str, "arch-0.0"),
+        description=description,
+        version=version,
         victim=victim,
         services=tuple(services),
         scale=scale,
@@ -342,8 +346,8 @@ def parse_spec(spec: dict[str, Any], path: str, resource_name: str | None = None
         traffic=traffic,
         chaos=chaos,
         segmentation=segmentation,
-        args=_text(spec.get("args")),
-        date=_text(spec.get("date")),
+        args=args,
+        date=date,
         warnings=tuple(_cycle_warnings(services, path)),
     )
 
@@ -353,16 +357,16 @@ def _region_names(spec: dict[str, Any], path: str, problems: list[str]) -> tuple
     if value is None:
         return DEFAULT_REGION_NAMES
     if not isinstance(value, list) or not value:
-        problems.append(f"{path}regionNames: expected a non-empty list of region names, got {value!r}")
+        problems.append(f"{path}regionNames: expected a non-empty list of region names, got {quote(value)}")
         return DEFAULT_REGION_NAMES
     seen: set[str] = set()
     for i, region in enumerate(value):
         if not isinstance(region, str) or not _REGION_NAME.match(region) or len(region) > 20:
             problems.append(
-                f"{path}regionNames[{i}]: must be a lowercase DNS label of at most 20 characters, got {region!r}"
+                f"{path}regionNames[{i}]: must be a lowercase DNS label of at most 20 characters, got {quote(region)}"
             )
         elif region in seen or region == contract.GLOBAL_REGION:
-            problems.append(f"{path}regionNames[{i}]: duplicate or reserved region name {region!r}")
+            problems.append(f"{path}regionNames[{i}]: duplicate or reserved region name {quote(region)}")
         seen.add(str(region))
     return tuple(str(r) for r in value)
 
@@ -370,14 +374,14 @@ def _region_names(spec: dict[str, Any], path: str, problems: list[str]) -> tuple
 def _services(spec: dict[str, Any], path: str, read: _Reader, problems: list[str]) -> list[Service]:
     raw = spec.get("services")
     if not isinstance(raw, list) or not raw:
-        problems.append(f"{path}services: expected a non-empty list of services, got {raw!r}")
+        problems.append(f"{path}services: expected a non-empty list of services, got {quote(raw)}")
         return []
     services: list[Service] = []
     first_index: dict[str, int] = {}
     for i, item in enumerate(raw):
         at = f"{path}services[{i}]."
         if not isinstance(item, dict):
-            problems.append(f"{path}services[{i}]: expected a mapping, got {item!r}")
+            problems.append(f"{path}services[{i}]: expected a mapping, got {quote(item)}")
             continue
         for key in sorted(set(item) - SERVICE_KEYS):
             problems.append(f"{at}{key}: unknown field")
@@ -386,28 +390,30 @@ def _services(spec: dict[str, Any], path: str, read: _Reader, problems: list[str
             problems.append(f"{at}name: required")
             continue
         if name in first_index:
-            problems.append(f"{at}name: duplicate service {name!r} (first at {path}services[{first_index[name]}])")
+            problems.append(f"{at}name: duplicate service {quote(name)} (first at {path}services[{first_index[name]}])")
             continue
         first_index[name] = i
         package = read.field(item, "package", at, str, "")
         if package not in PACKAGES:
-            problems.append(f"{at}package: unknown package {package!r} (known: {', '.join(PACKAGES)})")
+            problems.append(f"{at}package: unknown package {quote(package)} (known: {', '.join(PACKAGES)})")
         count = read.integer(item, "count", at, 0, 0)
         regions = read.integer(item, "regions", at, 1, 0)
         deps_raw = item.get("dependencies") or []
         if not isinstance(deps_raw, list):
-            problems.append(f"{at}dependencies: expected a list of service names, got {deps_raw!r}")
+            problems.append(f"{at}dependencies: expected a list of service names, got {quote(deps_raw)}")
             deps_raw = []
         deps: list[str] = []
         for j, dep in enumerate(deps_raw):
             if not isinstance(dep, str) or not dep:
-                problems.append(f"{at}dependencies[{j}]: expected a service name, got {dep!r}")
+                problems.append(f"{at}dependencies[{j}]: expected a service name, got {quote(dep)}")
             elif dep in deps:
-                problems.append(f"{at}dependencies[{j}]: duplicate dependency {dep!r}")
+                problems.append(f"{at}dependencies[{j}]: duplicate dependency {quote(dep)}")
             else:
                 deps.append(dep)
         behavior = _behavior(read.mapping(item, "behavior", at), f"{at}behavior.", read)
-        extras = tuple((key, _text(item[key])) for key in SPIGO_SERVICE_EXTRAS if item.get(key) is not None)
+        extras = tuple(
+            (key, str(read.field(item, key, at, str, ""))) for key in SPIGO_SERVICE_EXTRAS if item.get(key) is not None
+        )
         services.append(Service(name, package, count, regions, tuple(deps), behavior, extras))
 
     known = {s.name for s in services} | {REGISTRY}
@@ -416,14 +422,14 @@ def _services(spec: dict[str, Any], path: str, read: _Reader, problems: list[str
         index = first_index[service.name]
         for j, dep in enumerate(service.dependencies):
             if dep not in known:
-                problems.append(f"{path}services[{index}].dependencies[{j}]: unknown service {dep!r}")
+                problems.append(f"{path}services[{index}].dependencies[{j}]: unknown service {quote(dep)}")
         mapped = service.kube_name
         if not mapped:
-            problems.append(f"{path}services[{index}].name: {service.name!r} has no letters or digits to name it by")
+            problems.append(f"{path}services[{index}].name: {quote(service.name)} has no letters or digits to name it by")
         elif mapped in kube_names:
             problems.append(
-                f"{path}services[{index}].name: {service.name!r} and {kube_names[mapped]!r} "
-                f"both map to the Kubernetes name {mapped!r}"
+                f"{path}services[{index}].name: {quote(service.name)} and {quote(kube_names[mapped])} "
+                f"both map to the Kubernetes name {quote(mapped)}"
             )
         else:
             kube_names[mapped] = service.name
@@ -444,7 +450,7 @@ def _check_scale(
         needed = service.regions * scale.regions
         if needed > len(region_names):
             problems.append(
-                f"{path}services[{i}].regions: {service.name!r} spans {service.regions} region(s) x "
+                f"{path}services[{i}].regions: {quote(service.name)} spans {service.regions} region(s) x "
                 f"{factor_name} {scale.regions} = {needed}, but there are only {len(region_names)} region names "
                 f"({', '.join(region_names)}); add regionNames"
             )
@@ -484,7 +490,7 @@ def _chaos(data: dict[str, Any], path: str, read: _Reader, names: set[str]) -> C
     base = Chaos()
     victim = read.field(data, "victim", path, str, "")
     if victim and victim not in names:
-        read.problems.append(f"{path}victim: not a service: {victim!r}")
+        read.problems.append(f"{path}victim: not a service: {quote(victim)}")
     return Chaos(
         enabled=read.field(data, "enabled", path, bool, base.enabled),
         victim=victim,
@@ -506,7 +512,7 @@ def _segmentation(data: dict[str, Any], path: str, read: _Reader) -> Segmentatio
             return default
         for i, peer in enumerate(value):
             if not isinstance(peer, dict) or not peer:
-                read.problems.append(f"{path}{key}[{i}]: expected a NetworkPolicyPeer mapping, got {peer!r}")
+                read.problems.append(f"{path}{key}[{i}]: expected a NetworkPolicyPeer mapping, got {quote(peer)}")
         return tuple(p for p in value if isinstance(p, dict))
 
     return Segmentation(
@@ -598,8 +604,12 @@ def _cycle_through(members: list[str], graph: dict[str, list[str]]) -> list[str]
     return members
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+def quote(value: Any) -> str:
+    """A value as it would appear in the input (JSON style: "name", 3, null)."""
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
 
 
 def _kind(value: Any) -> str:

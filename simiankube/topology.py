@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from simiankube import contract
 from simiankube.naming import bounded
-from simiankube.spec import Architecture, Service, SpecError
+from simiankube.spec import Architecture, Service, SpecError, quote
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,8 @@ def expand(arch: Architecture) -> Topology:
                     zones = [contract.ZONES[i % len(contract.ZONES)] for i in range(n)]
             if owners.setdefault(workload, service.name) != service.name:
                 raise SpecError(
-                    [f"services[{service.name}]: workload name {workload!r} is also the name of "
-                     f"service {owners[workload]!r}'s workload; rename one of them"]
+                    [f"services[{service.name}]: workload name {quote(workload)} is also the name of "
+                     f"service {quote(owners[workload])}'s workload; rename one of them"]
                 )
             instances = tuple(
                 Instance(arch.name, service, region, zone, ordinal, workload) for ordinal, zone in enumerate(zones)

@@ -199,11 +199,11 @@ def parse_document(document: Any) -> Architecture:
     if not isinstance(spec, dict):
         raise SpecError(problems + [f"spec: expected a mapping, got {_kind(spec)}"])
     resource_name = metadata.get("name") if isinstance(metadata, dict) else None
+    if "arch" not in spec and isinstance(resource_name, str) and resource_name:
+        spec = {**spec, "arch": resource_name}
     if resource_name is not None and (not isinstance(resource_name, str) or kube_name(resource_name) != resource_name):
         problems.append(f"metadata.name: must be a lowercase RFC 1123 name, got {quote(resource_name)}")
         resource_name = None
-    if "arch" not in spec and resource_name:
-        spec = {**spec, "arch": resource_name}
     try:
         arch = parse_spec(spec, path="spec.", resource_name=resource_name)
     except SpecError as err:
@@ -274,8 +274,8 @@ class _Reader:
     def number(self, data: dict[str, Any], key: str, path: str, default: float, low: float, high: float | None = None) -> float:
         value = self.field(data, key, path, float, default)
         if value < low or (high is not None and value > high):
-            bound = f"between {low:g} and {high:g}" if high is not None else f">= {low:g}"
-            self.problems.append(f"{path}{key}: must be {bound}, got {quote(value)}")
+            bound = f"between {_number(low)} and {_number(high)}" if high is not None else f">= {_number(low)}"
+            self.problems.append(f"{path}{key}: must be {bound}, got {quote(data[key])}")
             return default
         return float(value)
 
@@ -602,6 +602,10 @@ def _cycle_through(members: list[str], graph: dict[str, list[str]]) -> list[str]
                     following.append(child)
         frontier = following
     return members
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def quote(value: Any) -> str:

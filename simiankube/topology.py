@@ -101,7 +101,7 @@ def expand(arch: Architecture) -> Topology:
     """Every placement of every service; workload names are unique or this raises."""
     placements = []
     owners: dict[str, str] = {}
-    for service in arch.services:
+    for index, service in enumerate(arch.services):
         for region in service_regions(service, arch):
             prefix = f"{arch.resource_name}-{service.kube_name}"
             if region == contract.GLOBAL_REGION:
@@ -116,8 +116,8 @@ def expand(arch: Architecture) -> Topology:
                     zones = [contract.ZONES[i % len(contract.ZONES)] for i in range(n)]
             if owners.setdefault(workload, service.name) != service.name:
                 raise SpecError(
-                    [f"services[{service.name}]: workload name {quote(workload)} is also the name of "
-                     f"service {quote(owners[workload])}'s workload; rename one of them"]
+                    [f"services[{index}].name: {quote(service.name)} gets the workload name {quote(workload)}, "
+                     f"which service {quote(owners[workload])} has already; rename one of them"]
                 )
             instances = tuple(
                 Instance(arch.name, service, region, zone, ordinal, workload) for ordinal, zone in enumerate(zones)

@@ -1,0 +1,293 @@
+"""The nanoservice application: `create_app(config, identity) -> web.Application`.
+
+Views are thin: `serve` applies what every service request gets (budget and
+hop checks, service time, injected errors, payload, metrics, spans) and the
+package decides the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from simiankube import contract
+from simiankube.contract import NanoserviceConfig, Traffic
+from simiankube.nanoservice import keys
+from simiankube.nanoservice.client import Caller
+from simiankube.nanoservice.hop import ANONYMOUS, HEADER_CALLER, BadHeader, Hop, incoming_hop
+from simiankube.nanoservice.keys import Identity, Status
+from simiankube.nanoservice.metrics import Metrics
+from simiankube.nanoservice.packages import Context, Reply, build_package
+from simiankube.nanoservice.policy import draw_latency_ms
+from simiankube.nanoservice.probe import ProbeRequestError, parse_probe_request, probe_all
+from simiankube.nanoservice.resolver import Resolver
+from simiankube.nanoservice.tracing import SpanExporter, incoming_context, wall_time, zipkin_span
+from simiankube.nanoservice.traffic import generate
+
+MAX_BODY_BYTES = 64 * 1024  # larger request bodies are answered 413
+MAX_KEY_LENGTH = 256
+DEFAULTS = Traffic()  # budget and hop limit of requests from outside the architecture
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def serve(request: web.Request, work: Callable[[Hop], Awaitable[Reply]]) -> web.Response:
+    """One service request, from budget check to metrics; `work` is the package's part."""
+    app = request.app
+    config, identity, rng = app[keys.CONFIG], app[keys.IDENTITY], app[keys.RNG]
+    caller = request.headers.get(HEADER_CALLER, ANONYMOUS)[:64]
+    edge = app[keys.METRICS].server(caller)
+    edge.requests.inc()
+    started = time.monotonic()
+    status = 500
+    hop: Hop | None = None
+    try:
+        trace = incoming_context(request.headers, rng)
+        traffic = config.traffic or DEFAULTS
+        hop = incoming_hop(request.headers, trace, default_budget_ms=traffic.deadline_ms,
+                           default_max_hops=traffic.max_hops)
+        if hop.exceeded():
+            status = 508
+            return error(508, f"hop limit exceeded: hop {hop.hops} of at most {hop.max_hops}")
+        budget = hop.remaining()
+        if budget <= 0:
+            status = 504
+            return error(504, "deadline already passed on arrival")
+        try:
+            async with asyncio.timeout(budget):
+                delay = draw_latency_ms(config.behavior.latency, rng)
+                if delay > 0:
+                    await asyncio.sleep(delay / 1000.0)
+                if config.behavior.error_rate and rng.random() < config.behavior.error_rate:
+                    status = 500
+                    return error(500, f"injected error (error_rate {config.behavior.error_rate:g})")
+                reply = await work(hop)
+        except TimeoutError:
+            status = 504
+            return error(504, f"budget of {budget * 1000:.1f} ms ran out in {config.service}")
+        status = reply.status
+        if config.behavior.payload_bytes:
+            reply.body["payload"] = app[keys.PAYLOAD]
+        return web.json_response(reply.body, status=reply.status)
+    except BadHeader as err:
+        status = 400
+        return error(400, str(err))
+    finally:
+        elapsed = time.monotonic() - started
+        edge.latency.observe(elapsed)
+        if status >= 500:
+            edge.errors.inc()
+        if status == 504:
+            edge.timeouts.inc()
+        exporter = app[keys.EXPORTER]
+        if exporter.enabled and hop is not None:
+            exporter.record(zipkin_span(
+                hop.trace, name=f"{request.method.lower()} {request.path}", kind="SERVER", service=config.service,
+                address=identity.address, start=wall_time(started), duration=elapsed, remote=caller,
+                tags={"http.status_code": str(status), "instance": identity.instance},
+            ))
+
+
+def _key(request: web.Request) -> str:
+    key = request.match_info["key"]
+    if len(key) > MAX_KEY_LENGTH:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"key: at most {MAX_KEY_LENGTH} characters"}),
+                                 content_type="application/json")
+    return key
+
+
+async def _json_object(request: web.Request, required: dict[str, type]) -> dict[str, Any]:
+    """The request body as a JSON object with the required typed fields, else 400 (413 when too big)."""
+    try:
+        data = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "body: not valid JSON"}),
+                                 content_type="application/json") from None
+    problems = [] if isinstance(data, dict) else ["body: expected a JSON object"]
+    for name, kind in required.items():
+        if not problems and (not isinstance(data.get(name), kind) or isinstance(data.get(name), bool)):
+            problems.append(f"{name}: expected {kind.__name__}, got {data.get(name)!r}")
+    if problems:
+        raise web.HTTPBadRequest(text=json.dumps({"error": "; ".join(problems)}), content_type="application/json")
+    return data  # type: ignore[no-any-return]
+
+
+def _direct(request: web.Request) -> bool:
+    return request.query.get("direct", "") in ("1", "true")
+
+
+# -- views ------------------------------------------------------------------------
+
+
+async def get_key(request: web.Request) -> web.Response:
+    key = _key(request)
+    return await serve(request, lambda hop: request.app[keys.PACKAGE].get(hop, key, _direct(request)))
+
+
+async def put_key(request: web.Request) -> web.Response:
+    key = _key(request)
+    if request.content_type == "application/json":
+        value = str((await _json_object(request, {"value": str}))["value"])
+    else:
+        value = await request.text()
+    return await serve(request, lambda hop: request.app[keys.PACKAGE].put(hop, key, value, _direct(request)))
+
+
+async def replicate(request: web.Request) -> web.Response:
+    data = await _json_object(request, {"key": str, "value": str})
+    if len(data["key"]) > MAX_KEY_LENGTH:
+        return error(400, f"key: at most {MAX_KEY_LENGTH} characters")
+    return await serve(request, lambda hop: request.app[keys.PACKAGE].replicate(hop, data["key"], data["value"]))
+
+
+async def coins(request: web.Request) -> web.Response:
+    data = await _json_object(request, {"coins": int})
+    if data["coins"] < 1:
+        return error(400, f"coins: must be >= 1, got {data['coins']}")
+    return await serve(request, lambda hop: request.app[keys.PACKAGE].coins(hop, data["coins"]))
+
+
+async def registry(request: web.Request) -> web.Response:
+    return web.json_response(request.app[keys.PACKAGE].view())
+
+
+async def info(request: web.Request) -> web.Response:
+    config, identity = request.app[keys.CONFIG], request.app[keys.IDENTITY]
+    return web.json_response({"service": config.service, "package": config.package, "region": config.region,
+                              "instance": identity.instance, "zone": identity.zone})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "instance": request.app[keys.IDENTITY].instance})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    status = request.app[keys.STATUS]
+    if status.draining or not status.ready:
+        return error(503, "draining" if status.draining else "starting")
+    return web.json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[keys.METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def probe(request: web.Request) -> web.Response:
+    try:
+        targets, timeout_ms = parse_probe_request(await request.json())
+    except ValueError as err:  # JSON errors and ProbeRequestError alike
+        message = str(err) if isinstance(err, ProbeRequestError) else "body: not valid JSON"
+        return error(400, message)
+    results = await probe_all(request.app[keys.RESOLVER], targets, timeout_ms)
+    return web.json_response({"results": results})
+
+
+# -- resources: one cleanup context each --------------------------------------------
+
+
+async def client_session(app: web.Application) -> AsyncIterator[None]:
+    """One keep-alive connection pool per process-instance; the caller and package use it."""
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=30, use_dns_cache=False)
+    async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",)) as session:
+        app[keys.SESSION] = session
+        config, identity = app[keys.CONFIG], app[keys.IDENTITY]
+        caller = Caller(config=config, zone=identity.zone, address=identity.address, session=session,
+                        resolver=app[keys.RESOLVER], metrics=app[keys.METRICS], exporter=app[keys.EXPORTER],
+                        rng=app[keys.RNG])
+        app[keys.CALLER] = caller
+        app[keys.PACKAGE] = build_package(Context(config, identity.instance, caller, app[keys.RNG]))
+        yield
+
+
+async def resolver_refresh(app: web.Application) -> AsyncIterator[None]:
+    """Resolve every configured name before serving, then poll for changes (DNS only)."""
+    resolver, names = app[keys.RESOLVER], configured_names(app[keys.CONFIG])
+    await resolver.refresh(names)
+    task = None if resolver.table is not None else asyncio.create_task(resolver.refresh_forever(names))
+    yield
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def span_exporter(app: web.Application) -> AsyncIterator[None]:
+    exporter = app[keys.EXPORTER]
+    if not exporter.enabled:
+        yield
+        return
+    task = asyncio.create_task(exporter.run(app[keys.SESSION]))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await exporter.flush(app[keys.SESSION])
+
+
+async def traffic_loop(app: web.Application) -> AsyncIterator[None]:
+    config = app[keys.CONFIG]
+    if config.traffic is None:
+        yield
+        return
+    task = asyncio.create_task(generate(app[keys.CALLER], config, config.traffic))
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def configured_names(config: NanoserviceConfig) -> list[tuple[str, int]]:
+    names = {(p.host, config.port) for p in config.peers}
+    for dep in config.dependencies:
+        for t in dep.targets:
+            names.add((t.peers_host, t.port))
+            names.update((i.host, t.port) for i in t.instances)
+    return sorted(names)
+
+
+async def mark_ready(app: web.Application) -> None:
+    app[keys.STATUS].ready = True
+
+
+async def mark_draining(app: web.Application) -> None:
+    app[keys.STATUS].draining = True
+
+
+def create_app(
+    config: NanoserviceConfig,
+    identity: Identity,
+    *,
+    resolver: Resolver | None = None,
+    exporter: SpanExporter | None = None,
+) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[keys.CONFIG] = config
+    app[keys.IDENTITY] = identity
+    app[keys.RNG] = random.Random(identity.seed)
+    app[keys.METRICS] = Metrics(config.service, config.package)
+    app[keys.RESOLVER] = resolver or Resolver()
+    app[keys.EXPORTER] = exporter or SpanExporter()
+    app[keys.STATUS] = Status()
+    app[keys.PAYLOAD] = "x" * config.behavior.payload_bytes
+    app.cleanup_ctx.extend([client_session, resolver_refresh, span_exporter, traffic_loop])
+    app.on_startup.append(mark_ready)
+    app.on_shutdown.append(mark_draining)
+    app.router.add_get("/", info)
+    app.router.add_get("/kv/{key}", get_key)
+    app.router.add_put("/kv/{key}", put_key)
+    app.router.add_post("/replicate", replicate)
+    app.router.add_post("/coins", coins)
+    app.router.add_get("/registry", registry)
+    app.router.add_post("/probe", probe)
+    app.router.add_get(contract.PATH_HEALTH, healthz)
+    app.router.add_get(contract.PATH_READY, readyz)
+    app.router.add_get(contract.PATH_METRICS, metrics)
+    return app

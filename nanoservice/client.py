@@ -1,0 +1,250 @@
+"""Calls to dependencies: budgets, one retry, outlier ejection, metrics, spans.
+
+The rules that keep a failure from multiplying through the graph:
+- each attempt's timeout is min(behavior.timeout_ms, remaining budget), and
+  the callee is handed slightly less, so a slow callee answers 504 itself
+  before its caller gives up — and a 504 is never retried;
+- at most one retry, only against a different instance, only while budget
+  remains, and only when the first attempt did not reach a working service
+  (refused, reset, hung, draining 503) — a 500 or 502 is an answer, not a
+  reason to try again;
+- an instance that refused connections (or timed out three times running) is
+  ejected for a while, doubling on repeats, so a dead instance is not tried
+  again until its ejection timer lets the next request probe it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from simiankube.contract import Dependency, Instance, NanoserviceConfig
+from simiankube.nanoservice.hop import Hop
+from simiankube.nanoservice.metrics import Metrics
+from simiankube.nanoservice.policy import Endpoint, choose_endpoint, region_targets
+from simiankube.nanoservice.resolver import Resolver
+from simiankube.nanoservice.tracing import SpanExporter, wall_time, zipkin_span
+
+RETRYABLE_STATUS = frozenset({503})
+SOFT_FAILURES_TO_EJECT = 3
+MIN_ATTEMPT_SECONDS = 0.001  # no attempt is worth starting with less budget
+
+
+@dataclass
+class Result:
+    """What a call produced: a response, or a synthesized 502/504 when none came."""
+
+    status: int
+    body: dict[str, Any]
+    endpoint: Endpoint | None = None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass
+class Health:
+    """Outlier ejection keyed by endpoint (address:port)."""
+
+    base_seconds: float = 1.0
+    max_seconds: float = 10.0
+    until: dict[str, float] = field(default_factory=dict)
+    strikes: dict[str, int] = field(default_factory=dict)  # soft failures in a row
+    ejections: dict[str, int] = field(default_factory=dict)  # ejections since the last success
+
+    def ejected(self) -> set[str]:
+        now = time.monotonic()
+        for key in [k for k, t in self.until.items() if t <= now]:
+            del self.until[key]  # the timer ran out: the next request probes it
+        return set(self.until)
+
+    def failure(self, key: str, *, hard: bool) -> None:
+        strikes = self.strikes.get(key, 0) + 1
+        self.strikes[key] = strikes
+        if hard or strikes >= SOFT_FAILURES_TO_EJECT:
+            count = self.ejections.get(key, 0) + 1
+            self.ejections[key] = count
+            self.until[key] = time.monotonic() + min(self.max_seconds, self.base_seconds * 2 ** (count - 1))
+            self.strikes[key] = 0
+
+    def success(self, key: str) -> None:
+        if key in self.strikes or key in self.ejections:
+            self.strikes.pop(key, None)
+            self.ejections.pop(key, None)
+
+
+def handed_budget(timeout: float) -> float:
+    """The callee gets a little less than the caller waits, so the callee's 504 arrives first."""
+    return timeout - min(0.005, timeout * 0.1)
+
+
+class Caller:
+    """One per nanoservice: every outgoing call goes through here."""
+
+    def __init__(
+        self,
+        *,
+        config: NanoserviceConfig,
+        zone: str,
+        address: str,
+        session: aiohttp.ClientSession,
+        resolver: Resolver,
+        metrics: Metrics,
+        exporter: SpanExporter,
+        rng: random.Random,
+        health: Health | None = None,
+    ) -> None:
+        self.config = config
+        self.zone = zone
+        self.address = address
+        self.session = session
+        self.resolver = resolver
+        self.metrics = metrics
+        self.exporter = exporter
+        self.rng = rng
+        self.health = health or Health()
+        self.timeout = config.behavior.timeout_ms / 1000.0
+
+    # -- where to send ---------------------------------------------------------
+
+    def dependency_endpoints(self, dep: Dependency) -> tuple[list[Endpoint], list[Endpoint]]:
+        """(preferred, fallback): own region's instances, then other regions through the registry."""
+        preferred, fallback = region_targets(dep, self.config.region, self.config.registry)
+
+        def endpoints(targets: Sequence[Any]) -> list[Endpoint]:
+            return [
+                Endpoint(e.address, e.port, e.zone, e.instance, t.region)
+                for t in targets
+                for e in self.resolver.cached(t.peers_host, t.port)
+            ]
+
+        return endpoints(preferred), endpoints(fallback)
+
+    def instance_endpoints(self, instances: Sequence[Instance], port: int) -> list[Endpoint]:
+        """Named instances (ring members, replicas), in the order given."""
+        found = []
+        for instance in instances:
+            for e in self.resolver.cached(instance.host, port):
+                found.append(Endpoint(e.address, e.port, instance.zone, instance.name))
+        return found
+
+    # -- sending -----------------------------------------------------------------
+
+    async def call_dependency(
+        self, hop: Hop, dep: Dependency, method: str, path: str, *, body: Any = None, prefer_zone: bool = True
+    ) -> Result:
+        preferred, fallback = self.dependency_endpoints(dep)
+        return await self.call(hop, dep.service, [preferred, fallback], method, path, body=body,
+                               prefer_zone=prefer_zone)
+
+    async def call(
+        self,
+        hop: Hop,
+        peer: str,
+        groups: Sequence[Sequence[Endpoint]],
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        prefer_zone: bool = True,
+        ordered: bool = False,
+    ) -> Result:
+        """Send to one endpoint of the first group that has a healthy one; retry once elsewhere.
+
+        `ordered` tries endpoints in the given order (ring owner first)
+        instead of choosing at random.
+        """
+        edge = self.metrics.client(peer)
+        started = time.monotonic()
+        tried: set[str] = set()
+        result = Result(502, {}, None, f"{peer}: no healthy instance")
+        for attempt in range(2):
+            endpoint = self._choose(groups, tried, prefer_zone, ordered)
+            if endpoint is None:
+                break
+            budget = hop.remaining()
+            if budget < MIN_ATTEMPT_SECONDS:
+                result = Result(504, {}, None, f"{peer}: budget exhausted")
+                break
+            if attempt:
+                edge.retries.inc()  # type: ignore[union-attr]
+            tried.add(endpoint.key)
+            result, retryable = await self._attempt(hop, peer, endpoint, min(self.timeout, budget), method, path, body)
+            if not retryable:
+                break
+        edge.latency.observe(time.monotonic() - started)
+        return result
+
+    def _choose(
+        self, groups: Sequence[Sequence[Endpoint]], tried: set[str], prefer_zone: bool, ordered: bool
+    ) -> Endpoint | None:
+        ejected = self.health.ejected()
+        for group in groups:
+            if ordered:
+                chosen = next((e for e in group if e.key not in ejected and e.key not in tried), None)
+            else:
+                chosen = choose_endpoint(group, own_zone=self.zone, prefer_zone=prefer_zone, ejected=ejected,
+                                         exclude=tried, rng=self.rng)
+            if chosen is not None:
+                return chosen
+        return None
+
+    async def _attempt(
+        self, hop: Hop, peer: str, endpoint: Endpoint, timeout: float, method: str, path: str, body: Any
+    ) -> tuple[Result, bool]:
+        """One request; returns the result and whether another instance may be tried."""
+        edge = self.metrics.client(peer)
+        edge.requests.inc()
+        trace = hop.trace.child(self.rng)
+        headers = hop.outgoing(handed_budget(timeout), self.config.service, trace)
+        started = time.monotonic()
+        url = f"http://{endpoint.address}:{endpoint.port}{path}"
+        retryable = False
+        try:
+            async with self.session.request(
+                method, url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                raw = await response.read()
+                status = response.status
+        except asyncio.TimeoutError:
+            edge.timeouts.inc()
+            self.health.failure(endpoint.key, hard=False)
+            result, retryable = Result(504, {}, endpoint, f"{peer} {endpoint.key}: timed out after {timeout * 1000:.0f} ms"), True
+        except (aiohttp.ClientError, OSError) as err:
+            self.health.failure(endpoint.key, hard=True)
+            result, retryable = Result(502, {}, endpoint, f"{peer} {endpoint.key}: {type(err).__name__}: {err}"), True
+        else:
+            result = Result(status, _json(raw), endpoint)
+            if status in RETRYABLE_STATUS:
+                self.health.failure(endpoint.key, hard=False)
+                result.error, retryable = f"{peer} {endpoint.key}: draining (503)", True
+            else:
+                self.health.success(endpoint.key)
+                if status >= 500:
+                    result.error = str(result.body.get("error", f"{peer} {endpoint.key}: HTTP {status}"))
+        if not result.ok and result.status >= 500:
+            edge.errors.inc()
+        if self.exporter.enabled:
+            self.exporter.record(zipkin_span(
+                trace, name=f"{method.lower()} {path.split('?')[0]}", kind="CLIENT", service=self.config.service,
+                address=self.address, start=wall_time(started), duration=time.monotonic() - started, remote=peer,
+                tags={"http.status_code": str(result.status), "peer.address": endpoint.key},
+            ))
+        return result, retryable and hop.remaining() >= MIN_ATTEMPT_SECONDS
+
+
+def _json(raw: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,72 @@
+"""The budget a request carries: a deadline, a hop count and the hop limit.
+
+Every call sends the remaining budget (not a wall-clock deadline: clocks of
+pods differ) and the hop count together with the limit, so a service that is
+not a traffic source still enforces the limit its traffic source chose.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from multidict import CIMultiDictProxy
+
+from simiankube.nanoservice.tracing import TraceContext
+
+HEADER_BUDGET = "x-simiankube-deadline-ms"  # remaining budget in milliseconds when sent
+HEADER_HOPS = "x-simiankube-hops"  # hops so far; the receiver is hop number HOPS
+HEADER_MAX_HOPS = "x-simiankube-max-hops"
+HEADER_CALLER = "x-simiankube-caller"  # calling service (metrics edges)
+ANONYMOUS = "-"  # caller label of requests from outside the architecture
+
+
+class BadHeader(ValueError):
+    """A budget header that is not a number in range: the caller's bug, answered 400."""
+
+
+@dataclass(frozen=True)
+class Hop:
+    deadline: float  # time.monotonic() instant when the caller gives up
+    hops: int
+    max_hops: int
+    trace: TraceContext
+
+    def remaining(self) -> float:
+        """Seconds of budget left."""
+        return self.deadline - time.monotonic()
+
+    def exceeded(self) -> bool:
+        return self.hops > self.max_hops
+
+    def outgoing(self, budget: float, caller: str, trace: TraceContext) -> dict[str, str]:
+        """Headers of a call made with `budget` seconds, one hop further."""
+        return {
+            HEADER_BUDGET: f"{max(budget, 0.0) * 1000:.3f}",
+            HEADER_HOPS: str(self.hops + 1),
+            HEADER_MAX_HOPS: str(self.max_hops),
+            HEADER_CALLER: caller,
+            "traceparent": trace.traceparent,
+        }
+
+
+def _number(headers: CIMultiDictProxy[str], name: str, default: float, low: float, high: float) -> float:
+    if name not in headers:
+        return default
+    try:
+        value = float(headers[name])
+    except ValueError:
+        raise BadHeader(f"header {name}: expected a number, got {headers[name]!r}") from None
+    if not low <= value <= high:  # also rejects nan
+        raise BadHeader(f"header {name}: must be between {low:g} and {high:g}, got {headers[name]!r}")
+    return value
+
+
+def incoming_hop(
+    headers: CIMultiDictProxy[str], trace: TraceContext, *, default_budget_ms: float, default_max_hops: int
+) -> Hop:
+    """The hop of a received request; requests from outside get the defaults."""
+    budget_ms = _number(headers, HEADER_BUDGET, default_budget_ms, -1e9, 3_600_000.0)
+    hops = int(_number(headers, HEADER_HOPS, 1, 0, 1_000_000))
+    max_hops = int(_number(headers, HEADER_MAX_HOPS, default_max_hops, 1, 1_000_000))
+    return Hop(time.monotonic() + budget_ms / 1000.0, hops, max_hops, trace)

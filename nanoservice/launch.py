@@ -1,0 +1,93 @@
+"""How a nanoservice is started: from the pod's environment, or many in one process.
+
+`Launch` is everything outside the rendered configuration that an instance
+needs (its name, zone, listen address, hosts table, span sinks, seed). A pod
+reads it from the environment; the local runner hands a list of them to one
+process, which serves each on its own socket (`serve_many`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from simiankube import contract
+from simiankube.contract import NanoserviceConfig
+from simiankube.nanoservice.app import create_app
+from simiankube.nanoservice.keys import Identity
+from simiankube.nanoservice.resolver import Resolver, load_hosts_table
+from simiankube.nanoservice.tracing import SpanExporter
+
+SHUTDOWN_SECONDS = 10.0  # in-flight work gets this long after SIGTERM (pods: terminationGracePeriodSeconds 15)
+
+
+@dataclass(frozen=True)
+class Launch:
+    config_path: str
+    instance: str
+    zone: str = ""
+    host: str = "0.0.0.0"
+    port: int = contract.HTTP_PORT
+    hosts_path: str = ""  # local mode: the hosts table
+    zipkin_file: str = ""
+    zipkin_url: str = ""
+    seed: int | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Launch:
+        host, _, port = env.get(contract.ENV_LISTEN, f"0.0.0.0:{contract.HTTP_PORT}").rpartition(":")
+        return cls(
+            config_path=env.get(contract.ENV_CONFIG, contract.CONFIG_PATH),
+            instance=env.get(contract.ENV_INSTANCE) or socket.gethostname(),
+            zone=env.get(contract.ENV_ZONE, ""),
+            host=host or "0.0.0.0",
+            port=int(port),
+            hosts_path=env.get(contract.ENV_HOSTS, ""),
+            zipkin_file=env.get(contract.ENV_ZIPKIN_FILE, ""),
+            zipkin_url=env.get(contract.ENV_ZIPKIN_URL, ""),
+        )
+
+    def build(self) -> web.Application:
+        config = NanoserviceConfig.from_json(Path(self.config_path).read_text(encoding="utf-8"))
+        table = load_hosts_table(self.hosts_path, config.port) if self.hosts_path else None
+        return create_app(
+            config,
+            Identity(self.instance, self.zone, self.host, self.seed),
+            resolver=Resolver(table),
+            exporter=SpanExporter(file=self.zipkin_file, url=self.zipkin_url),
+        )
+
+
+def run(launch: Launch) -> None:
+    """One instance per process (pods): aiohttp handles SIGTERM, drains and exits 0."""
+    web.run_app(launch.build(), host=launch.host, port=launch.port, shutdown_timeout=SHUTDOWN_SECONDS,
+                handler_cancellation=True, access_log=None, print=None)
+
+
+async def serve_many(launches: list[Launch]) -> None:
+    """Several instances in one process, each on its own socket, until SIGTERM/SIGINT; then drain all."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runners = []
+    try:
+        for launch in launches:
+            runner = web.AppRunner(launch.build(), handler_cancellation=True, access_log=None)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, launch.host, launch.port, shutdown_timeout=SHUTDOWN_SECONDS).start()
+        await stop.wait()
+    finally:
+        await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)
+
+
+def main() -> None:
+    run(Launch.from_env(os.environ))

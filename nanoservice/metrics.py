@@ -1,0 +1,78 @@
+"""Prometheus metrics of one nanoservice, in a registry of its own (no globals).
+
+Server metrics are labelled with the caller, client metrics with the peer
+(callee), so every caller → callee edge of the architecture is a series.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+# 100 µs .. 10 s
+BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PREFIX = "simiankube"
+
+
+@dataclass
+class Edge:
+    """Pre-labelled children of one edge, so the hot path does no label lookups."""
+
+    requests: Counter
+    errors: Counter
+    timeouts: Counter
+    latency: Histogram
+    retries: Counter | None = None
+
+
+@dataclass
+class Metrics:
+    service: str
+    package: str
+    registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=False))
+
+    def __post_init__(self) -> None:
+        def family(kind: type[MetricWrapperBase], name: str, doc: str, label: str) -> MetricWrapperBase:
+            extra = {"buckets": BUCKETS} if kind is Histogram else {}
+            return kind(f"{PREFIX}_{name}", doc, ["service", "package", label], registry=self.registry, **extra)
+
+        self._server = (
+            family(Counter, "server_requests", "Requests served, by caller service", "caller"),
+            family(Counter, "server_errors", "Requests answered with a 5xx (timeouts included)", "caller"),
+            family(Counter, "server_timeouts", "Requests whose budget ran out here (504)", "caller"),
+            family(Histogram, "server_latency_seconds", "Time to answer, by caller service", "caller"),
+        )
+        self._client = (
+            family(Counter, "client_requests", "Attempts sent to a dependency (retries included)", "peer"),
+            family(Counter, "client_errors", "Attempts that failed: refused, 5xx or timed out", "peer"),
+            family(Counter, "client_timeouts", "Attempts that timed out", "peer"),
+            family(Histogram, "client_latency_seconds", "Time of a call including its retry", "peer"),
+            family(Counter, "client_retries", "Retries, each against a different instance", "peer"),
+        )
+        self._traffic = (
+            family(Counter, "traffic_requests", "User requests a traffic source started", "peer"),
+            family(Counter, "traffic_errors", "User requests that failed (any 5xx after retries)", "peer"),
+            family(Counter, "traffic_timeouts", "User requests that ran out of budget", "peer"),
+            family(Histogram, "traffic_latency_seconds", "User request response time", "peer"),
+        )
+        self._sides = {"server": self._server, "client": self._client, "traffic": self._traffic}
+        self._edges: dict[tuple[str, str], Edge] = {}
+
+    def _edge(self, side: str, other: str) -> Edge:
+        edge = self._edges.get((side, other))
+        if edge is None:
+            children = [f.labels(self.service, self.package, other) for f in self._sides[side]]
+            edge = Edge(*children)  # type: ignore[arg-type]
+            self._edges[(side, other)] = edge
+        return edge
+
+    def server(self, caller: str) -> Edge:
+        return self._edge("server", caller)
+
+    def client(self, peer: str) -> Edge:
+        return self._edge("client", peer)
+
+    def traffic(self, peer: str) -> Edge:
+        return self._edge("traffic", peer)

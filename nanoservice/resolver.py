@@ -1,0 +1,88 @@
+"""Name resolution: Kubernetes DNS in pods, a hosts table in local mode.
+
+On Kubernetes the configured names are Services in the pod's namespace; the
+headless `peers_host` resolves to every ready pod, so re-resolving every few
+seconds is the registry's delta polling. Zones are unknown there ("").
+
+In local mode the runner writes a hosts table (env SIMIANKUBE_HOSTS):
+`{"hosts": {name: [{"address": "127.1.0.5", "zone": "zoneA", "instance":
+"lamp-webserver-us-east-1-4"}, ...]}}`. Every instance has its own loopback
+address and the configured port, exactly like a pod, so zone preference,
+retries on a different instance and ejection behave the same in both modes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from simiankube.nanoservice.policy import Endpoint
+
+REFRESH_SECONDS = 5.0
+
+HostsTable = dict[str, tuple[Endpoint, ...]]
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """One row of the local hosts table."""
+
+    address: str
+    zone: str
+    instance: str
+
+
+def hosts_table_json(table: dict[str, list[HostEntry]]) -> str:
+    """The document the runner writes and `load_hosts_table` reads."""
+    rows = {host: [e.__dict__ for e in entries] for host, entries in sorted(table.items())}
+    return json.dumps({"hosts": rows}, sort_keys=True, indent=1)
+
+
+def load_hosts_table(path: str | Path, port: int) -> HostsTable:
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {
+        host: tuple(Endpoint(e["address"], port, e.get("zone", ""), e.get("instance", e["address"])) for e in rows)
+        for host, rows in data["hosts"].items()
+    }
+
+
+class Resolver:
+    """host → endpoints, from the hosts table when present, else DNS (cached, refreshed)."""
+
+    def __init__(self, table: HostsTable | None = None) -> None:
+        self.table = table
+        self._cache: dict[tuple[str, int], tuple[Endpoint, ...]] = {}
+
+    def cached(self, host: str, port: int) -> tuple[Endpoint, ...]:
+        """What the last resolution found; never blocks the request path."""
+        if self.table is not None and host in self.table:
+            return tuple(e if e.port == port else Endpoint(e.address, port, e.zone, e.instance) for e in self.table[host])
+        return self._cache.get((host, port), ())
+
+    async def resolve(self, host: str, port: int) -> tuple[Endpoint, ...]:
+        """Resolve now (DNS names are cached for the next `cached` call)."""
+        if self.table is not None and host in self.table:
+            return self.cached(host, port)
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except (socket.gaierror, UnicodeError):
+            found: tuple[Endpoint, ...] = ()
+        else:
+            addresses = sorted({info[4][0] for info in infos})
+            found = tuple(Endpoint(a, port, "", a) for a in addresses)
+        self._cache[(host, port)] = found
+        return found
+
+    async def refresh(self, names: Iterable[tuple[str, int]]) -> None:
+        await asyncio.gather(*(self.resolve(h, p) for h, p in names))
+
+    async def refresh_forever(self, names: Iterable[tuple[str, int]], interval: float = REFRESH_SECONDS) -> None:
+        names = list(names)
+        while True:
+            await self.refresh(names)
+            await asyncio.sleep(interval)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from simiankube.render.nanoconfig import build_nanoservice_config
+from simiankube.render.networkpolicies import build_network_policies
 from simiankube.render.objects import build_config_map, build_services, build_workload
 from simiankube.render.settings import RenderSettings
 from simiankube.topology import Topology
@@ -27,4 +28,5 @@ def render(topology: Topology, settings: RenderSettings) -> list[dict[str, Any]]
         objects.append(build_config_map(topology, placement, config, settings))
         objects.extend(build_services(topology, placement, settings))
         objects.append(build_workload(topology, placement, config, settings))
+    objects.extend(build_network_policies(topology, settings))
     return sorted(objects, key=lambda o: (KIND_ORDER.index(o["kind"]), o["metadata"]["name"]))

@@ -24,7 +24,7 @@ from simiankube.topology import expand
 EXIT_INVALID = 1
 
 # Commands that other components add: each module has `register(subparsers)`.
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("simiankube.netpol_cli", "simiankube.localrun", "simiankube.operator.cli")
 
 Handler = Callable[[argparse.Namespace], int]
 

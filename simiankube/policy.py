@@ -131,10 +131,12 @@ def scenario(topology: Topology, settings: RenderSettings = RenderSettings()) ->
         ip="10.96.0.10",
         ports=(ContainerPort(DNS_PORT, "UDP", "dns"), ContainerPort(DNS_PORT, "TCP", "dns-tcp")),
     )
+    order = {s.kube_name: i for i, s in enumerate(topology.architecture.services)}
+    pods = sorted(pods_from_objects(objects), key=lambda p: (order[p.labels[contract.LABEL_SERVICE]], p.name))
     return Scenario(
         architecture=topology.architecture,
         namespace=settings.namespace,
-        pods=tuple(pods_from_objects(objects)),
+        pods=tuple(pods),
         extras=tuple(extras),
         dns=dns,
         namespaces=tuple(namespaces.values()),

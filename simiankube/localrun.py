@@ -1,0 +1,422 @@
+"""`simiankube run FILE`: the whole architecture on this machine, no cluster.
+
+The same render step as for Kubernetes produces the configurations (taken
+from the rendered ConfigMaps, byte for byte). Every instance is a real
+nanoservice listening on its own loopback address (127.x.y.z) and the
+configured port, and finds the others through a hosts table that mirrors the
+cluster's Services, so zone preference, retries and ejection behave as in
+pods. Instances share a few worker processes (one per core), each instance
+on its own socket; the chaos victim gets a process of its own so that the
+monkey's kill is a real SIGKILL, and a ReplicaSet-like restart follows.
+Traffic sources start last, once everything they call is ready.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import aiohttp
+
+from simiankube import contract
+from simiankube.cli import add_file_argument, add_output_argument, add_scale_arguments, load
+from simiankube.nanoservice.launch import Launch
+from simiankube.nanoservice.resolver import HostEntry, hosts_table_json
+from simiankube.render import RenderSettings, render
+from simiankube.render.nanoconfig import build_target, instance_host
+from simiankube.runreport import Report, Scrape, build_report, combine, format_text, parse_scrape
+from simiankube.spec import TRAFFIC_SOURCE_PACKAGES, Architecture
+from simiankube.topology import Instance, Topology, expand
+
+READY_TIMEOUT = 60.0  # seconds for every instance of a process to answer /readyz
+RESTART_DELAY = 2.0  # the victim comes back this long after the kill, like a ReplicaSet's new pod
+STOP_TIMEOUT = 12.0  # SIGTERM, then SIGKILL after this long
+SCRAPE_INTERVAL = 1.0
+MAX_INSTANCES_PER_SUBNET = 254
+
+
+class RunError(RuntimeError):
+    """The run could not start or keep going (a worker died, a port was taken)."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """One instance of the run: where it listens and which process hosts it."""
+
+    instance: Instance
+    address: str
+    launch: Launch
+
+    @property
+    def name(self) -> str:
+        return self.instance.name
+
+    @property
+    def traffic_source(self) -> bool:
+        return self.instance.service.package in TRAFFIC_SOURCE_PACKAGES
+
+
+@dataclass
+class Worker:
+    """A process hosting some instances; `incarnation` counts restarts."""
+
+    name: str
+    members: list[Planned]
+    process: asyncio.subprocess.Process | None = None
+    incarnation: int = 0
+
+    @property
+    def traffic(self) -> bool:
+        return any(m.traffic_source for m in self.members)
+
+
+def loopback_addresses(count: int, first: int) -> list[str]:
+    """`count` addresses 127.A.B.C starting at subnet number `first` (A.B), skipping .0 and .255."""
+    addresses = []
+    for i in range(count):
+        subnet, host = divmod(i, MAX_INSTANCES_PER_SUBNET)
+        a, b = divmod(first + subnet, 256)
+        addresses.append(f"127.{1 + a % 254}.{b}.{host + 1}")
+    return addresses
+
+
+def addresses_free(addresses: list[str], port: int) -> bool:
+    for address in addresses:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address, port))
+            except OSError:
+                return False
+    return True
+
+
+def pick_addresses(count: int) -> list[str]:
+    """Free loopback addresses; another run (or test) on this machine uses other subnets."""
+    rng = random.Random()
+    for _ in range(20):
+        addresses = loopback_addresses(count, rng.randrange(256, 254 * 256))
+        if addresses_free(addresses, contract.HTTP_PORT):
+            return addresses
+    raise RunError(f"no free loopback subnet for {count} instances on port {contract.HTTP_PORT}")
+
+
+def config_documents(topology: Topology) -> dict[str, str]:
+    """workload → the nanoservice configuration exactly as its ConfigMap holds it."""
+    return {
+        o["metadata"]["name"]: o["data"][contract.CONFIG_KEY]
+        for o in render(topology, RenderSettings())
+        if o["kind"] == "ConfigMap"
+    }
+
+
+def hosts_table(topology: Topology, address_of: dict[str, str]) -> dict[str, list[HostEntry]]:
+    """The cluster's names as a table: each Service, headless Service and StatefulSet pod name."""
+    table: dict[str, list[HostEntry]] = {}
+    for placement in topology.placements:
+        target = build_target(placement)
+        entries = [HostEntry(address_of[i.name], i.zone, i.name) for i in placement.instances]
+        table[target.host] = entries
+        table[target.peers_host] = entries
+        for instance, entry in zip(placement.instances, entries):
+            table[instance_host(placement, instance.ordinal)] = [entry]
+    return table
+
+
+def plan(topology: Topology, workdir: Path, *, seed: int, zipkin_file: str) -> list[Planned]:
+    """Write configurations and the hosts table into `workdir`; one Planned per instance."""
+    instances = topology.instances
+    addresses = pick_addresses(len(instances))
+    address_of = {i.name: a for i, a in zip(instances, addresses)}
+    hosts_path = workdir / "hosts.json"
+    hosts_path.write_text(hosts_table_json(hosts_table(topology, address_of)), encoding="utf-8")
+    for workload, document in config_documents(topology).items():
+        (workdir / f"{workload}.json").write_text(document, encoding="utf-8")
+    return [
+        Planned(i, address_of[i.name], Launch(
+            config_path=str(workdir / f"{i.workload}.json"),
+            instance=i.name,
+            zone=i.zone,
+            host=address_of[i.name],
+            port=contract.HTTP_PORT,
+            hosts_path=str(hosts_path),
+            zipkin_file=zipkin_file,
+            seed=seed * 100_003 + n,
+        ))
+        for n, i in enumerate(instances)
+    ]
+
+
+def assign_workers(planned: list[Planned], victim: str, workers: int) -> list[Worker]:
+    """Traffic sources together, the victim alone, everything else spread over `workers` processes."""
+    alone = [p for p in planned if p.name == victim]
+    traffic = [p for p in planned if p.traffic_source and p.name != victim]
+    rest = [p for p in planned if not p.traffic_source and p.name != victim]
+    groups = [Worker(f"worker-{n}", rest[n::workers]) for n in range(min(workers, len(rest)))]
+    if alone:
+        groups.append(Worker("victim", alone))
+    if traffic:
+        groups.append(Worker("traffic", traffic))
+    return groups
+
+
+def choose_victim(arch: Architecture, topology: Topology, seed: int) -> str:
+    """The instance the monkey will kill: one of the victim service's, chosen by the seed."""
+    service = arch.chaos.victim or arch.victim
+    candidates = [i.name for i in topology.instances if i.service.name == service]
+    return random.Random(seed).choice(candidates) if candidates else ""
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass
+class LocalRun:
+    arch: Architecture
+    topology: Topology
+    workers: list[Worker]
+    workdir: Path
+    duration: float
+    progress: TextIO
+    victim: str = ""
+    scrapes: dict[tuple[str, int], Scrape] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    peak_rss: float = 0.0
+    started: float = 0.0
+
+    # -- processes -----------------------------------------------------------------
+
+    async def spawn(self, worker: Worker) -> None:
+        spec = self.workdir / f"{worker.name}.json"
+        spec.write_text(json.dumps({"parent": os.getpid(), "launches": [asdict(m.launch) for m in worker.members]}))
+        with open(self.workdir / f"{worker.name}.log", "ab") as log:
+            worker.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "simiankube.runworker", str(spec),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=log,
+                start_new_session=True,  # Ctrl-C reaches the runner only; it stops workers in order
+            )
+
+    async def wait_ready(self, session: aiohttp.ClientSession, worker: Worker) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        pending = {m.address for m in worker.members}
+        while pending:
+            if worker.process is None or worker.process.returncode is not None:
+                log = (self.workdir / f"{worker.name}.log").read_text(errors="replace")[-2000:]
+                raise RunError(f"{worker.name} exited while starting:\n{log}")
+            if time.monotonic() > deadline:
+                raise RunError(f"{worker.name}: {len(pending)} instance(s) not ready after {READY_TIMEOUT:g} s")
+            for address in list(pending):
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                    async with session.get(f"http://{address}:{contract.HTTP_PORT}{contract.PATH_READY}",
+                                           timeout=aiohttp.ClientTimeout(total=1)) as response:
+                        if response.status == 200:
+                            pending.discard(address)
+            if pending:
+                await asyncio.sleep(0.1)
+
+    async def start(self, session: aiohttp.ClientSession, workers: list[Worker]) -> None:
+        for worker in workers:
+            await self.spawn(worker)
+        await asyncio.gather(*(self.wait_ready(session, w) for w in workers))
+
+    async def stop(self) -> None:
+        """SIGTERM every worker (traffic first), SIGKILL what is left after STOP_TIMEOUT."""
+        live = [w for w in sorted(self.workers, key=lambda w: not w.traffic)
+                if w.process is not None and w.process.returncode is None]
+        for worker in live:
+            assert worker.process is not None
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(worker.process.pid, signal.SIGTERM)
+
+        async def reap(worker: Worker) -> None:
+            assert worker.process is not None
+            try:
+                await asyncio.wait_for(worker.process.wait(), STOP_TIMEOUT)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.process.pid, signal.SIGKILL)
+                await worker.process.wait()
+
+        await asyncio.shield(asyncio.gather(*(reap(w) for w in live)))
+
+    # -- observing -----------------------------------------------------------------
+
+    async def scrape(self, session: aiohttp.ClientSession) -> None:
+        async def one(worker: Worker, member: Planned) -> None:
+            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                async with session.get(f"http://{member.address}:{contract.HTTP_PORT}{contract.PATH_METRICS}",
+                                       timeout=aiohttp.ClientTimeout(total=2)) as response:
+                    if response.status == 200:
+                        self.scrapes[(member.name, worker.incarnation)] = parse_scrape(await response.text())
+
+        await asyncio.gather(*(one(w, m) for w in self.workers for m in w.members))
+        pids = [w.process.pid for w in self.workers if w.process and w.process.returncode is None]
+        self.peak_rss = max(self.peak_rss, rss_mib(os.getpid()) + sum(rss_mib(p) for p in pids))
+
+    def traffic_totals(self) -> tuple[int, int]:
+        total = combine(self.scrapes.values())
+        requests = sum(v for k, v in total.items() if k[0] == "traffic_requests_total")
+        errors = sum(v for k, v in total.items() if k[0] == "traffic_errors_total")
+        return int(requests), int(errors)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def event(self, kind: str, **details: Any) -> None:
+        self.events.append({"t_s": round(self.elapsed(), 2), "event": kind, **details})
+        print(f"[{self.elapsed():6.1f}s] chaos: {kind} {self.victim}", file=self.progress, flush=True)
+
+    async def chaos(self, session: aiohttp.ClientSession) -> None:
+        """spigo's monkey: kill the victim at half time; it comes back after RESTART_DELAY."""
+        await asyncio.sleep(max(0.0, self.duration / 2 - self.elapsed()))
+        worker = next(w for w in self.workers if any(m.name == self.victim for m in w.members))
+        assert worker.process is not None
+        _, errors_before = self.traffic_totals()
+        killed = time.monotonic()
+        worker.process.kill()
+        await worker.process.wait()
+        self.event("kill", instance=self.victim, signal="SIGKILL")
+        await asyncio.sleep(RESTART_DELAY)
+        worker.incarnation += 1
+        await self.start(session, [worker])
+        self.event("ready", instance=self.victim, downtime_s=round(time.monotonic() - killed, 2))
+        await asyncio.sleep(min(2.0, max(0.0, self.duration - self.elapsed() - 0.5)))
+        await self.scrape(session)
+        _, errors_after = self.traffic_totals()
+        self.event("recovered", instance=self.victim, user_errors_since_kill=errors_after - errors_before)
+
+    async def execute(self) -> Report:
+        async with aiohttp.ClientSession() as session:
+            try:
+                backends = [w for w in self.workers if not w.traffic]
+                await self.start(session, backends)
+                await self.start(session, [w for w in self.workers if w.traffic])
+                pids = ", ".join(f"{w.name}={w.process.pid}" for w in self.workers if w.process)
+                print(f"{self.arch.resource_name}: {len(self.topology.instances)} instances ready in "
+                      f"{len(self.workers)} processes (pids {pids})", file=self.progress, flush=True)
+                self.started = time.monotonic()
+                monkey = asyncio.create_task(self.chaos(session)) if self.victim else None
+                while self.elapsed() < self.duration:
+                    await asyncio.sleep(min(SCRAPE_INTERVAL, max(0.0, self.duration - self.elapsed())))
+                    await self.scrape(session)
+                    requests, errors = self.traffic_totals()
+                    print(f"[{self.elapsed():6.1f}s/{self.duration:g}s] {requests} user requests "
+                          f"({requests / max(self.elapsed(), 1e-9):.0f}/s), {errors} errors",
+                          file=self.progress, flush=True)
+                if monkey is not None:
+                    monkey.cancel()
+                    await asyncio.gather(monkey, return_exceptions=True)
+                duration = self.elapsed()
+                await self.scrape(session)
+            finally:
+                await self.stop()
+        return self.report(duration)
+
+    def report(self, duration: float) -> Report:
+        counts: dict[str, int] = {}
+        for i in self.topology.instances:
+            counts[i.service.name] = counts.get(i.service.name, 0) + 1
+        services = [(s.name, s.package, counts.get(s.name, 0)) for s in self.arch.services]
+        return build_report(
+            architecture=self.arch.resource_name,
+            duration_s=duration,
+            scrape=combine(self.scrapes.values()),
+            services=services,
+            traffic_sources=[s.name for s in self.arch.services if s.package in TRAFFIC_SOURCE_PACKAGES],
+            processes=len(self.workers),
+            chaos=self.events,
+            peak_rss_mib=self.peak_rss,
+            zipkin_file=self.workers[0].members[0].launch.zipkin_file if self.workers else "",
+        )
+
+
+async def run_architecture(
+    arch: Architecture,
+    *,
+    duration: float,
+    seed: int,
+    chaos: bool,
+    zipkin_file: str,
+    workers: int,
+    progress: TextIO,
+) -> Report:
+    topology = expand(arch)
+    with tempfile.TemporaryDirectory(prefix=f"simiankube-run-{arch.resource_name}-") as tmp:
+        workdir = Path(tmp)
+        planned = plan(topology, workdir, seed=seed, zipkin_file=zipkin_file)
+        victim = choose_victim(arch, topology, seed) if chaos else ""
+        run = LocalRun(arch, topology, assign_workers(planned, victim, workers), workdir, duration, progress, victim)
+        return await run.execute()
+
+
+def parse_duration(text: str) -> float:
+    """`10`, `10s`, `2m`, `500ms` → seconds."""
+    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
+    for suffix, factor in units:
+        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
+            return float(text[: -len(suffix)]) * factor
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 30, 30s, 2m)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"duration must be positive, got {text!r}")
+    return value
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    arch = load(args)
+    zipkin_file = args.zipkin_file
+    if zipkin_file is None:
+        zipkin_file = str(Path(tempfile.gettempdir()) / f"simiankube-{arch.resource_name}-{os.getpid()}.zipkin.jsonl")
+    try:
+        report = asyncio.run(run_architecture(
+            arch, duration=args.duration, seed=args.seed, chaos=args.chaos, zipkin_file=zipkin_file,
+            workers=args.workers, progress=sys.stderr,
+        ))
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    sys.stdout.write(report.to_json() if args.output == "json" else format_text(report))
+    return 0
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "run", help="run an architecture on this machine, no cluster needed",
+        description="Run every instance as a real nanoservice on its own loopback address, send traffic, "
+                    "kill the victim at half time (chaos), and report per-service figures.",
+    )
+    add_file_argument(p)
+    add_scale_arguments(p)
+    p.add_argument("--duration", type=parse_duration, default=10.0, metavar="D",
+                   help="how long traffic runs: 30, 30s, 2m (default 10s)")
+    p.add_argument("--seed", type=int, default=1, help="seed of latency draws, routing and the victim (default 1)")
+    p.add_argument("--chaos", action=argparse.BooleanOptionalAction, default=True,
+                   help="kill one instance of the victim at half time and restart it (default on)")
+    p.add_argument("--zipkin-file", metavar="PATH", default=None,
+                   help="where spans go (Zipkin v2 JSON lines; default a file in the temp dir; '' for none)")
+    p.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)), metavar="N",
+                   help="processes sharing the instances, besides the traffic source's and the victim's "
+                        "(default: one per core, at most 2)")
+    add_output_argument(p, ("table", "json"))
+    p.set_defaults(handler=cmd_run)

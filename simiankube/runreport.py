@@ -1,0 +1,247 @@
+"""The end report of `simiankube run`: figures from the nanoservices' own /metrics.
+
+The runner scrapes every instance; this module sums the scrapes per service
+and formats them. A report is a sequence of sections (`SECTIONS`): adding a
+section to the text report is adding one function to that tuple.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+PREFIX = "simiankube_"
+
+# (metric, service) -> value, or (metric, service, le) -> cumulative count for buckets
+Scrape = dict[tuple[str, ...], float]
+
+
+def parse_scrape(text: str) -> Scrape:
+    """Sum one instance's samples per service (callers/peers folded together)."""
+    values: Scrape = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.name.startswith(PREFIX) or sample.name.endswith("_created"):
+                continue
+            name = sample.name[len(PREFIX):]
+            service = sample.labels.get("service", "")
+            if name.endswith("_bucket"):
+                values[(name, service, sample.labels["le"])] += sample.value
+            else:
+                values[(name, service)] += sample.value
+    return dict(values)
+
+
+def combine(scrapes: Iterable[Scrape]) -> Scrape:
+    total: Scrape = defaultdict(float)
+    for scrape in scrapes:
+        for key, value in scrape.items():
+            total[key] += value
+    return dict(total)
+
+
+def buckets(scrape: Scrape, histogram: str, service: str) -> list[tuple[float, float]]:
+    """Cumulative (upper bound seconds, count) pairs, sorted, +Inf last."""
+    name = f"{histogram}_bucket"
+    found = [(float(k[2]), v) for k, v in scrape.items() if len(k) == 3 and k[0] == name and k[1] == service]
+    return sorted(found)
+
+
+def quantile(cumulative: list[tuple[float, float]], q: float) -> float:
+    """Linear interpolation inside the bucket holding the q-quantile (seconds); nan when empty."""
+    if not cumulative or cumulative[-1][1] == 0:
+        return math.nan
+    rank = q * cumulative[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in cumulative:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            width = count - lower_count
+            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / width if width else 1.0)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+@dataclass
+class ServiceStats:
+    service: str
+    package: str
+    instances: int
+    requests: int
+    errors: int
+    timeouts: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass
+class TrafficStats:
+    service: str
+    requests: int
+    errors: int
+    timeouts: int
+    requests_per_second: float
+    p50_ms: float | None
+    p99_ms: float | None
+    # seed style: (from µs, to µs or None for +Inf, count) for every non-empty bucket
+    histogram: list[tuple[float, float | None, int]] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    architecture: str
+    duration_s: float
+    instances: int
+    processes: int
+    services: list[ServiceStats]
+    traffic: list[TrafficStats]
+    calls_per_user_request: float | None  # attempts between services per user request
+    retries: int
+    chaos: list[dict[str, Any]]
+    peak_rss_mib: float
+    zipkin_file: str
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["services"] = {s["service"]: s for s in data["services"]}
+        return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+def _ms(seconds: float) -> float | None:
+    return None if math.isnan(seconds) else round(seconds * 1000, 3)
+
+
+def build_report(
+    *,
+    architecture: str,
+    duration_s: float,
+    scrape: Scrape,
+    services: list[tuple[str, str, int]],  # (service, package, instances) in architecture order
+    traffic_sources: list[str],
+    processes: int,
+    chaos: list[dict[str, Any]],
+    peak_rss_mib: float,
+    zipkin_file: str,
+) -> Report:
+    def total(metric: str, service: str) -> int:
+        return int(scrape.get((metric, service), 0.0))
+
+    stats = []
+    for service, package, count in services:
+        latency = buckets(scrape, "server_latency_seconds", service)
+        stats.append(ServiceStats(
+            service, package, count,
+            total("server_requests_total", service), total("server_errors_total", service),
+            total("server_timeouts_total", service),
+            _ms(quantile(latency, 0.5)), _ms(quantile(latency, 0.99)),
+        ))
+    traffic = []
+    for service in traffic_sources:
+        latency = buckets(scrape, "traffic_latency_seconds", service)
+        requests = total("traffic_requests_total", service)
+        histogram: list[tuple[float, float | None, int]] = []
+        previous_bound, previous_count = 0.0, 0.0
+        for bound, count in latency:
+            if count > previous_count:
+                high = None if math.isinf(bound) else bound * 1e6
+                histogram.append((previous_bound * 1e6, high, int(count - previous_count)))
+            previous_bound, previous_count = bound, count
+        traffic.append(TrafficStats(
+            service, requests, total("traffic_errors_total", service), total("traffic_timeouts_total", service),
+            round(requests / duration_s, 1) if duration_s > 0 else 0.0,
+            _ms(quantile(latency, 0.5)), _ms(quantile(latency, 0.99)), histogram,
+        ))
+    user_requests = sum(t.requests for t in traffic)
+    attempts = sum(v for k, v in scrape.items() if k[0] == "client_requests_total")
+    return Report(
+        architecture=architecture,
+        duration_s=round(duration_s, 3),
+        instances=sum(c for _, _, c in services),
+        processes=processes,
+        services=stats,
+        traffic=traffic,
+        calls_per_user_request=round(attempts / user_requests, 2) if user_requests else None,
+        retries=int(sum(v for k, v in scrape.items() if k[0] == "client_retries_total")),
+        chaos=chaos,
+        peak_rss_mib=round(peak_rss_mib, 1),
+        zipkin_file=zipkin_file,
+    )
+
+
+# -- text sections ------------------------------------------------------------------
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def section_summary(report: Report) -> str:
+    calls = "-" if report.calls_per_user_request is None else f"{report.calls_per_user_request:g}"
+    return (f"{report.architecture}: {report.instances} instances in {report.processes} processes for "
+            f"{report.duration_s:g} s; {calls} calls between services per user request, "
+            f"{report.retries} retries; peak memory {report.peak_rss_mib:g} MiB (RSS, all processes)")
+
+
+def section_services(report: Report) -> str:
+    rows = [("service", "package", "inst", "requests", "errors", "timeouts", "p50 ms", "p99 ms")]
+    rows += [(s.service, s.package, str(s.instances), str(s.requests), str(s.errors), str(s.timeouts),
+              _fmt(s.p50_ms), _fmt(s.p99_ms)) for s in report.services]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def section_traffic(report: Report) -> str:
+    """The traffic source's response times, as spigo printed its histograms (µs instead of ns)."""
+    parts = []
+    for t in report.traffic:
+        total = sum(c for _, _, c in t.histogram) or 1
+        p50 = "-" if t.p50_ms is None else f"{t.p50_ms * 1000:.0f}"
+        p99 = "-" if t.p99_ms is None else f"{t.p99_ms * 1000:.0f}"
+        lines = [
+            f"name: {report.architecture}.{t.service} user requests: {t.requests} ({t.requests_per_second:g}/s), "
+            f"errors: {t.errors}, timeouts: {t.timeouts}",
+            f"quantiles: [{{50 {p50}}} {{99 {p99}}}] (µs)",
+            "From To Count Prob Bar",
+        ]
+        for low, high, count in t.histogram:
+            prob = count / total
+            to = "+Inf" if high is None else f"{high:.0f}"
+            lines.append(f"{low:.0f} {to} {count} {prob:.4f} {'#' * min(50, int(prob * 100)) or ':'}")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def section_chaos(report: Report) -> str:
+    if not report.chaos:
+        return "chaos: none"
+    lines = ["chaos:"]
+    for event in report.chaos:
+        details = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("t_s", "event"))
+        lines.append(f"  {event['t_s']:7.2f} s  {event['event']:<8} {details}")
+    return "\n".join(lines)
+
+
+def section_zipkin(report: Report) -> str:
+    return f"spans (Zipkin v2, JSON lines): {report.zipkin_file}" if report.zipkin_file else "spans: not exported"
+
+
+SECTIONS: tuple[Callable[[Report], str], ...] = (
+    section_summary,
+    section_services,
+    section_traffic,
+    section_chaos,
+    section_zipkin,
+)
+
+
+def format_text(report: Report) -> str:
+    return "\n\n".join(section(report) for section in SECTIONS) + "\n"

@@ -1,0 +1,44 @@
+"""A worker process of `simiankube run`: hosts several nanoservice instances.
+
+`python -m simiankube.runworker SPEC.json` where SPEC holds the runner's pid
+and a list of `Launch`es. The worker dies with its runner, however the runner
+ends: the kernel sends SIGKILL when the parent goes (PR_SET_PDEATHSIG), and a
+runner that was already gone before that was armed is caught by comparing
+the parent pid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from simiankube.nanoservice.launch import Launch, serve_many
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the runner's own cleanup still applies
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def main(argv: list[str]) -> int:
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    die_with_parent(int(spec["parent"]))
+    launches = [Launch(**item) for item in spec["launches"]]
+    asyncio.run(serve_many(launches))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

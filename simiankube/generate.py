@@ -23,7 +23,7 @@ def generate(services: int, seed: int = 0, name: str = "") -> dict[str, Any]:
     body = services - 2  # the traffic source and its elb come on top
     n_proxy = max(1, body // 50)
     n_store = max(1, body * 25 // 100)
-    n_staash = max(1, body * 10 // 100)
+    n_staash = min(body * 10 // 100, body - n_proxy - n_store)
     n_logic = body - n_proxy - n_store - n_staash
     store_packages = ("store", "cache", "priamCassandra", "volume", "riak")
     stores = [f"{pkg.lower()}{i}" for i, pkg in ((i, store_packages[i % 5]) for i in range(n_store))]
@@ -64,7 +64,7 @@ def generate(services: int, seed: int = 0, name: str = "") -> dict[str, Any]:
     proxies = [f"proxy{i}" for i in range(n_proxy)]
     for s in proxies:
         entries.append({"name": s, "package": "zuul", "count": 3, "regions": 1,
-                        "dependencies": attach(logic or staash, rng.randint(2, 8))})
+                        "dependencies": attach(logic or staash or stores, rng.randint(2, 8))})
         in_degree[s] = 0
     entries.append({"name": "edge-elb", "package": "elb", "count": 0, "regions": 1, "dependencies": proxies})
     entries.append({"name": "www", "package": "denominator", "count": 0, "regions": 0, "dependencies": ["edge-elb"]})
@@ -77,7 +77,7 @@ def generate(services: int, seed: int = 0, name: str = "") -> dict[str, Any]:
             "arch": arch_name,
             "description": f"Generated: {services} services, seed {seed}",
             "version": "arch-0.1",
-            "victim": logic[0] if logic else staash[0],
+            "victim": (logic or staash or stores)[0],
             "services": entries,
         },
     }

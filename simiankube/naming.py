@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import cache
 
 _HUMP = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _INVALID = re.compile(r"[^a-z0-9]+")
@@ -18,6 +19,7 @@ _INVALID = re.compile(r"[^a-z0-9]+")
 MAX_WORKLOAD_NAME = 52
 
 
+@cache
 def kube_name(name: str) -> str:
     """`cassSubscriber` -> `cass-subscriber`, `riakTS` -> `riak-ts`, `rds_MySQL` -> `rds-my-sql`."""
     hyphenated = _HUMP.sub("-", name).lower()

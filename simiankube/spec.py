@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
@@ -134,7 +135,14 @@ class Architecture:
     warnings: tuple[str, ...] = ()
 
     def service(self, name: str) -> Service:
-        return next(s for s in self.services if s.name == name)
+        return self._by_name[name]
+
+    def has_service(self, name: str) -> bool:
+        return name in self._by_name
+
+    @cached_property
+    def _by_name(self) -> dict[str, Service]:
+        return {s.name: s for s in self.services}
 
     def with_scale(self, percent: int | None = None, regions: int | None = None) -> Architecture:
         """Override the scale from the command line; the result is validated again."""

@@ -9,6 +9,7 @@ service into a singleton (the scaled count floors at 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from simiankube import contract
 from simiankube.naming import bounded
@@ -83,7 +84,14 @@ class Topology:
         return tuple(r for r in (*self.architecture.region_names, contract.GLOBAL_REGION) if r in used)
 
     def placements_of(self, service: str) -> tuple[Placement, ...]:
-        return tuple(p for p in self.placements if p.service.name == service)
+        return self._by_service.get(service, ())
+
+    @cached_property
+    def _by_service(self) -> dict[str, tuple[Placement, ...]]:
+        grouped: dict[str, list[Placement]] = {}
+        for placement in self.placements:
+            grouped.setdefault(placement.service.name, []).append(placement)
+        return {name: tuple(group) for name, group in grouped.items()}
 
 
 def scaled_count(count: int, percent: int) -> int:

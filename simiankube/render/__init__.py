@@ -24,9 +24,9 @@ KIND_ORDER = ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deploymen
 def render(topology: Topology, settings: RenderSettings) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
     for placement in topology.placements:
-        config = build_nanoservice_config(topology, placement)
-        objects.append(build_config_map(topology, placement, config, settings))
+        config_json = build_nanoservice_config(topology, placement).to_json()
+        objects.append(build_config_map(topology, placement, config_json, settings))
         objects.extend(build_services(topology, placement, settings))
-        objects.append(build_workload(topology, placement, config, settings))
+        objects.append(build_workload(topology, placement, config_json, settings))
     objects.extend(build_network_policies(topology, settings))
     return sorted(objects, key=lambda o: (KIND_ORDER.index(o["kind"]), o["metadata"]["name"]))

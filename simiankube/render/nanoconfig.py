@@ -39,7 +39,6 @@ def build_nanoservice_config(topology: Topology, placement: Placement) -> Nanose
     """Every region of every dependency is listed; the nanoservice prefers its own."""
     arch = topology.architecture
     service = placement.service
-    names = {s.name for s in arch.services}
     dependencies = tuple(
         Dependency(
             service=dep,
@@ -47,7 +46,7 @@ def build_nanoservice_config(topology: Topology, placement: Placement) -> Nanose
             targets=tuple(build_target(p) for p in topology.placements_of(dep)),
         )
         for dep in service.dependencies
-        if dep in names
+        if arch.has_service(dep)
     )
     return NanoserviceConfig(
         architecture=arch.resource_name,

@@ -6,7 +6,6 @@ import hashlib
 from typing import Any
 
 from simiankube import contract
-from simiankube.contract import NanoserviceConfig
 from simiankube.naming import bounded, kube_name
 from simiankube.render.nanoconfig import peers_service_name
 from simiankube.render.settings import RenderSettings
@@ -55,7 +54,7 @@ def pod_labels(topology: Topology, placement: Placement) -> dict[str, str]:
     if placement.cross_zone:
         labels[contract.LABEL_ZONE] = contract.ANY_ZONE
     for dep in placement.service.dependencies:
-        if dep in {s.name for s in arch.services}:
+        if arch.has_service(dep):
             labels[calls_label(arch.service(dep).kube_name)] = "true"
     return labels
 
@@ -69,14 +68,12 @@ def _metadata(name: str, topology: Topology, placement: Placement, settings: Ren
     }
 
 
-def build_config_map(
-    topology: Topology, placement: Placement, config: NanoserviceConfig, settings: RenderSettings
-) -> Object:
+def build_config_map(topology: Topology, placement: Placement, config_json: str, settings: RenderSettings) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(placement.workload, topology, placement, settings),
-        "data": {contract.CONFIG_KEY: config.to_json()},
+        "data": {contract.CONFIG_KEY: config_json},
     }
 
 
@@ -110,13 +107,11 @@ def build_services(topology: Topology, placement: Placement, settings: RenderSet
     return [service, peers]
 
 
-def config_hash(config: NanoserviceConfig) -> str:
-    return hashlib.sha256(config.to_json().encode()).hexdigest()[:16]
+def config_hash(config_json: str) -> str:
+    return hashlib.sha256(config_json.encode()).hexdigest()[:16]
 
 
-def build_pod_template(
-    topology: Topology, placement: Placement, config: NanoserviceConfig, settings: RenderSettings
-) -> Object:
+def build_pod_template(topology: Topology, placement: Placement, config_json: str, settings: RenderSettings) -> Object:
     labels = pod_labels(topology, placement)
     probe_port = contract.HTTP_PORT_NAME
     container = {
@@ -153,7 +148,7 @@ def build_pod_template(
             "labels": labels,
             "annotations": {
                 contract.ANNOTATION_SPIGO_NAME: placement.service.name,
-                contract.ANNOTATION_CONFIG_HASH: config_hash(config),
+                contract.ANNOTATION_CONFIG_HASH: config_hash(config_json),
                 "prometheus.io/scrape": "true",
                 "prometheus.io/port": str(contract.HTTP_PORT),
                 "prometheus.io/path": contract.PATH_METRICS,
@@ -188,14 +183,12 @@ def build_pod_template(
     }
 
 
-def build_workload(
-    topology: Topology, placement: Placement, config: NanoserviceConfig, settings: RenderSettings
-) -> Object:
+def build_workload(topology: Topology, placement: Placement, config_json: str, settings: RenderSettings) -> Object:
     """A StatefulSet where instances need identities (rings, replicas), else a Deployment."""
     spec: Object = {
         "replicas": placement.replicas,
         "selector": {"matchLabels": selector_labels(topology, placement)},
-        "template": build_pod_template(topology, placement, config, settings),
+        "template": build_pod_template(topology, placement, config_json, settings),
     }
     if placement.service.stateful:
         kind = "StatefulSet"

@@ -46,7 +46,7 @@ def test_render_is_deterministic_and_sorted() -> None:
     first = rendered(SPIGO / "riak_arch.json")
     assert first == rendered(SPIGO / "riak_arch.json")
     kinds = [o["kind"] for o in first]
-    assert kinds == sorted(kinds, key=["ConfigMap", "Service", "StatefulSet", "Deployment"].index)
+    assert kinds == sorted(kinds, key=["NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment"].index)
 
 
 def test_workload_kinds_replicas_and_services() -> None:

@@ -1,0 +1,68 @@
+"""Validate + render speed and memory for generated architectures.
+
+Target: 1,000 services in under 1 s. Each size runs in a fresh subprocess so
+its peak RSS is its own. Usage: python benchmarks/bench_render.py [SIZES...]
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+
+
+def measure(size: int) -> dict[str, float]:
+    import yaml
+
+    from simiankube.generate import generate
+    from simiankube.render import RenderSettings, render
+    from simiankube.spec import parse_text
+    from simiankube.topology import expand
+
+    text = yaml.safe_dump(generate(size, seed=1), sort_keys=False)
+    as_json = json.dumps(generate(size, seed=1))
+    tracemalloc.start()
+    start = time.perf_counter()
+    arch = parse_text(as_json)
+    parsed = time.perf_counter()
+    topology = expand(arch)
+    objects = render(topology, RenderSettings())
+    done = time.perf_counter()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    yaml_start = time.perf_counter()
+    parse_text(text)
+    yaml_parse = time.perf_counter() - yaml_start
+    return {
+        "services": size,
+        "instances": len(topology.instances),
+        "objects": len(objects),
+        "validate_s": round(parsed - start, 3),
+        "render_s": round(done - parsed, 3),
+        "total_s": round(done - start, 3),
+        "yaml_parse_s": round(yaml_parse, 3),
+        "peak_traced_mib": round(peak / 2**20, 1),
+        "max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--one":
+        print(json.dumps(measure(int(sys.argv[2]))))
+        return
+    sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000]
+    print(f"{'services':>9} {'instances':>9} {'objects':>8} {'validate':>9} {'render':>8} {'total':>8} "
+          f"{'yaml-parse':>10} {'peak-heap':>10} {'max-rss':>8}")
+    for size in sizes:
+        out = subprocess.run([sys.executable, __file__, "--one", str(size)], capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout)
+        print(f"{r['services']:>9} {r['instances']:>9} {r['objects']:>8} {r['validate_s']:>8}s {r['render_s']:>7}s "
+              f"{r['total_s']:>7}s {r['yaml_parse_s']:>9}s {r['peak_traced_mib']:>7}MiB {r['max_rss_mib']:>5}MiB")
+    print("target: 1,000 services validated + rendered (JSON input) in under 1 s")
+
+
+if __name__ == "__main__":
+    main()

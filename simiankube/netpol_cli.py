@@ -20,6 +20,7 @@ from simiankube.reachability import LEGEND
 from simiankube.render import RenderSettings
 from simiankube.spec import load_file
 from simiankube.topology import expand
+from simiankube.verify import VerificationReport
 
 EXIT_MISMATCH = 3
 EXIT_NOT_ENFORCED = 4
@@ -61,6 +62,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"error: no running pods of architecture {name!r} in namespace {args.namespace!r}", file=sys.stderr)
         return EXIT_CLUSTER
     sys.stdout.write(report.text())
+    return exit_code(report)
+
+
+def exit_code(report: VerificationReport) -> int:
     if report.enforced is False:
         return EXIT_NOT_ENFORCED
     return 0 if report.ok else EXIT_MISMATCH

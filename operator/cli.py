@@ -1,0 +1,56 @@
+"""`simiankube operator`: run the operator (the entry point of the operator image)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+from typing import Any
+
+import kopf
+
+from simiankube.operator.controller import OperatorConfig
+from simiankube.render import RenderSettings
+
+ENV_IMAGE = "SIMIANKUBE_NANOSERVICE_IMAGE"
+
+
+def register(commands: Any) -> None:
+    p = commands.add_parser(
+        "operator", help="run the operator against the current kubeconfig or in-cluster",
+        description="Reconcile Architecture resources into workloads, keep their status, run chaos.")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[], metavar="NS",
+                       help="watch this namespace (repeatable)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true",
+                       help="watch every namespace (the default when no --namespace is given)")
+    p.add_argument("--metrics-port", type=int, default=OperatorConfig.metrics_port, metavar="PORT",
+                   help="serve Prometheus metrics on PORT at /metrics; 0 disables (default %(default)s)")
+    p.add_argument("--liveness", default="", metavar="URL",
+                   help="kopf health endpoint, e.g. http://0.0.0.0:8080/healthz (default: off)")
+    p.add_argument("--nanoservice-image", default=os.environ.get(ENV_IMAGE, RenderSettings.image), metavar="IMAGE",
+                   help=f"image of the rendered pods (env {ENV_IMAGE}; default %(default)s)")
+    p.add_argument("--apply-concurrency", type=int, default=OperatorConfig.apply_concurrency, metavar="N",
+                   help="parallel server-side applies (default %(default)s)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = OperatorConfig(
+        namespaces=tuple(args.namespace),
+        metrics_port=args.metrics_port,
+        liveness=args.liveness,
+        nanoservice_image=args.nanoservice_image,
+        apply_concurrency=args.apply_concurrency,
+    )
+    importlib.import_module("simiankube.operator.handlers")  # registers the handlers
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=True,  # one replica, no peering objects to grant RBAC for
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        liveness_endpoint=config.liveness or None,
+        memo=kopf.Memo(config=config),
+    )
+    return 0

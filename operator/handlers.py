@@ -1,0 +1,70 @@
+"""Every kopf handler of the operator: each a guard plus one call.
+
+Importing this module registers the handlers with kopf's default registry;
+``simiankube operator`` imports it and runs kopf.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from simiankube import contract
+from simiankube.operator.controller import Controller, OperatorConfig
+
+ARCHITECTURES = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
+# Only workloads this operator rendered; a look-alike without the owner reference is ignored later.
+WORKLOAD_LABELS: dict[str, Any] = {contract.LABEL_ARCHITECTURE: kopf.PRESENT, contract.LABEL_MANAGED_BY: contract.MANAGED_BY}
+CHAOS_CANCELLATION_SECONDS = 10.0
+
+
+@kopf.on.startup()
+async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    config: OperatorConfig = memo.config
+    settings.scanning.disabled = True  # no cluster-wide CRD/namespace watching: least privilege
+    settings.posting.level = logging.WARNING  # Events are posted explicitly, with reasons
+    settings.persistence.finalizer = f"{contract.API_GROUP}/chaos"  # only the chaos daemon needs one
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=contract.API_GROUP, key="last-handled-configuration")
+    memo.controller = await Controller.start(config)
+
+
+@kopf.on.cleanup()
+async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    if "controller" in memo:
+        await memo.controller.close()
+
+
+@kopf.on.resume(*ARCHITECTURES)
+@kopf.on.create(*ARCHITECTURES)
+@kopf.on.update(*ARCHITECTURES)
+async def on_architecture_change(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    await memo.controller.reconcile(body, logger)
+
+
+@kopf.on.delete(*ARCHITECTURES, optional=True)
+def on_architecture_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Children go with the owner (garbage collection); only the memory of it is dropped."""
+    memo.controller.forget(body)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=WORKLOAD_LABELS)
+@kopf.on.event("apps", "v1", "statefulsets", labels=WORKLOAD_LABELS)
+def on_workload_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.observe_workload(type, body)
+
+
+def chaos_enabled(spec: kopf.Spec, **_: Any) -> bool:
+    return bool((spec.get("chaos") or {}).get("enabled"))
+
+
+@kopf.daemon(*ARCHITECTURES, when=chaos_enabled, cancellation_timeout=CHAOS_CANCELLATION_SECONDS)
+async def on_chaos(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    async def sleep(seconds: float) -> bool:
+        await stopped.wait(seconds)
+        return bool(stopped)
+
+    await memo.controller.run_chaos(body, sleep)

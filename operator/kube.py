@@ -1,0 +1,207 @@
+"""The one module that talks to the Kubernetes API server.
+
+Everything else in the operator is either pure (plans, status, victim
+choice) or calls the methods here. Writes are counted through ``on_write`` so
+the metrics (and the tests) can prove that a resync with nothing to do writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes_asyncio import client, config
+from kubernetes_asyncio.client.exceptions import ApiException
+from kubernetes_asyncio.config.config_exception import ConfigException
+
+from simiankube import contract
+
+Object = dict[str, Any]
+WriteObserver = Callable[[str, str], None]  # (verb, kind)
+
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+MERGE_CONTENT_TYPE = "application/merge-patch+json"
+# Metadata-only lists: the prune plan needs names, uids, owners and one annotation,
+# not 1,000 ConfigMaps of nanoservice configuration.
+METADATA_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str, name: str = "", subresource: str = "") -> str:
+        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        if name:
+            path += f"/{name}"
+        if subresource:
+            path += f"/{subresource}"
+        return path
+
+
+RESOURCES: Mapping[str, Resource] = {
+    "ConfigMap": Resource("", "v1", "configmaps"),
+    "Service": Resource("", "v1", "services"),
+    "Pod": Resource("", "v1", "pods"),
+    "Deployment": Resource("apps", "v1", "deployments"),
+    "StatefulSet": Resource("apps", "v1", "statefulsets"),
+    "ReplicaSet": Resource("apps", "v1", "replicasets"),
+    "NetworkPolicy": Resource("networking.k8s.io", "v1", "networkpolicies"),
+    contract.KIND: Resource(contract.API_GROUP, contract.API_VERSION, contract.PLURAL),
+}
+# Every kind the render step can produce, in apply order (see simiankube.render.KIND_ORDER).
+CHILD_KINDS = ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment")
+
+
+class KubeError(Exception):
+    """An API call failed; ``status`` is the HTTP status (0 when none came back)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}" if status else message)
+        self.status = status
+
+    @property
+    def retryable(self) -> bool:
+        """Conflicts, throttling, server trouble and lost connections pass; bad requests do not."""
+        return self.status in (0, 409, 429) or self.status >= 500
+
+
+@dataclass(frozen=True)
+class LiveObject:
+    """What the prune plan needs to know about an existing child."""
+
+    kind: str
+    name: str
+    uid: str
+    annotations: Mapping[str, str]
+    owner_uids: tuple[str, ...]
+
+
+class Kube:
+    """A thin asynchronous client: SSA apply, metadata lists, precondition deletes."""
+
+    def __init__(self, api: client.ApiClient, field_manager: str, on_write: WriteObserver) -> None:
+        self._api = api
+        self.field_manager = field_manager
+        self._on_write = on_write
+
+    @classmethod
+    async def connect(cls, field_manager: str, on_write: WriteObserver) -> Kube:
+        """In-cluster credentials when running in a pod, else the current kubeconfig."""
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except ConfigException:
+            await config.load_kube_config()
+        return cls(client.ApiClient(), field_manager, on_write)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Sequence[tuple[str, Any]] = (),
+        body: Any = None,
+        content_type: str = "application/json",
+        accept: str = "application/json",
+    ) -> Any:
+        try:
+            return await self._api.call_api(
+                path,
+                method,
+                query_params=list(query),
+                header_params={"Content-Type": content_type, "Accept": accept},
+                body=body,
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+            )
+        except ApiException as err:
+            raise KubeError(int(err.status or 0), _reason(err)) from None
+        except OSError as err:  # aiohttp's connection errors are OSErrors
+            raise KubeError(0, str(err)) from None
+
+    # -- reads ---------------------------------------------------------------------
+
+    async def get(self, kind: str, namespace: str, name: str) -> Object | None:
+        try:
+            result: Object = await self._call("GET", RESOURCES[kind].path(namespace, name))
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+        return result
+
+    async def list_objects(self, kind: str, namespace: str, selector: str) -> list[Object]:
+        result = await self._call("GET", RESOURCES[kind].path(namespace), query=[("labelSelector", selector)])
+        return list(result.get("items") or [])
+
+    async def list_children(self, namespace: str, selector: str) -> list[LiveObject]:
+        """Every object of a child kind that matches the selector, metadata only."""
+        children = []
+        for kind in CHILD_KINDS:
+            result = await self._call(
+                "GET", RESOURCES[kind].path(namespace), query=[("labelSelector", selector)], accept=METADATA_ACCEPT
+            )
+            for item in result.get("items") or []:
+                meta = item["metadata"]
+                children.append(
+                    LiveObject(
+                        kind=kind,
+                        name=meta["name"],
+                        uid=meta["uid"],
+                        annotations=meta.get("annotations") or {},
+                        owner_uids=tuple(ref["uid"] for ref in meta.get("ownerReferences") or []),
+                    )
+                )
+        return children
+
+    # -- writes --------------------------------------------------------------------
+
+    async def apply(self, obj: Object) -> None:
+        """Server-side apply with this operator's one field manager, taking over conflicts."""
+        meta = obj["metadata"]
+        path = RESOURCES[obj["kind"]].path(meta["namespace"], meta["name"])
+        query = [("fieldManager", self.field_manager), ("force", "true")]
+        await self._call("PATCH", path, query=query, body=obj, content_type=APPLY_CONTENT_TYPE)
+        self._on_write("apply", obj["kind"])
+
+    async def delete(self, kind: str, namespace: str, name: str, uid: str, grace_seconds: int | None = None) -> bool:
+        """Delete exactly the object with this uid; False when it is already gone or replaced."""
+        body: Object = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid},
+                        "propagationPolicy": "Background"}
+        if grace_seconds is not None:
+            body["gracePeriodSeconds"] = grace_seconds
+        try:
+            await self._call("DELETE", RESOURCES[kind].path(namespace, name), body=body)
+        except KubeError as err:
+            if err.status in (404, 409):
+                return False
+            raise
+        self._on_write("delete", kind)
+        return True
+
+    async def patch_status(self, namespace: str, name: str, patch: Object) -> None:
+        """A JSON merge patch of an Architecture's status subresource."""
+        path = RESOURCES[contract.KIND].path(namespace, name, "status")
+        await self._call("PATCH", path, body={"status": patch}, content_type=MERGE_CONTENT_TYPE)
+        self._on_write("patch", f"{contract.KIND}/status")
+
+
+def _reason(err: ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "")["message"])
+    except (TypeError, ValueError, KeyError):
+        return str(err.reason or err.body or "no response")

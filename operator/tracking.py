@@ -1,0 +1,125 @@
+"""What the operator remembers between events: workloads seen, status written.
+
+``WorkloadRegistry`` is fed by the Deployment/StatefulSet watch, so status
+and chaos read readiness from memory instead of polling the API server.
+``StatusKeeper`` is the only writer of Architecture status: one lock per
+Architecture, a merge patch of exactly what differs (nothing when nothing
+does), and workload events coalesced into at most one write per ``delay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from simiankube import contract
+from simiankube.operator.kube import KubeError
+from simiankube.operator.reconcile import Owner
+from simiankube.operator.status import Status, WorkloadState, build_status, merge_patch
+
+Change = Callable[[Mapping[str, Any]], Status]
+Clock = Callable[[], str]  # the current time, RFC 3339
+
+log = logging.getLogger(__name__)
+
+
+class WorkloadRegistry:
+    """The latest state of every workload owned by an Architecture, by owner uid."""
+
+    def __init__(self) -> None:
+        self._by_owner: dict[str, dict[tuple[str, str, str], WorkloadState]] = {}
+
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> WorkloadState:
+        state = WorkloadState.from_body(body)
+        key = (state.kind, state.namespace, state.name)
+        for owned in self._by_owner.values():  # an owner reference can be edited away
+            owned.pop(key, None)
+        if event_type != "DELETED" and state.owner_uid:
+            self._by_owner.setdefault(state.owner_uid, {})[key] = state
+        return state
+
+    def owned(self, owner: Owner) -> list[WorkloadState]:
+        return sorted(self._by_owner.get(owner.uid, {}).values(), key=lambda w: (w.kind, w.name))
+
+    def forget(self, owner: Owner) -> None:
+        self._by_owner.pop(owner.uid, None)
+
+
+class StatusClient(Protocol):
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None: ...
+
+
+class StatusKeeper:
+    def __init__(self, kube: StatusClient, registry: WorkloadRegistry, clock: Clock, delay: float) -> None:
+        self._kube = kube
+        self._registry = registry
+        self._clock = clock
+        self._delay = delay
+        self._known: dict[str, Status] = {}  # by Architecture uid: the status last written or read
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._pending: dict[str, asyncio.Task[None]] = {}
+
+    def known(self, owner: Owner) -> Mapping[str, Any]:
+        return self._known.get(owner.uid) or {}
+
+    async def update(
+        self, owner: Owner, change: Change, current: Mapping[str, Any] | None = None
+    ) -> tuple[Mapping[str, Any], Status] | None:
+        """Apply ``change`` to the status and write the difference; (before, after), or None if gone.
+
+        ``current`` is the status as a handler saw it, used only when this
+        keeper has not written or read the status yet (e.g. after a restart).
+        """
+        async with self._locks.setdefault(owner.uid, asyncio.Lock()):
+            previous = self._known.get(owner.uid)
+            if previous is None and current is None:
+                body = await self._kube.get(contract.KIND, owner.namespace, owner.name)
+                if body is None or body["metadata"].get("uid") != owner.uid:
+                    return None
+                current = body.get("status") or {}
+            if previous is None:
+                previous = dict(current or {})
+            new = change(previous)
+            patch = merge_patch(previous, new)
+            if patch:
+                await self._kube.patch_status(owner.namespace, owner.name, patch)
+            self._known[owner.uid] = new
+            return previous, new
+
+    def refresh_soon(self, owner: Owner, on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
+        """Rebuild the status from the workloads in ``delay`` seconds, once for a burst of events."""
+        if owner.uid not in self._pending:
+            self._pending[owner.uid] = asyncio.create_task(self._refresh(owner, on_change))
+
+    async def _refresh(self, owner: Owner, on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
+        await asyncio.sleep(self._delay)
+        del self._pending[owner.uid]
+        workloads = self._registry.owned(owner)
+        try:
+            result = await self.update(owner, lambda previous: build_status(previous, workloads, now=self._clock()))
+        except KubeError as err:  # the next workload event tries again
+            log.warning("status of %s/%s not written: %s", owner.namespace, owner.name, err)
+            return
+        if result is not None:
+            on_change(*result)
+
+    def forget(self, owner: Owner) -> None:
+        self._known.pop(owner.uid, None)
+        self._locks.pop(owner.uid, None)
+        task = self._pending.pop(owner.uid, None)
+        if task:
+            task.cancel()
+
+    async def close(self) -> None:
+        tasks = list(self._pending.values())
+        self._pending.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task

@@ -1,0 +1,90 @@
+"""A fake API server for the operator's unit tests: records every write."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import pytest
+
+from simiankube.operator.kube import LiveObject, RESOURCES
+from simiankube.operator.status import merge_patch
+
+_uids = itertools.count(1)
+
+
+def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    result = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        elif isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = apply_merge_patch(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+class FakeKube:
+    """Objects by (kind, namespace, name); writes recorded as (verb, kind, name)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[str, str, str]] = []
+
+    def add(self, obj: dict[str, Any]) -> dict[str, Any]:
+        obj = copy.deepcopy(obj)
+        obj["metadata"].setdefault("uid", f"uid-{next(_uids)}")
+        self.objects[(obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
+        return obj
+
+    @staticmethod
+    def _matches(obj: dict[str, Any], selector: str) -> bool:
+        labels = obj["metadata"].get("labels") or {}
+        return all(labels.get(k) == v for k, v in (term.split("=", 1) for term in selector.split(",")))
+
+    async def list_children(self, namespace: str, selector: str) -> list[LiveObject]:
+        return [
+            LiveObject(kind, name, obj["metadata"]["uid"], obj["metadata"].get("annotations") or {},
+                       tuple(r["uid"] for r in obj["metadata"].get("ownerReferences") or []))
+            for (kind, ns, name), obj in sorted(self.objects.items())
+            if ns == namespace and kind in ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment")
+            and self._matches(obj, selector)
+        ]
+
+    async def list_objects(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(o) for (k, ns, _), o in sorted(self.objects.items())
+                if k == kind and ns == namespace and self._matches(o, selector)]
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = self.objects.get((kind, namespace, name))
+        return copy.deepcopy(obj) if obj else None
+
+    async def apply(self, obj: dict[str, Any]) -> None:
+        assert obj["kind"] in RESOURCES
+        key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
+        uid = self.objects.get(key, {}).get("metadata", {}).get("uid")
+        self.add({**obj, "metadata": {**obj["metadata"], **({"uid": uid} if uid else {})}})
+        self.writes.append(("apply", obj["kind"], obj["metadata"]["name"]))
+
+    async def delete(self, kind: str, namespace: str, name: str, uid: str, grace_seconds: int | None = None) -> bool:
+        obj = self.objects.get((kind, namespace, name))
+        if obj is None or obj["metadata"]["uid"] != uid:
+            return False
+        del self.objects[(kind, namespace, name)]
+        self.writes.append(("delete", kind, name))
+        return True
+
+    async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        obj = self.objects[("Architecture", namespace, name)]
+        obj["status"] = apply_merge_patch(obj.get("status") or {}, patch)
+        self.writes.append(("patch", "Architecture/status", name))
+
+
+@pytest.fixture
+def kube() -> FakeKube:
+    return FakeKube()
+
+
+__all__ = ["FakeKube", "apply_merge_patch", "merge_patch"]

@@ -1,0 +1,92 @@
+"""Status building, condition transitions and merge patches: pure functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simiankube.operator.status import (
+    WorkloadState,
+    build_status,
+    condition,
+    merge_patch,
+    set_condition,
+    transition_events,
+)
+
+
+def workload(service: str, desired: int, ready: int, *, updated: int | None = None, observed: bool = True,
+             name: str = "") -> WorkloadState:
+    return WorkloadState("Deployment", "demo", name or service, f"uid-{service}", "lamp", "arch-uid", service,
+                         desired, ready, desired if updated is None else updated, observed)
+
+
+def statuses(status: dict[str, Any]) -> dict[str, str]:
+    return {c["type"]: c["status"] for c in status["conditions"]}
+
+
+def test_all_ready_is_ready_and_nothing_else() -> None:
+    status = build_status({}, [workload("web", 3, 3), workload("db", 1, 1)], now="T1", generation=2,
+                          desired={"web": 3, "db": 1}, problems=[])
+    assert statuses(status) == {"Ready": "True", "Progressing": "False", "Degraded": "False", "Invalid": "False"}
+    assert [c["type"] for c in status["conditions"]] == ["Ready", "Progressing", "Degraded", "Invalid"]
+    assert status["services"] == {"db": {"desired": 1, "ready": 1}, "web": {"desired": 3, "ready": 3}}
+    assert (status["instances"], status["readyInstances"], status["serviceCount"]) == (4, 4, 2)
+    assert status["observedGeneration"] == 2
+    assert all(c["observedGeneration"] == 2 for c in status["conditions"])
+
+
+def test_rollout_is_progressing_then_a_lost_pod_is_degraded() -> None:
+    rolling = build_status({}, [workload("web", 3, 1, updated=1)], now="T1", generation=1, desired={"web": 3},
+                           problems=[])
+    assert statuses(rolling)["Progressing"] == "True" and statuses(rolling)["Ready"] == "False"
+    assert statuses(rolling)["Degraded"] == "False"
+    missing = build_status({}, [], now="T1", generation=1, desired={"web": 3}, problems=[])
+    assert statuses(missing)["Progressing"] == "True", "a workload not seen yet is still rolling out"
+    lost = build_status(rolling, [workload("web", 3, 2)], now="T2")
+    assert statuses(lost) == {"Ready": "False", "Progressing": "False", "Degraded": "True", "Invalid": "False"}
+    assert "web 2/3" in (condition(lost, "Degraded") or {})["message"]
+
+
+def test_invalid_spec_keeps_what_runs_and_lists_every_problem() -> None:
+    good = build_status({}, [workload("web", 3, 3)], now="T1", generation=1, desired={"web": 3}, problems=[])
+    bad = build_status(good, [workload("web", 3, 3)], now="T2", generation=2, problems=["a: wrong", "b: wrong"])
+    invalid = condition(bad, "Invalid") or {}
+    assert invalid["status"] == "True" and invalid["reason"] == "SpecInvalid"
+    assert "a: wrong" in invalid["message"] and "b: wrong" in invalid["message"]
+    assert bad["services"] == good["services"] and bad["observedGeneration"] == 2
+    assert (condition(bad, "Ready") or {})["reason"] == "SpecInvalid"
+    # A workload event afterwards keeps the Invalid condition as it is.
+    later = build_status(bad, [workload("web", 3, 3)], now="T3")
+    assert condition(later, "Invalid") == invalid
+
+
+def test_transition_time_moves_only_when_the_status_flips() -> None:
+    first = set_condition([], "Ready", False, "NotYet", "0/1", 1, "T1")
+    same = set_condition(first, "Ready", False, "NotYet", "still 0/1", 1, "T2")
+    flipped = set_condition(same, "Ready", True, "Done", "1/1", 1, "T3")
+    assert same[0]["lastTransitionTime"] == "T1"
+    assert flipped[0]["lastTransitionTime"] == "T3"
+
+
+def test_rebuilding_from_the_same_facts_is_a_fixed_point() -> None:
+    facts = [workload("web", 3, 3)]
+    status = build_status({"chaos": {"kills": 2}}, facts, now="T1", generation=1, desired={"web": 3}, problems=[])
+    again = build_status(status, facts, now="T9", generation=1, desired={"web": 3}, problems=[])
+    assert merge_patch(status, again) == {}
+    assert again["chaos"] == {"kills": 2}
+
+
+def test_merge_patch_sets_changes_and_nulls_removals() -> None:
+    old = {"services": {"a": {"ready": 1}, "b": {"ready": 2}}, "instances": 3, "conditions": [1]}
+    new = {"services": {"a": {"ready": 2}}, "instances": 3, "conditions": [1, 2]}
+    assert merge_patch(old, new) == {"services": {"a": {"ready": 2}, "b": None}, "conditions": [1, 2]}
+
+
+def test_events_for_condition_flips() -> None:
+    ready = build_status({}, [workload("web", 2, 2)], now="T1", generation=1, desired={"web": 2}, problems=[])
+    assert [e[1] for e in transition_events({}, ready)] == ["Ready"]
+    degraded = build_status(ready, [workload("web", 2, 1)], now="T2")
+    assert [e[:2] for e in transition_events(ready, degraded)] == [("Warning", "Degraded")]
+    restored = build_status(degraded, [workload("web", 2, 2)], now="T3")
+    assert sorted(e[1] for e in transition_events(degraded, restored)) == ["Ready", "Restored"]
+    assert transition_events(restored, restored) == []

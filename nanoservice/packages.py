@@ -149,10 +149,10 @@ class Denominator(Router):
 class Staash(Package):
     async def get(self, hop: Hop, key: str, direct: bool) -> Reply:
         failures: list[Result] = []
-        for dep in tier_order(self.config.dependencies):
+        for tried, dep in enumerate(tier_order(self.config.dependencies)):
             result = await self.ctx.caller.call_dependency(hop, dep, "GET", f"/kv/{key}")
             if result.status == 200:
-                return Reply(200, {**result.body, "tier": dep.service, "misses": len(failures)})
+                return Reply(200, {**result.body, "tier": dep.service, "misses": tried})
             if result.status != 404:
                 failures.append(result)
             if hop.remaining() <= 0:

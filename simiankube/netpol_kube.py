@@ -14,6 +14,7 @@ import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient, ApiException
@@ -106,10 +107,10 @@ class PodProxyProber:
     async def __call__(self, source: Pod, targets: Sequence[ProbeTarget]) -> Sequence[ProbeResult]:
         # The nanoservice probes concurrently; give the whole request a few timeouts' worth.
         request_timeout = 3 * self.timeout_ms / 1000 + 10
+        path = f"/api/v1/namespaces/{quote(source.namespace)}/pods/{quote(source.name)}:{self.port}/proxy/probe"
         body, _, _ = await self.api.call_api(
-            "/api/v1/namespaces/{namespace}/pods/{name}/proxy/probe",
+            path,
             "POST",
-            path_params={"namespace": source.namespace, "name": f"{source.name}:{self.port}"},
             header_params={"Content-Type": "application/json", "Accept": "application/json"},
             body=probe_request(targets, self.timeout_ms),
             auth_settings=["BearerToken"],

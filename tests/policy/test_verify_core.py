@@ -1,0 +1,117 @@
+"""The verification core with scripted probers, and the Kubernetes wire against a fake API server."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+from kubernetes_asyncio import client
+
+from simiankube.netpol_kube import PodProxyProber, newest_creation, pod_from_api, probeable, settle_remaining
+from simiankube.reachability import ContainerPort, Namespace, Pod
+from simiankube.verify import ProbeResult, ProbeTarget, enforcement, verify
+
+PODS = [Pod("ns", name, {"app": name}, f"10.0.0.{i + 1}", (ContainerPort(8080, "TCP", "http"),))
+        for i, name in enumerate(("a", "b"))]
+DENY_B = {"metadata": {"name": "deny-b", "namespace": "ns"},
+          "spec": {"podSelector": {"matchLabels": {"app": "b"}}, "policyTypes": ["Ingress"]}}
+
+
+class Scripted:
+    """A prober whose network allows `open` pairs; `failures` requests fail first per source."""
+
+    def __init__(self, open_pairs: set[tuple[str, str]], failures: dict[str, int] | None = None) -> None:
+        self.open = open_pairs
+        self.failures = dict(failures or {})
+        self.calls: list[str] = []
+
+    async def __call__(self, source: Pod, targets: Sequence[ProbeTarget]) -> list[ProbeResult]:
+        self.calls.append(source.name)
+        if self.failures.get(source.name, 0) > 0:
+            self.failures[source.name] -= 1
+            raise ConnectionError("agent unreachable")
+        return [ProbeResult(t.name, t.host, t.port, connected=(source.key, t.name) in self.open or
+                            source.key == t.name) for t in targets]
+
+
+async def test_one_request_per_source_and_a_blocked_path_observed() -> None:
+    prober = Scripted({("ns/b", "ns/a")})
+    report = await verify(PODS, [Namespace("ns")], [DENY_B], prober, by_pod=True)
+    assert sorted(prober.calls) == ["a", "b"]
+    assert report.observed.text() == report.expected.text() == "- a b\na . X\nb . .\n"
+    assert (report.correct, report.incorrect, report.enforced) == (4, 0, True)
+
+
+async def test_a_failed_probe_request_is_retried_once() -> None:
+    prober = Scripted({("ns/b", "ns/a")}, failures={"a": 1})
+    report = await verify(PODS, [Namespace("ns")], [DENY_B], prober, by_pod=True)
+    assert prober.calls.count("a") == 2
+    assert report.incorrect == 0
+
+
+async def test_a_source_that_fails_twice_is_not_observed_and_counts_as_incorrect() -> None:
+    prober = Scripted({("ns/b", "ns/a")}, failures={"a": 2})
+    report = await verify(PODS, [Namespace("ns")], [DENY_B], prober, by_pod=True)
+    assert report.observed.text() == "- a b\na ? ?\nb . .\n"
+    assert (report.correct, report.incorrect, report.unknown) == (2, 2, 2)
+    assert "reachability: correct:2, incorrect:2" in report.text()
+
+
+async def test_an_open_network_under_a_deny_policy_is_not_enforced() -> None:
+    report = await verify(PODS, [Namespace("ns")], [DENY_B], Scripted({("ns/a", "ns/b"), ("ns/b", "ns/a")}))
+    assert report.enforced is False
+    assert report.status().to_status()["enforced"] is False
+
+
+def test_enforcement_needs_an_observed_expected_block() -> None:
+    assert enforcement([(True, True)]) is None
+    assert enforcement([(False, None)]) is None
+    assert enforcement([(False, True), (False, True)]) is False
+    assert enforcement([(False, True), (False, False)]) is True
+
+
+def test_settle_waits_for_the_newest_policy() -> None:
+    created = {"metadata": {"creationTimestamp": "2026-01-01T10:00:00Z"}}
+    newer = {"metadata": {"creationTimestamp": "2026-01-01T10:00:03Z"}}
+    newest = newest_creation([created, newer])
+    now = dt.datetime(2026, 1, 1, 10, 0, 4, tzinfo=dt.timezone.utc)
+    assert settle_remaining(newest, now, 5.0) == 4.0
+    assert settle_remaining(newest, now + dt.timedelta(seconds=10), 5.0) == 0.0
+    assert settle_remaining(None, now, 5.0) == 0.0
+
+
+def test_pods_from_the_api() -> None:
+    raw: dict[str, Any] = {
+        "metadata": {"name": "p", "namespace": "ns", "labels": {"x": "1"}},
+        "spec": {"containers": [{"name": "c", "ports": [{"name": "http", "containerPort": 8080}]}]},
+        "status": {"phase": "Running", "podIP": "10.1.2.3"},
+    }
+    assert pod_from_api(raw) == Pod("ns", "p", {"x": "1"}, "10.1.2.3", (ContainerPort(8080, "TCP", "http"),))
+    assert probeable(raw)
+    assert not probeable({**raw, "status": {"phase": "Pending"}})
+    assert not probeable({**raw, "metadata": {**raw["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+
+
+async def test_pod_proxy_prober_posts_to_the_pods_proxy_subresource(aiohttp_server: Any) -> None:
+    seen: list[tuple[str, Any]] = []
+
+    async def proxy(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append((request.raw_path, body))
+        return web.json_response({"results": [
+            {"name": t["name"], "host": t["host"], "port": t["port"], "connected": t["host"] == "10.0.0.2",
+             "http_status": 200 if t["host"] == "10.0.0.2" else None, "error": None, "elapsed_ms": 1.5}
+            for t in body["targets"]]})
+
+    app = web.Application()
+    app.router.add_post("/api/v1/namespaces/{namespace}/pods/{name}/proxy/probe", proxy)
+    server = await aiohttp_server(app)
+    configuration = client.Configuration(host=str(server.make_url("")).rstrip("/"))
+    async with client.ApiClient(configuration) as api:
+        results = await PodProxyProber(api, timeout_ms=700)(
+            PODS[0], [ProbeTarget("ns/a", "10.0.0.1", 8080), ProbeTarget("ns/b", "10.0.0.2", 8080)])
+    assert seen[0][0] == "/api/v1/namespaces/ns/pods/a:8080/proxy/probe"
+    assert seen[0][1]["timeout_ms"] == 700
+    assert [(r.name, r.connected, r.http_status) for r in results] == [("ns/a", False, None), ("ns/b", True, 200)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from simiankube.spec import Architecture, Chaos, SpecError
 RECOVERY_TIMEOUT_SECONDS = 600.0
 RECOVERY_POLL_SECONDS = 1.0
 MAX_DELAY_FACTOR = 5.0
+CHAOS_MODES = ("on", "dry-run", "off")  # the operator-wide switch (Helm value chaos.mode)
 
 Sleep = Callable[[float], Awaitable[bool]]  # sleeps; True when the controller must stop
 Announce = Callable[[Owner, str, str, str], None]  # (owner, type, reason, message) → an Event
@@ -110,13 +111,14 @@ class ChaosController:
     """Runs the kill loop of one Architecture until told to stop."""
 
     def __init__(self, kube: PodClient, registry: WorkloadRegistry, keeper: StatusKeeper, metrics: Metrics,
-                 announce: Announce, clock: Clock) -> None:
+                 announce: Announce, clock: Clock, mode: str = "on") -> None:
         self._kube = kube
         self._registry = registry
         self._keeper = keeper
         self._metrics = metrics
         self._announce = announce
         self._clock = clock
+        self._mode = mode
 
     async def run(self, body: Mapping[str, Any], sleep: Sleep) -> None:
         """``body`` is a live view: every round reads the latest spec."""
@@ -139,9 +141,12 @@ class ChaosController:
     async def round(self, owner: Owner, arch: Architecture, rng: random.Random, sleep: Sleep,
                     body: Mapping[str, Any]) -> bool:
         """One attempt; False when told to stop meanwhile."""
-        chaos = arch.chaos
+        chaos = replace(arch.chaos, dry_run=True) if self._mode == "dry-run" else arch.chaos
         service = victim_service(arch)
         kills = int((self._keeper.known(owner) or body.get("status") or {}).get("chaos", {}).get("kills", 0))
+        if self._mode == "off":
+            await self._outcome(owner, body, "skipped: chaos is off for this operator (--chaos=off)")
+            return True
         if not service:
             await self._outcome(owner, body, "skipped: the architecture names no victim")
             return True

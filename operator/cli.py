@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from simiankube.operator.chaos import CHAOS_MODES
 from simiankube.operator.controller import OperatorConfig
 from simiankube.render import RenderSettings
 
@@ -32,6 +33,8 @@ def register(commands: Any) -> None:
                    help=f"image of the rendered pods (env {ENV_IMAGE}; default %(default)s)")
     p.add_argument("--apply-concurrency", type=int, default=OperatorConfig.apply_concurrency, metavar="N",
                    help="parallel server-side applies (default %(default)s)")
+    p.add_argument("--chaos", choices=CHAOS_MODES, default=OperatorConfig.chaos_mode,
+                   help="operator-wide chaos switch: on, dry-run (never delete) or off (default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(handler=run)
 
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         liveness=args.liveness,
         nanoservice_image=args.nanoservice_image,
         apply_concurrency=args.apply_concurrency,
+        chaos_mode=args.chaos,
     )
     importlib.import_module("simiankube.operator.handlers")  # registers the handlers
     kopf.configure(verbose=args.verbose)

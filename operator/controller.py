@@ -44,6 +44,7 @@ class OperatorConfig:
     field_manager: str = contract.MANAGED_BY  # the one server-side-apply field manager
     apply_concurrency: int = 16  # parallel applies within one kind (1,000 services in seconds, not minutes)
     status_delay_seconds: float = 1.0  # workload events within this window make one status write
+    chaos_mode: str = "on"  # on | dry-run | off: an operator-wide switch over every spec.chaos
 
 
 def now() -> datetime:
@@ -73,7 +74,7 @@ class Controller:
         self._metrics_runner = metrics_runner
         self.registry = WorkloadRegistry()
         self.keeper = StatusKeeper(kube, self.registry, rfc3339, config.status_delay_seconds)
-        self.chaos = ChaosController(kube, self.registry, self.keeper, metrics, announce, now)
+        self.chaos = ChaosController(kube, self.registry, self.keeper, metrics, announce, now, config.chaos_mode)
 
     @classmethod
     async def start(cls, config: OperatorConfig) -> Controller:

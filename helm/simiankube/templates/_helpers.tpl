@@ -1,0 +1,65 @@
+{{- define "simiankube.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "simiankube.serviceAccountName" -}}
+{{- default (include "simiankube.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{- define "simiankube.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "simiankube.labels" -}}
+{{ include "simiankube.selectorLabels" . }}
+app.kubernetes.io/part-of: simiankube
+app.kubernetes.io/component: operator
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{/* The operator's permissions, shared by the ClusterRole and the namespaced Roles. */}}
+{{- define "simiankube.rules" -}}
+# Architectures: watched, annotated by kopf (progress, finalizer while chaos runs), status written.
+- apiGroups: [simiankube.io]
+  resources: [architectures]
+  verbs: [get, list, watch, patch]
+- apiGroups: [simiankube.io]
+  resources: [architectures/status]
+  verbs: [get, patch]
+# Owner references with blockOwnerDeletion need this where OwnerReferencesPermissionEnforcement is on.
+- apiGroups: [simiankube.io]
+  resources: [architectures/finalizers]
+  verbs: [update]
+# Rendered children: server-side apply (create/patch), metadata lists for pruning, deletes.
+- apiGroups: [""]
+  resources: [configmaps, services]
+  verbs: [get, list, create, patch, delete]
+- apiGroups: [apps]
+  resources: [deployments, statefulsets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, create, patch, delete]
+# Chaos: victims are listed and deleted; ReplicaSets are read to prove a pod is ours.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, delete]
+- apiGroups: [apps]
+  resources: [replicasets]
+  verbs: [get]
+# Segmentation verification probes through the API server's pod proxy.
+- apiGroups: [""]
+  resources: [pods/proxy]
+  verbs: [get, create]
+# Events for `kubectl describe arch`.
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}

@@ -1,0 +1,115 @@
+"""`simiankube run`: whole architectures as real processes, the JSON report, no strays."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from simiankube.testing.wait import wait_for
+
+ARCHITECTURES = Path(__file__).parents[2] / ".." / "shared" / "architectures" / "spigo"
+
+
+def run(*args: str, timeout: float = 90) -> dict:  # type: ignore[type-arg]
+    result = subprocess.run([sys.executable, "-m", "simiankube.cli", "run", *args, "-o", "json"],
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_lamp_runs_every_service_with_no_errors(tmp_path: Path) -> None:
+    zipkin = tmp_path / "spans.jsonl"
+    report = run(str(ARCHITECTURES / "lamp_arch.json"), "--duration", "3", "--zipkin-file", str(zipkin))
+
+    services = report["services"]
+    assert set(services) == {"rds-mysql", "memcache", "webserver", "webserver-elb", "www"}
+    for name in ("rds-mysql", "memcache", "webserver", "webserver-elb"):
+        assert services[name]["requests"] > 100, name
+        assert services[name]["errors"] == 0, name
+        assert 0 < services[name]["p50_ms"] <= services[name]["p99_ms"]
+    [traffic] = report["traffic"]
+    assert traffic["requests"] >= 150 and traffic["errors"] == 0  # 10 ms ticks for 3 s
+    assert report["chaos"] == []  # lamp names no victim
+    assert report["instances"] == 23
+    wait_for(lambda: zipkin.exists() and zipkin.stat().st_size > 0, 5, message="spans written")
+    assert report["zipkin_file"] == str(zipkin)
+
+
+def test_netflixoss_rides_out_the_monkey(tmp_path: Path) -> None:
+    report = run(str(ARCHITECTURES / "netflixoss_arch.json"), "--duration", "8", "--zipkin-file", "")
+
+    assert report["instances"] == 65
+    services = report["services"]
+    assert all(services[s]["requests"] > 0 for s in services if s != "www")
+    kinds = [e["event"] for e in report["chaos"]]
+    assert kinds[:2] == ["kill", "ready"]
+    kill = report["chaos"][0]
+    assert kill["instance"].startswith("netflixoss-homepage-") and kill["signal"] == "SIGKILL"
+    [traffic] = report["traffic"]
+    assert traffic["requests"] > 400
+    assert traffic["errors"] <= 0.02 * traffic["requests"]  # retries on other homepage instances absorb it
+    assert report["calls_per_user_request"] >= 5  # elb → zuul → karyon → staash → tiers, replicas
+
+
+def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simiankube.cli", "run", str(ARCHITECTURES / "netflixoss_arch.json"),
+         "--duration", "120", "--zipkin-file", ""],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        pids = _worker_pids(process)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(30) == 130
+        wait_for(lambda: not any(_alive(p) for p in pids), 5, interval=0.05, message="workers gone")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_workers_die_with_the_runner_even_on_sigkill() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "simiankube.cli", "run", str(ARCHITECTURES / "lamp_arch.json"),
+         "--duration", "120", "--zipkin-file", ""],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        pids = _worker_pids(process)
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        wait_for(lambda: not any(_alive(p) for p in pids), 10, interval=0.05, message="orphans gone")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _worker_pids(process: subprocess.Popen[str]) -> list[int]:
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "instances ready" in line:
+            pids = [int(p) for p in re.findall(r"=(\d+)", line)]
+            assert pids and all(_alive(p) for p in pids)
+            return pids
+    raise AssertionError(f"run ended before it was ready (exit {process.wait()})")
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (a zombie has already exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_bad_duration_is_a_usage_error() -> None:
+    result = subprocess.run([sys.executable, "-m", "simiankube.cli", "run", str(ARCHITECTURES / "lamp_arch.json"),
+                             "--duration", "soon"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "not a duration" in result.stderr
+

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from simiankube import contract
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, parse_body
-from simiankube.operator.tracking import StatusKeeper, WorkloadRegistry
+from simiankube.operator.tracking import StatusKeeper, WorkloadView
 from simiankube.spec import Architecture, Chaos, SpecError
 
 # Stop measuring a recovery that never completes; the next kill waits for it.
@@ -110,17 +110,16 @@ def victim_service(arch: Architecture) -> str:
 class ChaosController:
     """Runs the kill loop of one Architecture until told to stop."""
 
-    def __init__(self, kube: PodClient, registry: WorkloadRegistry, keeper: StatusKeeper, metrics: Metrics,
+    def __init__(self, kube: PodClient, keeper: StatusKeeper, metrics: Metrics,
                  announce: Announce, clock: Clock, mode: str = "on") -> None:
         self._kube = kube
-        self._registry = registry
         self._keeper = keeper
         self._metrics = metrics
         self._announce = announce
         self._clock = clock
         self._mode = mode
 
-    async def run(self, body: Mapping[str, Any], sleep: Sleep) -> None:
+    async def run(self, body: Mapping[str, Any], view: WorkloadView, sleep: Sleep) -> None:
         """``body`` is a live view: every round reads the latest spec."""
         meta = body["metadata"]
         owner = Owner(meta["namespace"], meta["name"], meta["uid"])
@@ -135,11 +134,11 @@ class ChaosController:
                 return
             if arch is None or not arch.chaos.enabled:
                 continue
-            if not await self.round(owner, arch, rng, sleep, body):
+            if not await self.round(owner, arch, view, rng, sleep, body):
                 return
 
-    async def round(self, owner: Owner, arch: Architecture, rng: random.Random, sleep: Sleep,
-                    body: Mapping[str, Any]) -> bool:
+    async def round(self, owner: Owner, arch: Architecture, view: WorkloadView, rng: random.Random,
+                    sleep: Sleep, body: Mapping[str, Any]) -> bool:
         """One attempt; False when told to stop meanwhile."""
         chaos = replace(arch.chaos, dry_run=True) if self._mode == "dry-run" else arch.chaos
         service = victim_service(arch)
@@ -154,7 +153,7 @@ class ChaosController:
             await self._outcome(owner, body, f"skipped: maxKills {chaos.max_kills} reached")
             return True
         kube_name = arch.service(service).kube_name
-        pods = await self.owned_pods(owner, arch.resource_name, service, kube_name)
+        pods = await self.owned_pods(owner, view, arch.resource_name, service, kube_name)
         decision = decide(pods, chaos, rng)
         if decision.victim is None:
             await self._outcome(owner, body, f"skipped: {decision.reason}")
@@ -173,7 +172,7 @@ class ChaosController:
         last_kill = {"pod": victim.name, "service": service, "time": _rfc3339(killed_at)}
         await self._keeper.update(owner, lambda s: _with_chaos(
             s, kills=kills + 1, lastKill=last_kill, lastOutcome=f"deleted pod {victim.name}"), body.get("status"))
-        recovered = await self.await_recovery(owner, arch.resource_name, service, kube_name, victim.uid,
+        recovered = await self.await_recovery(owner, view, arch.resource_name, service, kube_name, victim.uid,
                                               decision.ready, sleep)
         if recovered is None:
             return False
@@ -188,12 +187,13 @@ class ChaosController:
                            f"chaos: {service} not recovered {RECOVERY_TIMEOUT_SECONDS:g}s after losing {victim.name}")
         return True
 
-    async def owned_pods(self, owner: Owner, resource_name: str, service: str, kube_name: str) -> list[PodFacts]:
+    async def owned_pods(self, owner: Owner, view: WorkloadView, resource_name: str, service: str,
+                         kube_name: str) -> list[PodFacts]:
         """The service's pods whose controller chain leads to this Architecture, by uid."""
         selector = f"{contract.LABEL_ARCHITECTURE}={resource_name},{contract.LABEL_SERVICE}={kube_name}"
         now = self._clock()
         pods = [PodFacts.from_body(p, now) for p in await self._kube.list_objects("Pod", owner.namespace, selector)]
-        workloads = [w for w in self._registry.owned(owner) if w.service == service]
+        workloads = [w for w in view.owned(owner) if w.service == service]
         sets = {w.uid for w in workloads if w.kind == "StatefulSet"}
         deployments = {w.uid for w in workloads if w.kind == "Deployment"}
         replica_sets: dict[str, bool] = {}
@@ -218,7 +218,8 @@ class ChaosController:
         return any(r.get("controller") and r.get("kind") == "Deployment" and r.get("uid") in deployments
                    for r in refs)
 
-    async def await_recovery(self, owner: Owner, resource_name: str, service: str, kube_name: str,
+    async def await_recovery(self, owner: Owner, view: WorkloadView, resource_name: str, service: str,
+                             kube_name: str,
                              killed_uid: str, ready_before: int, sleep: Sleep) -> bool | None:
         """True once as many instances are ready as before; False on timeout; None when stopped."""
         waited = 0.0
@@ -226,7 +227,7 @@ class ChaosController:
             if await sleep(RECOVERY_POLL_SECONDS):
                 return None
             waited += RECOVERY_POLL_SECONDS
-            pods = await self.owned_pods(owner, resource_name, service, kube_name)
+            pods = await self.owned_pods(owner, view, resource_name, service, kube_name)
             ready = sum(p.ready for p in pods if not p.terminating and p.uid != killed_uid)
             if ready >= ready_before:
                 return True

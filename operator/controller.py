@@ -25,8 +25,8 @@ from simiankube.operator.chaos import ChaosController, Sleep
 from simiankube.operator.kube import Kube, KubeError
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, reconcile
-from simiankube.operator.status import Status, build_status, transition_events
-from simiankube.operator.tracking import StatusKeeper, WorkloadRegistry
+from simiankube.operator.status import Status, WorkloadState, build_status, transition_events
+from simiankube.operator.tracking import StatusKeeper, WorkloadView
 from simiankube.render import RenderSettings
 from simiankube.spec import SpecError
 
@@ -72,9 +72,8 @@ class Controller:
         self.kube = kube
         self.metrics = metrics
         self._metrics_runner = metrics_runner
-        self.registry = WorkloadRegistry()
-        self.keeper = StatusKeeper(kube, self.registry, rfc3339, config.status_delay_seconds)
-        self.chaos = ChaosController(kube, self.registry, self.keeper, metrics, announce, now, config.chaos_mode)
+        self.keeper = StatusKeeper(kube, rfc3339, config.status_delay_seconds)
+        self.chaos = ChaosController(kube, self.keeper, metrics, announce, now, config.chaos_mode)
 
     @classmethod
     async def start(cls, config: OperatorConfig) -> Controller:
@@ -89,7 +88,8 @@ class Controller:
             await self._metrics_runner.cleanup()
         await self.kube.close()
 
-    async def reconcile(self, body: Mapping[str, Any], logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+    async def reconcile(self, body: Mapping[str, Any], view: WorkloadView,
+                        logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         owner = owner_of(body)
         generation = int(body["metadata"].get("generation") or 0)
         started = time.monotonic()
@@ -99,7 +99,7 @@ class Controller:
             self.metrics.reconciles.labels("invalid").inc()
             announce(owner, "Warning", "InvalidSpec", str(err))
             logger.warning("invalid spec, nothing changed: %s", err)
-            await self._write_status(owner, body, generation=generation, problems=err.problems)
+            await self._write_status(owner, body, view, generation=generation, problems=err.problems)
             return  # not retried: the next spec change triggers the next reconcile
         except KubeError as err:
             self.metrics.reconciles.labels("error").inc()
@@ -115,10 +115,10 @@ class Controller:
         if outcome.pruned:
             announce(owner, "Normal", "Pruned", f"deleted {outcome.pruned} object(s) no longer in the spec")
         logger.info("applied %d, pruned %d, unchanged %d", outcome.applied, outcome.pruned, outcome.unchanged)
-        await self._write_status(owner, body, generation=generation, desired=outcome.desired, problems=[])
+        await self._write_status(owner, body, view, generation=generation, desired=outcome.desired, problems=[])
 
-    async def _write_status(self, owner: Owner, body: Mapping[str, Any], **facts: Any) -> None:
-        workloads = self.registry.owned(owner)
+    async def _write_status(self, owner: Owner, body: Mapping[str, Any], view: WorkloadView, **facts: Any) -> None:
+        workloads = view.owned(owner)
         try:
             result = await self.keeper.update(
                 owner, lambda previous: build_status(previous, workloads, now=rfc3339(), **facts),
@@ -129,21 +129,19 @@ class Controller:
         if result is not None:
             self._announce_transitions(owner, *result)
 
-    def observe_workload(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """Remember the workload and refresh its Architecture's status soon."""
-        state = self.registry.observe(event_type, body)
+    def workload_changed(self, body: Mapping[str, Any], view: WorkloadView) -> None:
+        """Refresh the owning Architecture's status soon (kopf has indexed the change already)."""
+        state = WorkloadState.from_body(body)
         if state.owner_uid:
             owner = Owner(state.namespace, state.owner_name, state.owner_uid)
-            self.keeper.refresh_soon(owner, lambda previous, new: self._announce_transitions(owner, previous, new))
+            self.keeper.refresh_soon(owner, view, lambda previous, new: self._announce_transitions(owner, previous, new))
 
     def _announce_transitions(self, owner: Owner, previous: Mapping[str, Any], new: Status) -> None:
         for type_, reason, message in transition_events(previous, new):
             announce(owner, type_, reason, message)
 
     def forget(self, body: Mapping[str, Any]) -> None:
-        owner = owner_of(body)
-        self.keeper.forget(owner)
-        self.registry.forget(owner)
+        self.keeper.forget(owner_of(body))
 
-    async def run_chaos(self, body: Mapping[str, Any], sleep: Sleep) -> None:
-        await self.chaos.run(body, sleep)
+    async def run_chaos(self, body: Mapping[str, Any], view: WorkloadView, sleep: Sleep) -> None:
+        await self.chaos.run(body, view, sleep)

@@ -13,6 +13,7 @@ import kopf
 
 from simiankube import contract
 from simiankube.operator.controller import Controller, OperatorConfig
+from simiankube.operator.tracking import WorkloadView, index_workload
 
 ARCHITECTURES = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
 # Only workloads this operator rendered; a look-alike without the owner reference is ignored later.
@@ -38,11 +39,26 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
         await memo.controller.close()
 
 
+def workload_view(kwargs: dict[str, Any]) -> WorkloadView:
+    """Both workload indexes, which kopf passes to every handler by their names."""
+    return WorkloadView(kwargs["deployments_by_owner"], kwargs["statefulsets_by_owner"])
+
+
+@kopf.index("apps", "v1", "deployments", labels=WORKLOAD_LABELS)
+def deployments_by_owner(body: kopf.Body, **_: Any) -> Any:
+    return index_workload(body)
+
+
+@kopf.index("apps", "v1", "statefulsets", labels=WORKLOAD_LABELS)
+def statefulsets_by_owner(body: kopf.Body, **_: Any) -> Any:
+    return index_workload(body)
+
+
 @kopf.on.resume(*ARCHITECTURES)
 @kopf.on.create(*ARCHITECTURES)
 @kopf.on.update(*ARCHITECTURES)
-async def on_architecture_change(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    await memo.controller.reconcile(body, logger)
+async def on_architecture_change(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    await memo.controller.reconcile(body, workload_view(kwargs), logger)
 
 
 @kopf.on.delete(*ARCHITECTURES, optional=True)
@@ -53,8 +69,8 @@ def on_architecture_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event("apps", "v1", "deployments", labels=WORKLOAD_LABELS)
 @kopf.on.event("apps", "v1", "statefulsets", labels=WORKLOAD_LABELS)
-def on_workload_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.controller.observe_workload(type, body)
+def on_workload_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    memo.controller.workload_changed(body, workload_view(kwargs))
 
 
 def chaos_enabled(spec: kopf.Spec, **_: Any) -> bool:
@@ -62,9 +78,9 @@ def chaos_enabled(spec: kopf.Spec, **_: Any) -> bool:
 
 
 @kopf.daemon(*ARCHITECTURES, when=chaos_enabled, cancellation_timeout=CHAOS_CANCELLATION_SECONDS)
-async def on_chaos(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+async def on_chaos(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any) -> None:
     async def sleep(seconds: float) -> bool:
         await stopped.wait(seconds)
         return bool(stopped)
 
-    await memo.controller.run_chaos(body, sleep)
+    await memo.controller.run_chaos(body, workload_view(kwargs), sleep)

@@ -1,7 +1,7 @@
 """What the operator remembers between events: workloads seen, status written.
 
-``WorkloadRegistry`` is fed by the Deployment/StatefulSet watch, so status
-and chaos read readiness from memory instead of polling the API server.
+``WorkloadView`` reads kopf's Deployment/StatefulSet indexes, so status and
+chaos read readiness from memory instead of polling the API server.
 ``StatusKeeper`` is the only writer of Architecture status: one lock per
 Architecture, a merge patch of exactly what differs (nothing when nothing
 does), and workload events coalesced into at most one write per ``delay``.
@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from simiankube import contract
@@ -26,26 +26,25 @@ Clock = Callable[[], str]  # the current time, RFC 3339
 log = logging.getLogger(__name__)
 
 
-class WorkloadRegistry:
-    """The latest state of every workload owned by an Architecture, by owner uid."""
+def index_workload(body: Mapping[str, Any]) -> dict[str, WorkloadState] | None:
+    """A workload's entry in kopf's index: under its owning Architecture's uid, if any."""
+    state = WorkloadState.from_body(body)
+    return {state.owner_uid: state} if state.owner_uid else None
 
-    def __init__(self) -> None:
-        self._by_owner: dict[str, dict[tuple[str, str, str], WorkloadState]] = {}
 
-    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> WorkloadState:
-        state = WorkloadState.from_body(body)
-        key = (state.kind, state.namespace, state.name)
-        for owned in self._by_owner.values():  # an owner reference can be edited away
-            owned.pop(key, None)
-        if event_type != "DELETED" and state.owner_uid:
-            self._by_owner.setdefault(state.owner_uid, {})[key] = state
-        return state
+class WorkloadView:
+    """kopf's Deployment and StatefulSet indexes (owner uid → states) read as one.
+
+    kopf fills its indexes before any handler runs, so a restarted operator
+    sees every workload before it rebuilds a status: no flap, no write.
+    """
+
+    def __init__(self, *indexes: Mapping[str, Iterable[WorkloadState]]) -> None:
+        self._indexes = indexes
 
     def owned(self, owner: Owner) -> list[WorkloadState]:
-        return sorted(self._by_owner.get(owner.uid, {}).values(), key=lambda w: (w.kind, w.name))
-
-    def forget(self, owner: Owner) -> None:
-        self._by_owner.pop(owner.uid, None)
+        states = [state for index in self._indexes for state in index.get(owner.uid, ())]
+        return sorted(states, key=lambda w: (w.kind, w.name))
 
 
 class StatusClient(Protocol):
@@ -55,9 +54,8 @@ class StatusClient(Protocol):
 
 
 class StatusKeeper:
-    def __init__(self, kube: StatusClient, registry: WorkloadRegistry, clock: Clock, delay: float) -> None:
+    def __init__(self, kube: StatusClient, clock: Clock, delay: float) -> None:
         self._kube = kube
-        self._registry = registry
         self._clock = clock
         self._delay = delay
         self._known: dict[str, Status] = {}  # by Architecture uid: the status last written or read
@@ -91,15 +89,17 @@ class StatusKeeper:
             self._known[owner.uid] = new
             return previous, new
 
-    def refresh_soon(self, owner: Owner, on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
+    def refresh_soon(self, owner: Owner, view: WorkloadView,
+                     on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
         """Rebuild the status from the workloads in ``delay`` seconds, once for a burst of events."""
         if owner.uid not in self._pending:
-            self._pending[owner.uid] = asyncio.create_task(self._refresh(owner, on_change))
+            self._pending[owner.uid] = asyncio.create_task(self._refresh(owner, view, on_change))
 
-    async def _refresh(self, owner: Owner, on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
+    async def _refresh(self, owner: Owner, view: WorkloadView,
+                       on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
         await asyncio.sleep(self._delay)
         del self._pending[owner.uid]
-        workloads = self._registry.owned(owner)
+        workloads = view.owned(owner)
         try:
             result = await self.update(owner, lambda previous: build_status(previous, workloads, now=self._clock()))
         except KubeError as err:  # the next workload event tries again

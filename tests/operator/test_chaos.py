@@ -10,7 +10,8 @@ from simiankube import contract
 from simiankube.operator.chaos import ChaosController, PodFacts, decide, next_delay
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, parse_body
-from simiankube.operator.tracking import StatusKeeper, WorkloadRegistry
+from simiankube.operator.status import WorkloadState
+from simiankube.operator.tracking import StatusKeeper, WorkloadView, index_workload
 from simiankube.spec import Chaos
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -50,7 +51,6 @@ class Cluster:
         self.clock = NOW + timedelta(hours=1)
         kube.add({"apiVersion": "simiankube.io/v1alpha1", "kind": "Architecture",
                   "metadata": {"name": "lamp", "namespace": "demo", "uid": OWNER.uid}, "status": {}})
-        self.registry = WorkloadRegistry()
         deployment = kube.add({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "lamp-webserver", "namespace": "demo", "uid": "deploy-uid", "labels": LABELS,
@@ -58,7 +58,10 @@ class Cluster:
                          "ownerReferences": [{"kind": "Architecture", "name": "lamp", "uid": OWNER.uid,
                                               "controller": True}]},
             "spec": {"replicas": ready_pods}, "status": {"readyReplicas": ready_pods}})
-        self.registry.observe("ADDED", deployment)
+        index: dict[str, list[WorkloadState]] = {}
+        for key, state in (index_workload(deployment) or {}).items():
+            index.setdefault(key, []).append(state)
+        self.view = WorkloadView(index, {})
         kube.add({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
             "name": "lamp-webserver-abc", "namespace": "demo", "uid": "rs-uid",
             "ownerReferences": [{"kind": "Deployment", "name": "lamp-webserver", "uid": "deploy-uid",
@@ -68,10 +71,10 @@ class Cluster:
         for i in range(ready_pods):
             self.pod(f"lamp-webserver-abc-{i}", "lamp-webserver-abc", "rs-uid")
         self.pod("look-alike", "impostor", "impostor-rs")
-        self.keeper = StatusKeeper(kube, self.registry, lambda: "T", 0)
+        self.keeper = StatusKeeper(kube, lambda: "T", 0)
         self.events: list[tuple[str, str, str]] = []
         self.metrics = Metrics()
-        self.controller = ChaosController(kube, self.registry, self.keeper, self.metrics,
+        self.controller = ChaosController(kube, self.keeper, self.metrics,
                                           lambda owner, t, r, m: self.events.append((t, r, m)), lambda: self.clock)
 
     def pod(self, name: str, rs: str, rs_uid: str) -> None:
@@ -101,7 +104,7 @@ class Cluster:
 async def test_a_kill_deletes_one_owned_pod_and_records_the_recovery(kube: Any) -> None:
     cluster = Cluster(kube)
     body = cluster.body()
-    assert await cluster.controller.round(OWNER, parse_body(body), random.Random(0), cluster.sleep_and_replace, body)
+    assert await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0), cluster.sleep_and_replace, body)
     deleted = [name for verb, kind, name in kube.writes if verb == "delete"]
     assert len(deleted) == 1 and deleted[0].startswith("lamp-webserver-abc-")
     assert "look-alike" in cluster.pod_names()
@@ -116,7 +119,7 @@ async def test_a_kill_deletes_one_owned_pod_and_records_the_recovery(kube: Any) 
 
 async def test_the_look_alike_is_never_a_candidate(kube: Any) -> None:
     cluster = Cluster(kube)
-    pods = await cluster.controller.owned_pods(OWNER, "lamp", "webserver", "webserver")
+    pods = await cluster.controller.owned_pods(OWNER, cluster.view, "lamp", "webserver", "webserver")
     assert sorted(p.name for p in pods) == [f"lamp-webserver-abc-{i}" for i in range(3)]
 
 
@@ -133,7 +136,7 @@ async def test_dry_run_and_guards_delete_nothing(kube: Any) -> None:
             cluster.keeper.forget(OWNER)
             body["status"] = {"chaos": {"kills": 2}}
             outcome = "skipped: maxKills 2 reached"
-        await cluster.controller.round(OWNER, parse_body(body), random.Random(0), cluster.sleep_and_replace, body)
+        await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0), cluster.sleep_and_replace, body)
         assert kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]["lastOutcome"] == outcome
     assert [verb for verb, _, _ in kube.writes if verb == "delete"] == []
     assert ("Normal", "DryRun", "dry run: would delete pod lamp-webserver-abc-0 of webserver") in cluster.events
@@ -147,5 +150,17 @@ async def test_the_loop_stops_when_told(kube: Any) -> None:
         slept.append(seconds)
         return True
 
-    await cluster.controller.run(cluster.body(), stop_after_first)
+    await cluster.controller.run(cluster.body(), cluster.view, stop_after_first)
     assert len(slept) == 1 and kube.writes == []
+
+
+async def test_operator_wide_switch_overrides_the_spec(kube: Any) -> None:
+    for mode, outcome in (("dry-run", "dry run: would delete pod"), ("off", "skipped: chaos is off")):
+        cluster = Cluster(kube)
+        cluster.controller = ChaosController(kube, cluster.keeper, cluster.metrics, lambda *_: None,
+                                             lambda: cluster.clock, mode)
+        body = cluster.body()
+        await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
+                                       cluster.sleep_and_replace, body)
+        assert kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]["lastOutcome"].startswith(outcome)
+        assert [verb for verb, _, _ in kube.writes if verb == "delete"] == []

@@ -28,8 +28,9 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     settings.posting.level = logging.WARNING  # Events are posted explicitly, with reasons
     settings.persistence.finalizer = f"{contract.API_GROUP}/chaos"  # only the chaos daemon needs one
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.API_GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=contract.API_GROUP, key="last-handled-configuration")
+    # The last handled spec goes to status.kopf: a 1,000-service spec (~190 kB) would not fit
+    # next to kubectl's last-applied annotation in the 256 kB that all annotations share.
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage()
     memo.controller = await Controller.start(config)
 
 

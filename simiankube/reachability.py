@@ -25,7 +25,8 @@ with Python ints as bitsets; that keeps a 1,000-service architecture fast.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,29 +82,54 @@ class Target:
 # -- selectors and peers --------------------------------------------------------
 
 
+class LabelIndex:
+    """Label selectors evaluated over many label sets at once, as bitsets (bit i = item i).
+
+    The one implementation of LabelSelector semantics here: matchLabels and
+    matchExpressions (In, NotIn, Exists, DoesNotExist) all ANDed.
+    """
+
+    def __init__(self, items: Sequence[Mapping[str, str]]) -> None:
+        self.everyone = (1 << len(items)) - 1
+        self._pairs: dict[tuple[str, str], int] = {}
+        self._keys: dict[str, int] = {}
+        for i, labels in enumerate(items):
+            for key, value in labels.items():
+                self._pairs[(key, value)] = self._pairs.get((key, value), 0) | 1 << i
+                self._keys[key] = self._keys.get(key, 0) | 1 << i
+
+    def _any_of(self, key: str, values: Iterable[str]) -> int:
+        bits = 0
+        for value in values:
+            bits |= self._pairs.get((key, value), 0)
+        return bits
+
+    def select(self, selector: Mapping[str, Any] | None) -> int:
+        """The items a LabelSelector matches; an empty (or missing) selector matches all."""
+        bits = self.everyone
+        if not selector:
+            return bits
+        for key, value in (selector.get("matchLabels") or {}).items():
+            bits &= self._pairs.get((key, value), 0)
+        for expression in selector.get("matchExpressions") or ():
+            key, operator = expression["key"], expression["operator"]
+            values = expression.get("values") or ()
+            if operator == "In":
+                bits &= self._any_of(key, values)
+            elif operator == "NotIn":
+                bits &= ~self._any_of(key, values)
+            elif operator == "Exists":
+                bits &= self._keys.get(key, 0)
+            elif operator == "DoesNotExist":
+                bits &= ~self._keys.get(key, 0)
+            else:
+                raise PolicyError(f"unknown label selector operator {operator!r}")
+        return bits & self.everyone
+
+
 def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """A LabelSelector; an empty (or missing) selector matches everything."""
-    if not selector:
-        return True
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expression in selector.get("matchExpressions") or ():
-        key, operator = expression["key"], expression["operator"]
-        values = expression.get("values") or ()
-        if operator == "In":
-            ok = key in labels and labels[key] in values
-        elif operator == "NotIn":
-            ok = key not in labels or labels[key] not in values
-        elif operator == "Exists":
-            ok = key in labels
-        elif operator == "DoesNotExist":
-            ok = key not in labels
-        else:
-            raise PolicyError(f"unknown label selector operator {operator!r}")
-        if not ok:
-            return False
-    return True
+    """A LabelSelector against one label set."""
+    return bool(LabelIndex([labels]).select(selector))
 
 
 def ip_block_matches(block: Mapping[str, Any], ip: str) -> bool:
@@ -115,20 +141,6 @@ def ip_block_matches(block: Mapping[str, Any], ip: str) -> bool:
         return False
     excepted = (ipaddress.ip_network(cidr, strict=False) for cidr in block.get("except") or ())
     return not any(address.version == e.version and address in e for e in excepted)
-
-
-def peer_matches(
-    peer: Mapping[str, Any], policy_namespace: str, pod: Pod, namespace_labels: Mapping[str, str]
-) -> bool:
-    """One NetworkPolicyPeer: ipBlock, or namespaceSelector AND podSelector."""
-    if "ipBlock" in peer:
-        return ip_block_matches(peer["ipBlock"], pod.ip)
-    if "namespaceSelector" in peer:
-        if not selector_matches(peer["namespaceSelector"], namespace_labels):
-            return False
-    elif pod.namespace != policy_namespace:
-        return False
-    return selector_matches(peer.get("podSelector"), pod.labels)
 
 
 def port_matches(entry: Mapping[str, Any], port: int, protocol: str, destination: Pod) -> bool:
@@ -151,6 +163,7 @@ def port_matches(entry: Mapping[str, Any], port: int, protocol: str, destination
 class _Rule:
     peers: tuple[Mapping[str, Any], ...] | None  # None: every peer
     ports: tuple[Mapping[str, Any], ...] | None  # None: every port
+    ports_key: str = ""  # equal ports, equal key: rules share their port bitsets
 
 
 @dataclass(frozen=True)
@@ -172,6 +185,7 @@ def _parse_policy(policy: Mapping[str, Any]) -> _Policy:
             _Rule(
                 peers=tuple(rule[peers_key]) if rule.get(peers_key) else None,
                 ports=tuple(rule["ports"]) if rule.get("ports") else None,
+                ports_key=json.dumps(rule.get("ports") or [], sort_keys=True),
             )
             for rule in items or ()
         )
@@ -226,39 +240,51 @@ class Model:
                 index[key] = len(self._classes)
                 self._classes.append(pod)
             self._class_of[pod.key] = index[key]
-        self._selected_in = [self._selecting(c, "ingress") for c in self._classes]
-        self._selected_eg = [self._selecting(c, "egress") for c in self._classes]
+        self._pods = LabelIndex([c.labels for c in self._classes])
+        self._everyone = self._pods.everyone
+        self._in_namespace: dict[str, int] = {}
+        for i, pod in enumerate(self._classes):
+            self._in_namespace[pod.namespace] = self._in_namespace.get(pod.namespace, 0) | 1 << i
+        names = sorted(set(self._namespace_labels) | set(self._in_namespace))
+        self._namespace_names = names
+        self._namespaces = LabelIndex([self.namespace_labels(n) for n in names])
+        self._selected_in: list[list[_Policy]] = [[] for _ in self._classes]
+        self._selected_eg: list[list[_Policy]] = [[] for _ in self._classes]
+        for policy in self.policies:
+            selected = self._in_namespace.get(policy.namespace, 0) & self._pods.select(policy.pod_selector)
+            for i in _members(selected):
+                if policy.ingress is not None:
+                    self._selected_in[i].append(policy)
+                if policy.egress is not None:
+                    self._selected_eg[i].append(policy)
         self._peer_bits: dict[tuple[int, int], int] = {}
-        self._port_bits: dict[tuple[int, int, str], int] = {}
+        self._port_bits: dict[tuple[str, int, str], int] = {}
         self._in_bits: dict[tuple[int, int, str], int] = {}
         self._eg_bits: dict[tuple[int, int, str], int] = {}
-        self._everyone = (1 << len(self._classes)) - 1
 
     def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         return self._namespace_labels.get(namespace, {NAMESPACE_NAME_LABEL: namespace})
 
-    def _selecting(self, pod: Pod, direction: str) -> tuple[_Policy, ...]:
-        return tuple(
-            p
-            for p in self.policies
-            if getattr(p, direction) is not None
-            and p.namespace == pod.namespace
-            and selector_matches(p.pod_selector, pod.labels)
-        )
+    def _peer(self, peer: Mapping[str, Any], policy_namespace: str) -> int:
+        """One NetworkPolicyPeer: ipBlock, or namespaceSelector AND podSelector."""
+        if "ipBlock" in peer:
+            return sum(1 << i for i, pod in enumerate(self._classes) if ip_block_matches(peer["ipBlock"], pod.ip))
+        if "namespaceSelector" in peer:
+            namespaces = 0
+            for j in _members(self._namespaces.select(peer["namespaceSelector"])):
+                namespaces |= self._in_namespace.get(self._namespace_names[j], 0)
+        else:
+            namespaces = self._in_namespace.get(policy_namespace, 0)
+        return namespaces & self._pods.select(peer.get("podSelector"))
 
     def _peers(self, policy: _Policy, rule: _Rule) -> int:
-        """The classes a rule's peers admit, as a bitset."""
+        """The classes a rule's peers admit (separate peers are OR)."""
         cache_key = (id(policy), id(rule))
         bits = self._peer_bits.get(cache_key)
         if bits is None:
-            if rule.peers is None:
-                bits = self._everyone
-            else:
-                bits = 0
-                for i, pod in enumerate(self._classes):
-                    labels = self.namespace_labels(pod.namespace)
-                    if any(peer_matches(peer, policy.namespace, pod, labels) for peer in rule.peers):
-                        bits |= 1 << i
+            bits = self._everyone if rule.peers is None else 0
+            for peer in rule.peers or ():
+                bits |= self._peer(peer, policy.namespace)
             self._peer_bits[cache_key] = bits
         return bits
 
@@ -266,7 +292,7 @@ class Model:
         """The destination classes on which a rule's ports admit (port, protocol)."""
         if rule.ports is None:
             return self._everyone
-        cache_key = (id(rule), port, protocol)
+        cache_key = (rule.ports_key, port, protocol)
         bits = self._port_bits.get(cache_key)
         if bits is None:
             bits = 0
@@ -349,19 +375,35 @@ class Model:
         for name, target in targets:
             key = (self.class_of(target.pod), target.port, target.protocol)
             column_members[name].setdefault(key, set()).add(target.pod.key)
+        # The hot loop of big architectures: plain tuples and bit tests, no objects per cell.
+        column_items = {
+            c: [(tc, port, protocol, pods, self._ingress_sources(tc, port, protocol))
+                for (tc, port, protocol), pods in members.items()]
+            for c, members in column_members.items()
+        }
         cells = {}
         for row in rows:
+            row_items = list(row_members[row].items())
             for column in columns:
                 values = set()
-                for source_class, source_pods in row_members[row].items():
-                    for (target_class, port, protocol), target_pods in column_members[column].items():
+                for source_class, source_pods in row_items:
+                    for target_class, port, protocol, target_pods, ingress in column_items[column]:
                         pairs = len(source_pods) * len(target_pods)
                         if source_class == target_class:
                             pairs -= len(source_pods & target_pods)
                         if pairs:
-                            values.add(self.class_verdict(source_class, target_class, port, protocol).allowed)
+                            egress = self._egress_destinations(source_class, port, protocol)
+                            values.add(bool(ingress >> source_class & egress >> target_class & 1))
                 cells[(row, column)] = summarize(values) if values else ALLOWED  # loopback only
         return Matrix(rows, columns, cells)
+
+
+def _members(bits: int) -> Iterator[int]:
+    """The positions of the set bits."""
+    while bits:
+        low = bits & -bits
+        yield low.bit_length() - 1
+        bits ^= low
 
 
 # -- truth tables -----------------------------------------------------------------

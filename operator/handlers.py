@@ -46,12 +46,12 @@ def workload_view(kwargs: dict[str, Any]) -> WorkloadView:
 
 
 @kopf.index("apps", "v1", "deployments", labels=WORKLOAD_LABELS)
-def deployments_by_owner(body: kopf.Body, **_: Any) -> Any:
+async def deployments_by_owner(body: kopf.Body, **_: Any) -> Any:
     return index_workload(body)
 
 
 @kopf.index("apps", "v1", "statefulsets", labels=WORKLOAD_LABELS)
-def statefulsets_by_owner(body: kopf.Body, **_: Any) -> Any:
+async def statefulsets_by_owner(body: kopf.Body, **_: Any) -> Any:
     return index_workload(body)
 
 
@@ -63,14 +63,14 @@ async def on_architecture_change(body: kopf.Body, memo: kopf.Memo, logger: kopf.
 
 
 @kopf.on.delete(*ARCHITECTURES, optional=True)
-def on_architecture_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def on_architecture_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Children go with the owner (garbage collection); only the memory of it is dropped."""
     memo.controller.forget(body)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=WORKLOAD_LABELS)
 @kopf.on.event("apps", "v1", "statefulsets", labels=WORKLOAD_LABELS)
-def on_workload_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+async def on_workload_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     memo.controller.workload_changed(body, workload_view(kwargs))
 
 

@@ -147,7 +147,7 @@ async def verify_with_kubeconfig(
     configuration = client.Configuration()
     if kubeconfig is None:
         try:
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             await config.load_kube_config(client_configuration=configuration)
     else:

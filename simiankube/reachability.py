@@ -153,7 +153,7 @@ def port_matches(entry: Mapping[str, Any], port: int, protocol: str, destination
     if isinstance(wanted, str):
         return any(p.name == wanted and p.protocol == protocol and p.port == port for p in destination.ports)
     end = entry.get("endPort")
-    return wanted <= port <= end if end is not None else wanted == port
+    return bool(wanted <= port <= end) if end is not None else bool(wanted == port)
 
 
 # -- parsed policies --------------------------------------------------------------
@@ -385,7 +385,7 @@ class Model:
         for row in rows:
             row_items = list(row_members[row].items())
             for column in columns:
-                values = set()
+                values: set[bool | None] = set()
                 for source_class, source_pods in row_items:
                     for target_class, port, protocol, target_pods, ingress in column_items[column]:
                         pairs = len(source_pods) * len(target_pods)

@@ -89,7 +89,7 @@ class Cluster:
         def ready() -> Body | None:
             arch = self.architecture(namespace, name)
             status = arch.get("status") or {}
-            condition = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+            condition: Body = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
             current = status.get("observedGeneration") == arch["metadata"]["generation"]
             return arch if current and condition.get("status") == "True" else None
 
@@ -276,7 +276,7 @@ def test_invalid_spec_is_reported_and_changes_nothing(cluster: Cluster) -> None:
 
     def invalid() -> Body | None:
         status = cluster.architecture(namespace, "lamp").get("status") or {}
-        condition = next((c for c in status.get("conditions") or [] if c["type"] == "Invalid"), {})
+        condition: Body = next((c for c in status.get("conditions") or [] if c["type"] == "Invalid"), {})
         return condition if status.get("observedGeneration") == 2 and condition.get("status") == "True" else None
 
     condition = wait_for(invalid, 60, interval=0.5, message="Invalid=True")

@@ -18,7 +18,7 @@ IMAGE = "example/nanoservice:test"
 
 
 def architecture(name: str = "lamp", scale: int = 10) -> dict[str, Any]:
-    body = yaml.safe_load((REPO / "architectures" / f"{name}.yaml").read_text())
+    body: dict[str, Any] = yaml.safe_load((REPO / "architectures" / f"{name}.yaml").read_text())
     body["metadata"].update(namespace="demo", uid=f"arch-uid-{name}", generation=1)
     body["spec"]["scale"] = {"percent": scale}
     return body
@@ -30,7 +30,8 @@ def children(kube: Any) -> set[tuple[str, str]]:
 
 def expected(body: dict[str, Any]) -> list[dict[str, Any]]:
     meta = body["metadata"]
-    return build_children(parse_body(body), Owner(meta["namespace"], meta["name"], meta["uid"]), IMAGE)
+    children: list[dict[str, Any]] = build_children(parse_body(body), Owner(meta["namespace"], meta["name"], meta["uid"]), IMAGE)
+    return children
 
 
 async def test_first_reconcile_applies_exactly_the_render_with_owner_references(kube: Any) -> None:

@@ -1,0 +1,63 @@
+"""The status keeper: writes exactly the difference, once per burst of workload events."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from simiankube.operator.reconcile import Owner
+from simiankube.operator.status import WorkloadState, build_status
+from simiankube.operator.tracking import StatusKeeper, WorkloadView, index_workload
+
+OWNER = Owner("demo", "lamp", "arch-uid")
+
+
+def deployment(ready: int) -> dict[str, Any]:
+    return {"kind": "Deployment", "metadata": {
+        "name": "lamp-web", "namespace": "demo", "uid": "d1", "generation": 1,
+        "annotations": {"simiankube.io/spigo-name": "web"},
+        "ownerReferences": [{"kind": "Architecture", "name": "lamp", "uid": OWNER.uid, "controller": True}]},
+        "spec": {"replicas": 2}, "status": {"observedGeneration": 1, "readyReplicas": ready, "updatedReplicas": 2}}
+
+
+def view_of(*bodies: dict[str, Any]) -> WorkloadView:
+    index: dict[str, list[WorkloadState]] = {}
+    for body in bodies:
+        for key, state in (index_workload(body) or {}).items():
+            index.setdefault(key, []).append(state)
+    return WorkloadView(index)
+
+
+async def test_same_facts_write_nothing_and_changes_write_a_merge_patch(kube: Any) -> None:
+    kube.add({"kind": "Architecture", "metadata": {"name": "lamp", "namespace": "demo", "uid": OWNER.uid}})
+    keeper = StatusKeeper(kube, lambda: "T", 0)
+    workloads = view_of(deployment(2)).owned(OWNER)
+    facts = {"generation": 1, "desired": {"web": 2}, "problems": []}
+    await keeper.update(OWNER, lambda s: build_status(s, workloads, now="T", **facts))
+    await keeper.update(OWNER, lambda s: build_status(s, workloads, now="T2", **facts))
+    assert [w[0] for w in kube.writes] == ["patch"]
+    assert kube.objects[("Architecture", "demo", "lamp")]["status"]["readyInstances"] == 2
+
+
+async def test_a_burst_of_workload_events_makes_one_write(kube: Any) -> None:
+    kube.add({"kind": "Architecture", "metadata": {"name": "lamp", "namespace": "demo", "uid": OWNER.uid},
+              "status": {"services": {"web": {"desired": 2, "ready": 0}}}})
+    keeper = StatusKeeper(kube, lambda: "T", 0.05)
+    flips: list[str] = []
+    for ready in (0, 1, 2):
+        keeper.refresh_soon(OWNER, view_of(deployment(ready)), lambda before, after: flips.append("x"))
+    await asyncio.sleep(0.2)
+    assert len(kube.writes) == 1 and flips == ["x"]
+    await keeper.close()
+
+
+async def test_a_deleted_architecture_is_not_written(kube: Any) -> None:
+    keeper = StatusKeeper(kube, lambda: "T", 0)
+    assert await keeper.update(OWNER, lambda s: {**s, "x": 1}) is None
+    assert kube.writes == []
+
+
+def test_workloads_without_an_owning_architecture_are_not_indexed() -> None:
+    body = deployment(1)
+    body["metadata"]["ownerReferences"] = []
+    assert index_workload(body) is None

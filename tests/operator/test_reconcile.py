@@ -30,8 +30,8 @@ def children(kube: Any) -> set[tuple[str, str]]:
 
 def expected(body: dict[str, Any]) -> list[dict[str, Any]]:
     meta = body["metadata"]
-    children: list[dict[str, Any]] = build_children(parse_body(body), Owner(meta["namespace"], meta["name"], meta["uid"]), IMAGE)
-    return children
+    objects: list[dict[str, Any]] = build_children(parse_body(body), Owner(meta["namespace"], meta["name"], meta["uid"]), IMAGE)
+    return objects
 
 
 async def test_first_reconcile_applies_exactly_the_render_with_owner_references(kube: Any) -> None:

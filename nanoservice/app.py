@@ -197,8 +197,9 @@ async def probe(request: web.Request) -> web.Response:
 
 
 async def client_session(app: web.Application) -> AsyncIterator[None]:
-    """One keep-alive connection pool per process-instance; the caller and package use it."""
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=64, keepalive_timeout=30, use_dns_cache=False)
+    """One keep-alive connection pool per instance; unbounded, as a bound would queue calls behind it
+    and turn overload into timeouts of healthy instances."""
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, use_dns_cache=False)
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",)) as session:
         app[keys.SESSION] = session
         config, identity = app[keys.CONFIG], app[keys.IDENTITY]

@@ -10,7 +10,10 @@ The rules that keep a failure from multiplying through the graph:
   reason to try again;
 - an instance that refused connections (or timed out three times running) is
   ejected for a while, doubling on repeats, so a dead instance is not tried
-  again until its ejection timer lets the next request probe it.
+  again until its ejection timer lets the next request probe it. Timeouts
+  are also what overload looks like, so instances ejected only for timeouts
+  are still used when nothing else is left (a refused connection is proof
+  of death; a slow answer is not).
 """
 
 from __future__ import annotations
@@ -58,14 +61,16 @@ class Health:
     base_seconds: float = 1.0
     max_seconds: float = 10.0
     until: dict[str, float] = field(default_factory=dict)
+    dead: set[str] = field(default_factory=set)  # ejected for a refused connection, not for slowness
     strikes: dict[str, int] = field(default_factory=dict)  # soft failures in a row
     ejections: dict[str, int] = field(default_factory=dict)  # ejections since the last success
 
-    def ejected(self) -> set[str]:
+    def ejected(self, *, dead_only: bool = False) -> set[str]:
         now = time.monotonic()
         for key in [k for k, t in self.until.items() if t <= now]:
             del self.until[key]  # the timer ran out: the next request probes it
-        return set(self.until)
+            self.dead.discard(key)
+        return set(self.dead) if dead_only else set(self.until)
 
     def failure(self, key: str, *, hard: bool) -> None:
         strikes = self.strikes.get(key, 0) + 1
@@ -75,6 +80,8 @@ class Health:
             self.ejections[key] = count
             self.until[key] = time.monotonic() + min(self.max_seconds, self.base_seconds * 2 ** (count - 1))
             self.strikes[key] = 0
+            if hard:
+                self.dead.add(key)
 
     def success(self, key: str) -> None:
         if key in self.strikes or key in self.ejections:
@@ -187,7 +194,16 @@ class Caller:
     def _choose(
         self, groups: Sequence[Sequence[Endpoint]], tried: set[str], prefer_zone: bool, ordered: bool
     ) -> Endpoint | None:
-        ejected = self.health.ejected()
+        for ejected in (self.health.ejected(), self.health.ejected(dead_only=True)):
+            chosen = self._first_available(groups, ejected, tried, prefer_zone, ordered)
+            if chosen is not None:
+                return chosen
+        return None
+
+    def _first_available(
+        self, groups: Sequence[Sequence[Endpoint]], ejected: set[str], tried: set[str], prefer_zone: bool,
+        ordered: bool,
+    ) -> Endpoint | None:
         for group in groups:
             if ordered:
                 chosen = next((e for e in group if e.key not in ejected and e.key not in tried), None)

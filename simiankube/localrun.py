@@ -43,7 +43,7 @@ from simiankube.topology import Instance, Topology, expand
 READY_TIMEOUT = 60.0  # seconds for every instance of a process to answer /readyz
 RESTART_DELAY = 2.0  # the victim comes back this long after the kill, like a ReplicaSet's new pod
 STOP_TIMEOUT = 12.0  # SIGTERM, then SIGKILL after this long
-SCRAPE_INTERVAL = 1.0
+SCRAPE_INTERVAL = 2.0  # every instance's /metrics; scraping costs the workers CPU too
 MAX_INSTANCES_PER_SUBNET = 254
 
 

@@ -1,0 +1,56 @@
+"""`simiankube run` of netflixoss at 100 %: requests served per second and peak memory.
+
+    .venv/bin/python benchmarks/bench_run.py [--duration 15] [--interval-ms 10]
+
+Prints the user request rate of the traffic source, the requests all services
+served per second (every hop counts), calls between services per user
+request, the p50/p99 the users saw, and the peak RSS of all processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ARCHITECTURE = Path(__file__).parents[1] / ".." / "shared" / "architectures" / "spigo" / "netflixoss_arch.json"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", default="15")
+    parser.add_argument("--interval-ms", type=float, default=10.0, help="traffic tick (spigo default 10 ms)")
+    parser.add_argument("--zipkin", action="store_true", help="export spans too (default off)")
+    args = parser.parse_args()
+    document = json.loads(ARCHITECTURE.read_text())
+    with tempfile.TemporaryDirectory() as tmp:
+        resource = {
+            "apiVersion": "simiankube.io/v1alpha1", "kind": "Architecture", "metadata": {"name": "netflixoss"},
+            "spec": {**{k: v for k, v in document.items() if k in ("arch", "description", "version", "victim")},
+                     "services": document["services"], "traffic": {"intervalMs": args.interval_ms}},
+        }
+        path = Path(tmp) / "netflixoss.json"
+        path.write_text(json.dumps(resource))
+        zipkin = str(Path(tmp) / "spans.jsonl") if args.zipkin else ""
+        result = subprocess.run(
+            [sys.executable, "-m", "simiankube.cli", "run", str(path), "--duration", args.duration, "--no-chaos",
+             "--zipkin-file", zipkin, "-o", "json"],
+            capture_output=True, text=True, check=True,
+        )
+    report = json.loads(result.stdout)
+    served = sum(s["requests"] for s in report["services"].values())
+    [traffic] = report["traffic"]
+    print(f"netflixoss: {report['instances']} instances in {report['processes']} processes, "
+          f"{report['duration_s']:.1f} s, traffic tick {args.interval_ms:g} ms, spans {'on' if args.zipkin else 'off'}")
+    print(f"user requests: {traffic['requests_per_second']:.0f}/s, errors {traffic['errors']}, "
+          f"p50 {traffic['p50_ms']} ms, p99 {traffic['p99_ms']} ms")
+    print(f"requests served by all services: {served / report['duration_s']:.0f}/s "
+          f"({report['calls_per_user_request']} calls between services per user request)")
+    print(f"peak memory: {report['peak_rss_mib']:.0f} MiB RSS (all processes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import DATA, ROOT, SPIGO
+from tests.core.paths import DATA, ROOT, SPIGO
 
 
 def simiankube(*args: str) -> subprocess.CompletedProcess[str]:

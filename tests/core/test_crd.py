@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from conftest import EXAMPLES, ROOT
+from tests.core.paths import EXAMPLES, ROOT
 
 from simiankube.spec import PACKAGES, SpecError, parse_document
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import EXAMPLES, ROOT, SPIGO
+from tests.core.paths import EXAMPLES, ROOT, SPIGO
 
 from simiankube import contract
 from simiankube.contract import NanoserviceConfig

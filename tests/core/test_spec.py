@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import DATA, EXAMPLES, SPIGO
+from tests.core.paths import DATA, EXAMPLES, SPIGO
 
 from simiankube.spec import (
     DEFAULT_REGION_NAMES,

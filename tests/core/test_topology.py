@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from conftest import SPIGO
+from tests.core.paths import SPIGO
 
 from simiankube import contract
 from simiankube.naming import bounded, kube_name

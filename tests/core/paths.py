@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
 SPIGO = ROOT.parent / "shared" / "architectures" / "spigo"
 EXAMPLES = sorted(ROOT.glob("architectures/**/*.yaml"))
-
-
-@pytest.fixture(params=EXAMPLES, ids=lambda p: str(p.relative_to(ROOT)))
-def example(request: pytest.FixtureRequest) -> Path:
-    path: Path = request.param
-    return path

@@ -182,8 +182,8 @@ class Caller:
             if budget < MIN_ATTEMPT_SECONDS:
                 result = Result(504, {}, None, f"{peer}: budget exhausted")
                 break
-            if attempt:
-                edge.retries.inc()  # type: ignore[union-attr]
+            if attempt and edge.retries is not None:
+                edge.retries.inc()
             tried.add(endpoint.key)
             result, retryable = await self._attempt(hop, peer, endpoint, min(self.timeout, budget), method, path, body)
             if not retryable:

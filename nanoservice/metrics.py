@@ -35,8 +35,10 @@ class Metrics:
 
     def __post_init__(self) -> None:
         def family(kind: type[MetricWrapperBase], name: str, doc: str, label: str) -> MetricWrapperBase:
-            extra = {"buckets": BUCKETS} if kind is Histogram else {}
-            return kind(f"{PREFIX}_{name}", doc, ["service", "package", label], registry=self.registry, **extra)
+            labels = ["service", "package", label]
+            if kind is Histogram:
+                return Histogram(f"{PREFIX}_{name}", doc, labels, registry=self.registry, buckets=BUCKETS)
+            return kind(f"{PREFIX}_{name}", doc, labels, registry=self.registry)
 
         self._server = (
             family(Counter, "server_requests", "Requests served, by caller service", "caller"),

@@ -148,11 +148,11 @@ def build_report(
         requests = total("traffic_requests_total", service)
         histogram: list[tuple[float, float | None, int]] = []
         previous_bound, previous_count = 0.0, 0.0
-        for bound, count in latency:
-            if count > previous_count:
+        for bound, cumulative in latency:
+            if cumulative > previous_count:
                 high = None if math.isinf(bound) else bound * 1e6
-                histogram.append((previous_bound * 1e6, high, int(count - previous_count)))
-            previous_bound, previous_count = bound, count
+                histogram.append((previous_bound * 1e6, high, int(cumulative - previous_count)))
+            previous_bound, previous_count = bound, cumulative
         traffic.append(TrafficStats(
             service, requests, total("traffic_errors_total", service), total("traffic_timeouts_total", service),
             round(requests / duration_s, 1) if duration_s > 0 else 0.0,

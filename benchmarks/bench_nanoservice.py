@@ -22,12 +22,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
 from simiankube import contract
 from simiankube.localrun import Planned, plan
+from simiankube.runreport import parse_scrape
 from simiankube.spec import parse_document
 from simiankube.topology import expand
 
@@ -140,6 +142,27 @@ def throughput(address: str, seconds: float, connections: int) -> tuple[str, flo
     return "asyncio client", count / seconds
 
 
+def attempts(node: Planned) -> float:
+    with urllib.request.urlopen(f"http://{node.address}:8080{contract.PATH_METRICS}", timeout=5) as response:
+        scrape = parse_scrape(response.read().decode())
+    return sum(v for k, v in scrape.items() if k[0] == "client_requests_total")
+
+
+def amplification(leaf: subprocess.Popen[bytes], nodes: dict[str, Planned], users: int = 200) -> str:
+    """Calls between services per user request through a → b → c once c is dead (naive retries: 27)."""
+    leaf.kill()
+    leaf.wait()
+    before = attempts(nodes["a"]) + attempts(nodes["b"])
+    statuses = set()
+    for _ in range(users):
+        try:
+            urllib.request.urlopen(f"http://{nodes['a'].address}:8080/kv/key1", timeout=5).close()
+        except urllib.error.HTTPError as err:
+            statuses.add(err.code)
+    factor = (attempts(nodes["a"]) + attempts(nodes["b"]) - before) / users
+    return f"amplification with the leaf dead: {factor:.3f} calls per user request (answers {sorted(statuses)})"
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -179,6 +202,7 @@ def main() -> None:
                 hop = (percentile(chain, q) - percentile(direct, q)) / 2 * 1000
                 print(f"p{q * 100:g}: leaf {percentile(direct, q) * 1000:.3f} ms, a→b→c {percentile(chain, q) * 1000:.3f} ms"
                       f" → added per hop {hop:.3f} ms")
+            print(amplification(processes[0], nodes))
         finally:
             for process in processes:
                 process.kill()

@@ -96,18 +96,24 @@ def build_metrics_ingress(topology: Topology, settings: RenderSettings) -> Objec
     return _policy(f"{topology.architecture.resource_name}.allow-metrics", topology, settings, spec)
 
 
+def called_services(topology: Topology) -> frozenset[str]:
+    """Services some other service (or itself) depends on."""
+    return frozenset(dep for s in topology.architecture.services for dep in s.dependencies)
+
+
 def entry_services(topology: Topology) -> tuple[Service, ...]:
     """Where traffic enters: traffic sources, and services nobody depends on."""
-    arch = topology.architecture
-    called = {dep for s in arch.services for dep in s.dependencies}
-    return tuple(s for s in arch.services if s.package in TRAFFIC_SOURCE_PACKAGES or s.name not in called)
+    called = called_services(topology)
+    return tuple(
+        s for s in topology.architecture.services if s.package in TRAFFIC_SOURCE_PACKAGES or s.name not in called
+    )
 
 
-def build_service_policy(topology: Topology, service: Service, entry: bool, settings: RenderSettings) -> Object:
+def build_service_policy(
+    topology: Topology, service: Service, entry: bool, has_callers: bool, settings: RenderSettings
+) -> Object:
     arch = topology.architecture
-    names = {s.name for s in arch.services}
-    dependencies = sorted({arch.service(d).kube_name for d in service.dependencies if d in names})
-    has_callers = any(service.name in s.dependencies for s in arch.services)
+    dependencies = sorted({arch.service(d).kube_name for d in service.dependencies if arch.has_service(d)})
     ingress = []
     if has_callers:
         callers = {contract.LABEL_ARCHITECTURE: arch.resource_name, calls_label(service.kube_name): "true"}
@@ -136,9 +142,13 @@ def build_network_policies(topology: Topology, settings: RenderSettings) -> list
     if topology.architecture.segmentation.mode == "allow-all":
         return []
     entries = {s.name for s in entry_services(topology)}
+    called = called_services(topology)
     return [
         build_default_deny(topology, settings),
         build_dns_egress(topology, settings),
         build_metrics_ingress(topology, settings),
-        *(build_service_policy(topology, s, s.name in entries, settings) for s in topology.architecture.services),
+        *(
+            build_service_policy(topology, s, s.name in entries, s.name in called, settings)
+            for s in topology.architecture.services
+        ),
     ]

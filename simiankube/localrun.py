@@ -34,6 +34,7 @@ from simiankube import contract
 from simiankube.cli import add_file_argument, add_output_argument, add_scale_arguments, load
 from simiankube.nanoservice.launch import Launch
 from simiankube.nanoservice.resolver import HostEntry, hosts_table_json
+from simiankube.policy import expected_service_matrix
 from simiankube.render import RenderSettings, render
 from simiankube.render.nanoconfig import build_target, instance_host
 from simiankube.runreport import Report, Scrape, build_report, combine, format_text, parse_scrape
@@ -346,6 +347,9 @@ class LocalRun:
             chaos=self.events,
             peak_rss_mib=self.peak_rss,
             zipkin_file=self.workers[0].members[0].launch.zipkin_file if self.workers else "",
+            expected_reachability=(
+                expected_service_matrix(self.topology) if self.arch.segmentation.mode != "allow-all" else ""
+            ),
         )
 
 

@@ -107,6 +107,8 @@ class Report:
     chaos: list[dict[str, Any]]
     peak_rss_mib: float
     zipkin_file: str
+    # The service-level truth table the rendered NetworkPolicies encode (not enforced locally).
+    expected_reachability: str = ""
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -129,6 +131,7 @@ def build_report(
     chaos: list[dict[str, Any]],
     peak_rss_mib: float,
     zipkin_file: str,
+    expected_reachability: str = "",
 ) -> Report:
     def total(metric: str, service: str) -> int:
         return int(scrape.get((metric, service), 0.0))
@@ -172,6 +175,7 @@ def build_report(
         chaos=chaos,
         peak_rss_mib=round(peak_rss_mib, 1),
         zipkin_file=zipkin_file,
+        expected_reachability=expected_reachability,
     )
 
 
@@ -234,11 +238,22 @@ def section_zipkin(report: Report) -> str:
     return f"spans (Zipkin v2, JSON lines): {report.zipkin_file}" if report.zipkin_file else "spans: not exported"
 
 
+def section_reachability(report: Report) -> str:
+    if not report.expected_reachability:
+        return "segmentation: allow-all (no NetworkPolicies rendered)"
+    return (
+        "expected reachability from the rendered NetworkPolicies (. allowed, X blocked; rows call columns).\n"
+        "Local mode does NOT enforce policies: run on a cluster and use `simiankube verify` to prove them.\n"
+        + report.expected_reachability
+    )
+
+
 SECTIONS: tuple[Callable[[Report], str], ...] = (
     section_summary,
     section_services,
     section_traffic,
     section_chaos,
+    section_reachability,
     section_zipkin,
 )
 

@@ -37,6 +37,18 @@ def test_lamp_runs_every_service_with_no_errors(tmp_path: Path) -> None:
     assert report["instances"] == 23
     wait_for(lambda: zipkin.exists() and zipkin.stat().st_size > 0, 5, message="spans written")
     assert report["zipkin_file"] == str(zipkin)
+    matrix = report["expected_reachability"].splitlines()
+    assert matrix[0].split() == ["-", "rds-mysql", "memcache", "webserver", "webserver-elb", "www",
+                                 "kube-dns:53/UDP", "kube-dns:53/TCP"]
+    assert matrix[3].split() == ["webserver", ".", ".", "X", "X", "X", ".", "."]
+
+
+def test_text_report_shows_the_unenforced_expected_matrix() -> None:
+    result = subprocess.run([sys.executable, "-m", "simiankube.cli", "run", str(ARCHITECTURES / "lamp_arch.json"),
+                             "--duration", "1", "--zipkin-file", ""], capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert "Local mode does NOT enforce policies" in result.stdout
+    assert re.search(r"^www +X +X +X +\. +\.", result.stdout, re.MULTILINE)
 
 
 def test_netflixoss_rides_out_the_monkey(tmp_path: Path) -> None:

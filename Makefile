@@ -19,7 +19,7 @@ test-quick:
 	$(PY) -m pytest -m "not controlplane"
 
 lint:
-	$(PY) -m mypy simiankube operator nanoservice
+	scripts/typecheck.sh
 
 bench:
 	$(PY) benchmarks/bench_render.py

@@ -73,7 +73,7 @@ class Resolver:
         except (socket.gaierror, UnicodeError):
             found: tuple[Endpoint, ...] = ()
         else:
-            addresses = sorted({info[4][0] for info in infos})
+            addresses = sorted({str(info[4][0]) for info in infos})
             found = tuple(Endpoint(a, port, "", a) for a in addresses)
         self._cache[(host, port)] = found
         return found

@@ -37,15 +37,27 @@ STAGING_MODULES=(
   k8s.io/sample-apiserver k8s.io/streaming
 )
 
-# binary name | module dir under rig/ | Go package
+# binary name | module dir under rig/ | Go package | pinned version
+# Each binary gets a stamp file <name>.version holding "<package>@<version>";
+# a binary whose stamp differs from the pin is rebuilt.
 BINARIES=(
-  "etcd|etcd|go.etcd.io/etcd/server/v3"
-  "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver"
-  "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager"
-  "kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler"
-  "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl"
-  "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok"
-  "helm|helm|helm.sh/helm/v4/cmd/helm"
+  "etcd|etcd|go.etcd.io/etcd/server/v3|$ETCD_VERSION"
+  "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|$K8S_VERSION"
+  "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$K8S_VERSION"
+  "kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler|$K8S_VERSION"
+  "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|$K8S_VERSION"
+  "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|$KWOK_VERSION"
+  "helm|helm|helm.sh/helm/v4/cmd/helm|$HELM_VERSION"
+)
+
+# kwok has no built-in lifecycle stages when run on its own (kwokctl passes
+# them); these are kwokctl's defaults, taken from the pinned kwok module.
+KWOK_STAGES=(
+  kustomize/stage/node/fast/node-initialize.yaml
+  kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+  kustomize/stage/pod/fast/pod-ready.yaml
+  kustomize/stage/pod/fast/pod-complete.yaml
+  kustomize/stage/pod/fast/pod-delete.yaml
 )
 
 # module dir | main module path | pinned version
@@ -113,21 +125,43 @@ sync_pins() {
   done
 }
 
-build_one() { # name dir pkg
-  local name=$1 dir=$2 pkg=$3 start end
-  if [[ -x $BIN_DIR/$name ]]; then
-    log "$name: cached ($BIN_DIR/$name)"
+build_one() { # name dir pkg version
+  local name=$1 dir=$2 pkg=$3 version=$4 start
+  local stamp="$pkg@$version"
+  if [[ -x $BIN_DIR/$name && "$(cat "$BIN_DIR/$name.version" 2>/dev/null)" == "$stamp" ]]; then
+    log "$name: cached ($BIN_DIR/$name, $stamp)"
     return 0
   fi
-  log "$name: building $pkg ..."
+  log "$name: building $stamp ..."
   start=$(date +%s)
   if ! (cd "$RIG_DIR/$dir" && go build -trimpath -ldflags='-s -w' -o "$BIN_DIR/.$name.tmp" "$pkg"); then
     rm -f "$BIN_DIR/.$name.tmp"
     die "$name: go build $pkg failed (see output above)"
   fi
   mv -f "$BIN_DIR/.$name.tmp" "$BIN_DIR/$name"
-  end=$(date +%s)
-  log "$name: built in $((end - start))s"
+  echo "$stamp" >"$BIN_DIR/$name.version"
+  log "$name: built in $(($(date +%s) - start))s"
+}
+
+write_kwok_stages() {
+  local out="$BIN_DIR/kwok-stages.yaml" stamp="sigs.k8s.io/kwok@$KWOK_VERSION" moddir f
+  if [[ -f $out && "$(cat "$out.version" 2>/dev/null)" == "$stamp" ]]; then
+    log "kwok-stages.yaml: cached"
+    return 0
+  fi
+  moddir="$(cd "$RIG_DIR/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)" \
+    || die "cannot locate the sigs.k8s.io/kwok module"
+  {
+    echo "# kwok lifecycle stages from $stamp (kwokctl's defaults)"
+    for f in "${KWOK_STAGES[@]}"; do
+      [[ -f $moddir/$f ]] || die "kwok module lacks $f"
+      echo "---"
+      cat "$moddir/$f"
+    done
+  } >"$out.tmp"
+  mv -f "$out.tmp" "$out"
+  echo "$stamp" >"$out.version"
+  log "kwok-stages.yaml: written from $stamp"
 }
 
 main() {
@@ -142,13 +176,20 @@ main() {
   command -v go >/dev/null || die "go not found in PATH (need Go >= 1.26)"
   check_pins || die "rig/*/go.mod disagree with rig/versions.env (run rig/build.sh --sync)"
   mkdir -p "$BIN_DIR"
+  # One build at a time per cache (parallel test sessions may all ask for one).
+  exec 9>"$CACHE_ROOT/build.lock"
+  if ! flock -n 9; then
+    log "another rig build holds $CACHE_ROOT/build.lock; waiting for it ..."
+    flock 9
+  fi
   log "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION -> $BIN_DIR"
-  local entry name dir pkg total_start
+  local entry name dir pkg version total_start
   total_start=$(date +%s)
   for entry in "${BINARIES[@]}"; do
-    IFS='|' read -r name dir pkg <<<"$entry"
-    build_one "$name" "$dir" "$pkg"
+    IFS='|' read -r name dir pkg version <<<"$entry"
+    build_one "$name" "$dir" "$pkg" "$version"
   done
+  write_kwok_stages
   log "all binaries ready in $(( $(date +%s) - total_start ))s: $BIN_DIR"
 }
 

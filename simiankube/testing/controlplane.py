@@ -133,27 +133,56 @@ def bin_dir() -> Path:
     return cache_root() / "bin" / versions()["K8S_VERSION"]
 
 
+#: Where each binary comes from: (Go package, versions.env key). rig/build.sh
+#: writes ``<name>.version`` = ``<package>@<version>`` next to each binary.
+_SOURCES: Final = {
+    "etcd": ("go.etcd.io/etcd/server/v3", "ETCD_VERSION"),
+    "kube-apiserver": ("k8s.io/kubernetes/cmd/kube-apiserver", "K8S_VERSION"),
+    "kube-controller-manager": ("k8s.io/kubernetes/cmd/kube-controller-manager", "K8S_VERSION"),
+    "kube-scheduler": ("k8s.io/kubernetes/cmd/kube-scheduler", "K8S_VERSION"),
+    "kubectl": ("k8s.io/kubernetes/cmd/kubectl", "K8S_VERSION"),
+    "kwok": ("sigs.k8s.io/kwok/cmd/kwok", "KWOK_VERSION"),
+    "helm": ("helm.sh/helm/v4/cmd/helm", "HELM_VERSION"),
+    # not a binary: kwok's lifecycle stages, copied from the kwok module
+    "kwok-stages.yaml": ("sigs.k8s.io/kwok", "KWOK_VERSION"),
+}
+
+
+def _is_current(directory: Path, name: str, pins: dict[str, str]) -> bool:
+    package, key = _SOURCES[name]
+    path = directory / name
+    if not path.is_file() or (name in BINARIES and not os.access(path, os.X_OK)):
+        return False
+    try:
+        stamp = (directory / f"{name}.version").read_text().strip()
+    except FileNotFoundError:
+        return False
+    return stamp == f"{package}@{pins[key]}"
+
+
 def missing_binaries(names: Sequence[str] = BINARIES) -> list[str]:
-    """Names of binaries not built yet."""
+    """Names of rig artifacts not built yet, or built from other versions than pinned."""
+    pins = versions()
     directory = bin_dir()
-    return [n for n in names if not os.access(directory / n, os.X_OK)]
+    wanted = list(names) + (["kwok-stages.yaml"] if "kwok" in names else [])
+    return [n for n in wanted if not _is_current(directory, n, pins)]
 
 
 def binary(name: str) -> Path:
     """Path of a cached rig binary, e.g. ``binary("kubectl")``.
 
     Raises:
-        BinaryMissingError: it was not built; the message says how to build.
+        BinaryMissingError: it was not built (or not from the pinned version);
+            the message says how to build.
     """
-    if name not in BINARIES:
-        raise ValueError(f"unknown rig binary {name!r}; known: {', '.join(BINARIES)}")
-    path = bin_dir() / name
-    if not os.access(path, os.X_OK):
+    if name not in _SOURCES:
+        raise ValueError(f"unknown rig binary {name!r}; known: {', '.join(_SOURCES)}")
+    if missing_binaries([name]):
         raise BinaryMissingError(
-            f"{path} is missing: build the rig with "
-            f"`python -m simiankube.testing.controlplane build` (or rig/build.sh)"
+            f"{bin_dir() / name} is missing or not built from the pinned version: build the "
+            "rig with `python -m simiankube.testing.controlplane build` (or rig/build.sh)"
         )
-    return path
+    return bin_dir() / name
 
 
 def build(*, stdout: Any = None) -> None:
@@ -493,8 +522,6 @@ class ControlPlane:
             self._write_state(ready=False)
             self._make_credentials()
             self._progress(f"credentials ready ({time.monotonic() - began:.1f}s)")
-            self._launch_all()
-            self._progress(f"processes started ({time.monotonic() - began:.1f}s)")
             deadline = began + self.startup_timeout
             self._wait_ready(deadline, began)
             self.startup_seconds = time.monotonic() - began
@@ -524,7 +551,9 @@ class ControlPlane:
                         return child.popen.poll() is not None
                 return not pid_alive(pid)
 
-            _terminate_groups([c.pid for c in order], grace=5.0, wait=reaped)
+            # The data is thrown away, so a short grace is enough (kube-apiserver
+            # stops serving at once on SIGTERM but lingers for many seconds).
+            _terminate_groups([c.pid for c in order], grace=2.0, wait=reaped)
             self._children.clear()
             self._remove_files()
         finally:
@@ -698,6 +727,9 @@ class ControlPlane:
                 f"--etcd-servers={etcd_url}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
+                # loopback may not be an Endpoints address; nothing in the rig
+                # needs the `kubernetes` Service to have endpoints.
+                "--endpoint-reconciler-type=none",
                 f"--secure-port={p.apiserver}",
                 f"--cert-dir={run / 'apiserver'}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
@@ -709,7 +741,7 @@ class ControlPlane:
                 f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
-                "--allow-privileged=false",
+                "--allow-privileged=true",  # as kubeadm/kind: Pod Security decides
                 "--profiling=false",
                 "--v=1",
             ]),
@@ -744,6 +776,7 @@ class ControlPlane:
             ]),
             ("kwok", [
                 str(binary("kwok")),
+                f"--config={binary('kwok-stages.yaml')}",
                 f"--kubeconfig={self.kubeconfig}",
                 "--manage-all-nodes=false",
                 f"--manage-nodes-with-label-selector={KWOK_NODE_LABEL[0]}={KWOK_NODE_LABEL[1]}",
@@ -754,12 +787,12 @@ class ControlPlane:
             ]),
         ]  # fmt: skip
 
-    def _launch_all(self) -> None:
-        # All at once: the components retry until their dependencies answer,
-        # which is faster than waiting for each in turn.
+    def _launch(self, names: Sequence[str]) -> None:
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
         for name, argv in self._argvs():
+            if name not in names:
+                continue
             log = self.workdir / "logs" / f"{name}.log"
             child = _Child(name=name, argv=argv, log=log)
             with open(log, "ab") as handle:
@@ -794,7 +827,12 @@ class ControlPlane:
         self._progress(f"{message}: ok ({time.monotonic() - began:.1f}s)")
 
     def _wait_ready(self, deadline: float, began: float) -> None:
+        # etcd and the API server together (the API server retries etcd);
+        # the rest only once the API server is ready: the controller manager
+        # exits if RBAC's bootstrap roles do not exist yet when it starts.
+        self._launch(["etcd", "kube-apiserver"])
         self._wait(lambda: self._get_ok("/readyz"), deadline, "kube-apiserver /readyz", began)
+        self._launch(["kube-controller-manager", "kube-scheduler", "kwok"])
         self._create_nodes()
         self._wait(
             lambda: self._component_healthy(self.ports.controller_manager),

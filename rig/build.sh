@@ -22,20 +22,18 @@ source "$RIG_DIR/versions.env"
 CACHE_ROOT="${SIMIANKUBE_CACHE:-$HOME/.cache/simiankube}"
 BIN_DIR="$CACHE_ROOT/bin/$K8S_VERSION"
 
-# The staging modules k8s.io/kubernetes replaces with ./staging/src/... and
-# requires (the two sample modules it only replaces are not needed).
-STAGING_MODULES=(
-  k8s.io/api k8s.io/apiextensions-apiserver k8s.io/apimachinery
-  k8s.io/apiserver k8s.io/cli-runtime k8s.io/client-go k8s.io/cloud-provider
-  k8s.io/cluster-bootstrap k8s.io/code-generator k8s.io/component-base
-  k8s.io/component-helpers k8s.io/controller-manager k8s.io/cri-api
-  k8s.io/cri-client k8s.io/cri-streaming k8s.io/csi-translation-lib
-  k8s.io/dynamic-resource-allocation k8s.io/endpointslice k8s.io/externaljwt
-  k8s.io/kms k8s.io/kube-aggregator k8s.io/kube-controller-manager
-  k8s.io/kube-proxy k8s.io/kube-scheduler k8s.io/kubectl k8s.io/kubelet
-  k8s.io/metrics k8s.io/mount-utils k8s.io/pod-security-admission
-  k8s.io/sample-apiserver k8s.io/streaming
-)
+# The staging modules (k8s.io/api, apimachinery, client-go, ...) are read
+# from the pinned k8s.io/kubernetes go.mod: those it requires at v0.0.0 and
+# replaces with ./staging/src/... (fetched through the module proxy).
+staging_modules() {
+  local gomod
+  gomod="$(cd "$RIG_DIR/kubernetes" && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" \
+    | awk -F'"' '$2=="GoMod"{print $4}')" || die "cannot download k8s.io/kubernetes@$K8S_VERSION"
+  [[ -f $gomod ]] || die "no go.mod for k8s.io/kubernetes@$K8S_VERSION"
+  awk '$2=="=>" && $3 ~ /^\.\/staging\// {replaced[$1]=1}
+       $2=="v0.0.0" {required[$1]=1}
+       END {for (m in replaced) if (m in required) print m}' "$gomod" | sort
+}
 
 # binary name | module dir under rig/ | Go package | pinned version
 # Each binary gets a stamp file <name>.version holding "<package>@<version>";
@@ -97,7 +95,10 @@ check_pins() {
     fi
   done
   gomod="$RIG_DIR/kubernetes/go.mod"
-  for m in "${STAGING_MODULES[@]}"; do
+  local staging
+  staging="$(staging_modules)"
+  [[ -n $staging ]] || { log "found no staging modules in k8s.io/kubernetes@$K8S_VERSION"; bad=1; }
+  for m in $staging; do
     got="$(replaced_version "$gomod" "$m")"
     if [[ $got != "$K8S_STAGING_VERSION" ]]; then
       log "kubernetes/go.mod replaces $m with ${got:-<nothing>}, versions.env says $K8S_STAGING_VERSION"
@@ -115,7 +116,7 @@ sync_pins() {
     (
       cd "$RIG_DIR/$dir"
       if [[ $dir == kubernetes ]]; then
-        for m in "${STAGING_MODULES[@]}"; do
+        for m in $(staging_modules); do
           go mod edit -replace="$m=$m@$K8S_STAGING_VERSION"
         done
       fi
@@ -166,7 +167,7 @@ write_kwok_stages() {
 
 main() {
   case "${1:-}" in
-    -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR>1 && /^#/{sub(/^# ?/, ""); print; next} NR>1{exit}' "${BASH_SOURCE[0]}"; exit 0 ;;
     --print-bin-dir) echo "$BIN_DIR"; exit 0 ;;
     --sync) command -v go >/dev/null || die "go not found in PATH"; sync_pins; check_pins || die "pins still disagree after sync"; exit 0 ;;
     --check) check_pins || die "rig/*/go.mod disagree with rig/versions.env (run rig/build.sh --sync)"; log "pins agree with versions.env"; exit 0 ;;

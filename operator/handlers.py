@@ -62,10 +62,15 @@ async def on_architecture_change(body: kopf.Body, memo: kopf.Memo, logger: kopf.
     await memo.controller.reconcile(body, workload_view(kwargs), logger)
 
 
-@kopf.on.delete(*ARCHITECTURES, optional=True)
-async def on_architecture_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Children go with the owner (garbage collection); only the memory of it is dropped."""
-    memo.controller.forget(body)
+@kopf.on.event(*ARCHITECTURES)
+async def on_architecture_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Children go with the owner (garbage collection); only the memory of it is dropped.
+
+    A watch event, not ``on.delete``: without a finalizer an Architecture is gone
+    before kopf could call a deletion handler.
+    """
+    if type == "DELETED":
+        memo.controller.forget(body)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=WORKLOAD_LABELS)

@@ -85,7 +85,13 @@ class StatusKeeper:
             new = change(previous)
             patch = merge_patch(previous, new)
             if patch:
-                await self._kube.patch_status(owner.namespace, owner.name, patch)
+                try:
+                    await self._kube.patch_status(owner.namespace, owner.name, patch)
+                except KubeError as err:
+                    if err.status != 404:
+                        raise
+                    self._known.pop(owner.uid, None)  # deleted meanwhile
+                    return None
             self._known[owner.uid] = new
             return previous, new
 

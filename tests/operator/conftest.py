@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from simiankube.operator.kube import LiveObject, RESOURCES
+from simiankube.operator.kube import RESOURCES, KubeError, LiveObject
 from simiankube.operator.status import merge_patch
 
 _uids = itertools.count(1)
@@ -77,7 +77,9 @@ class FakeKube:
         return True
 
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        obj = self.objects[("Architecture", namespace, name)]
+        obj = self.objects.get(("Architecture", namespace, name))
+        if obj is None:
+            raise KubeError(404, f"architectures {name!r} not found")
         obj["status"] = apply_merge_patch(obj.get("status") or {}, patch)
         self.writes.append(("patch", "Architecture/status", name))
 

@@ -54,7 +54,12 @@ async def test_a_burst_of_workload_events_makes_one_write(kube: Any) -> None:
 async def test_a_deleted_architecture_is_not_written(kube: Any) -> None:
     keeper = StatusKeeper(kube, lambda: "T", 0)
     assert await keeper.update(OWNER, lambda s: {**s, "x": 1}) is None
-    assert kube.writes == []
+    kube.add({"kind": "Architecture", "metadata": {"name": "lamp", "namespace": "demo", "uid": OWNER.uid}})
+    assert await keeper.update(OWNER, lambda s: {**s, "x": 1}) is not None
+    del kube.objects[("Architecture", "demo", "lamp")]  # gone, while the keeper still remembers it
+    assert await keeper.update(OWNER, lambda s: {**s, "x": 2}) is None
+    assert keeper.known(OWNER) == {}
+    assert [w[0] for w in kube.writes] == ["patch"]
 
 
 def test_workloads_without_an_owning_architecture_are_not_indexed() -> None:

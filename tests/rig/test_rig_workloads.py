@@ -134,6 +134,17 @@ def test_deleting_a_deployment_collects_its_replicasets_and_pods(kube: Kube) -> 
     )
 
 
+def test_statefulset_creates_ordered_stable_pods(kube: Kube) -> None:
+    manifest = deployment("db", 3)
+    manifest["kind"] = "StatefulSet"
+    manifest["spec"]["serviceName"] = "db"
+    kube.apply(manifest)
+
+    pods = wait_for(lambda: ready_pods(kube, "app=db", 3), TIMEOUT, message="3 ready pods")
+
+    assert sorted(p["metadata"]["name"] for p in pods) == ["db-0", "db-1", "db-2"]
+
+
 def test_kubectl_reaches_only_the_rig(kube: Kube) -> None:
     """The admin kubeconfig points at the loopback API server with TLS."""
     result: subprocess.CompletedProcess[str] = kube.cp.kubectl("config", "view", "--minify", "-o", "json")

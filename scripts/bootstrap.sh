@@ -8,9 +8,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-# openssl: the rig's certificates; iptables: blocking one edge in the segmentation
+# openssl: the rig's certificates; util-linux: flock for concurrent rig builds;
+# ca-certificates: the Go module proxy; iptables: blocking one edge in the segmentation
 # end-to-end test; procps/iproute2: process and socket checks in teardown tests.
-DEBIAN_PACKAGES=(openssl iptables procps iproute2)
+DEBIAN_PACKAGES=(openssl util-linux ca-certificates iptables procps iproute2)
 PYTHON=${PYTHON:-python3}
 
 step() { printf '==> %s\n' "$*" >&2; }
@@ -43,6 +44,7 @@ system_packages() {
 }
 
 rig_binaries() {
+  command -v go >/dev/null || { echo "error: Go >= 1.26 is needed to build the control-plane rig (rig/build.sh)" >&2; exit 1; }
   step "control-plane binaries (built once, then cached; a cold build takes a while on 2 cores)"
   rig/build.sh
 }

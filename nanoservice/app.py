@@ -8,6 +8,7 @@ package decides the answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -63,9 +64,12 @@ async def serve(request: web.Request, work: Callable[[Hop], Awaitable[Reply]]) -
         if budget <= 0:
             status = 504
             return error(504, "deadline already passed on arrival")
+        delay = draw_latency_ms(config.behavior.latency, rng)
+        package = app[keys.PACKAGE]
+        # Without a service time and calls, nothing below suspends, so a timer could never fire: skip arming it.
+        budget_timer = asyncio.timeout(budget) if delay > 0 or package.calls_out else contextlib.nullcontext()
         try:
-            async with asyncio.timeout(budget):
-                delay = draw_latency_ms(config.behavior.latency, rng)
+            async with budget_timer:
                 if delay > 0:
                     await asyncio.sleep(delay / 1000.0)
                 if config.behavior.error_rate and rng.random() < config.behavior.error_rate:

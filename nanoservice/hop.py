@@ -25,7 +25,7 @@ class BadHeader(ValueError):
     """A budget header that is not a number in range: the caller's bug, answered 400."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Hop:
     deadline: float  # time.monotonic() instant when the caller gives up
     hops: int
@@ -51,14 +51,15 @@ class Hop:
 
 
 def _number(headers: CIMultiDictProxy[str], name: str, default: float, low: float, high: float) -> float:
-    if name not in headers:
+    text = headers.get(name)
+    if text is None:
         return default
     try:
-        value = float(headers[name])
+        value = float(text)
     except ValueError:
-        raise BadHeader(f"header {name}: expected a number, got {headers[name]!r}") from None
+        raise BadHeader(f"header {name}: expected a number, got {text!r}") from None
     if not low <= value <= high:  # also rejects nan
-        raise BadHeader(f"header {name}: must be between {low:g} and {high:g}, got {headers[name]!r}")
+        raise BadHeader(f"header {name}: must be between {low:g} and {high:g}, got {text!r}")
     return value
 
 

@@ -34,7 +34,7 @@ MAX_KEYS = 100_000  # a store forgets its oldest keys beyond this: memory stays 
 PIRATE_PURSE = 100
 
 
-@dataclass
+@dataclass(slots=True)
 class Reply:
     status: int
     body: dict[str, Any]
@@ -64,6 +64,12 @@ class Package:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.config = ctx.config
+
+    @property
+    def calls_out(self) -> bool:
+        """Whether an operation may call another instance — the only thing a package ever waits for.
+        When it may not, an operation completes without suspending and needs no budget timer."""
+        return bool(self.config.dependencies)
 
     async def get(self, hop: Hop, key: str, direct: bool) -> Reply:
         return miss(key)
@@ -234,6 +240,10 @@ class KeyValue(Package):
 
 class Ring(KeyValue):
     """priamCassandra, riak: a token ring over the stable names of this region's instances."""
+
+    @property
+    def calls_out(self) -> bool:
+        return super().calls_out or len(self.config.peers) > 1  # forwards to owners, replicates to ring nodes
 
     def _order(self, key: str) -> list[str]:
         return ring_order([p.name for p in self.config.peers], key)

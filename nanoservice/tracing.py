@@ -25,7 +25,7 @@ BATCH = 500
 FLUSH_SECONDS = 1.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TraceContext:
     trace_id: str  # 32 hex digits
     span_id: str  # 16 hex digits: this span
@@ -39,12 +39,17 @@ class TraceContext:
         return f"00-{self.trace_id}-{self.span_id}-01"
 
 
+def _random_hex(rng: random.Random, bits: int) -> str:
+    """A non-zero random id as bits/4 hex digits (to_bytes().hex() formats several times faster than f"{:032x}")."""
+    return (rng.getrandbits(bits) or 1).to_bytes(bits // 8).hex()
+
+
 def new_span_id(rng: random.Random) -> str:
-    return f"{rng.getrandbits(64) or 1:016x}"
+    return _random_hex(rng, 64)
 
 
 def new_trace(rng: random.Random) -> TraceContext:
-    return TraceContext(f"{rng.getrandbits(128) or 1:032x}", new_span_id(rng), None)
+    return TraceContext(_random_hex(rng, 128), new_span_id(rng), None)
 
 
 def _hex(value: str, length: int) -> str | None:

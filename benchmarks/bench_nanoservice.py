@@ -4,7 +4,10 @@
 
 Throughput: a `store` nanoservice (no service time) pinned to CPU 0 with
 taskset; the load generator pinned to CPU 1 — wrk when it is installed
-(`apt-get install wrk`), else a small asyncio keep-alive client.
+(`apt-get install wrk`), else a small asyncio keep-alive client. Besides
+req/s it reports the server's CPU time per request (user + system, from
+/proc): on a machine shared with other work req/s swing with the load, the
+CPU cost of a request much less.
 Hop latency: sequential requests (one in flight) straight to the leaf and
 through a three-service chain a → b → c; the added latency per hop is
 (chain − leaf) / 2 at each percentile.
@@ -24,7 +27,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from simiankube import contract
@@ -112,7 +115,7 @@ web.run_app(app, host=sys.argv[1], port=8080, access_log=None, print=None, loop=
 """
 
 
-def trivial_baseline(address: str, seconds: float, connections: int) -> float:
+def trivial_baseline(address: str, seconds: float, connections: int) -> Measured:
     """The same measurement against a one-line aiohttp handler, for a machine-independent ratio."""
     process = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", TRIVIAL, address])
     try:
@@ -125,21 +128,39 @@ def trivial_baseline(address: str, seconds: float, connections: int) -> float:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        return throughput(address, seconds, connections)[1]
+        return throughput(process.pid, address, seconds, connections)
     finally:
         process.kill()
         process.wait()
 
 
-def throughput(address: str, seconds: float, connections: int) -> tuple[str, float]:
+@dataclass(frozen=True)
+class Measured:
+    tool: str
+    rps: float
+    cpu_us: float  # server CPU time per request, microseconds
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def throughput(pid: int, address: str, seconds: float, connections: int) -> Measured:
     url = f"http://{address}:8080/kv/key1"
+    before = cpu_seconds(pid)
     if shutil.which("wrk"):
         out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
                              capture_output=True, text=True, check=True).stdout
-        return "wrk", float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    os.sched_setaffinity(0, {1})
-    count = asyncio.run(drive(address, "/kv/key1", connections, seconds, None))
-    return "asyncio client", count / seconds
+        tool = "wrk"
+        rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    else:
+        os.sched_setaffinity(0, {1})
+        tool, count = "asyncio client", asyncio.run(drive(address, "/kv/key1", connections, seconds, None))
+        rps = count / seconds
+    return Measured(tool, rps, (cpu_seconds(pid) - before) / max(count, 1) * 1e6)
 
 
 def attempts(node: Planned) -> float:
@@ -188,9 +209,12 @@ def main() -> None:
         baseline = trivial_baseline(nodes["b"].address, args.seconds, args.connections)
         processes = [start(Path(tmp), [nodes["c"]], 0, "leaf")]
         try:
-            tool, rps = throughput(nodes["c"].address, args.seconds, args.connections)
-            print(f"leaf throughput ({tool}, {args.connections} connections, server on 1 core): {rps:,.0f} req/s "
-                  f"= {rps / baseline:.0%} of a trivial aiohttp handler on this machine now ({baseline:,.0f} req/s)")
+            leaf = throughput(processes[0].pid, nodes["c"].address, args.seconds, args.connections)
+            print(f"leaf throughput ({leaf.tool}, {args.connections} connections, server on 1 core): "
+                  f"{leaf.rps:,.0f} req/s = {leaf.rps / baseline.rps:.0%} of a trivial aiohttp handler on this "
+                  f"machine now ({baseline.rps:,.0f} req/s)")
+            print(f"server CPU per request: leaf {leaf.cpu_us:.1f} µs, trivial {baseline.cpu_us:.1f} µs "
+                  f"= {baseline.cpu_us / leaf.cpu_us:.0%} of the trivial handler's requests per CPU second")
             processes.append(start(Path(tmp), [nodes["a"], nodes["b"]], 0, "chain"))
             os.sched_setaffinity(0, {1})
             seconds = min(args.seconds, 3.0)

@@ -96,3 +96,22 @@ def test_operator_args_are_accepted_by_the_cli(rig_binaries: Path, values: tuple
     parsed = build_parser().parse_args(["operator", *args])
     assert parsed.nanoservice_image == "simiankube/nanoservice:0.1.0"
     assert parsed.liveness == "http://0.0.0.0:8080/healthz"
+
+
+def test_kind_workflow_is_in_step_with_the_chart_and_the_repo() -> None:
+    """The e2e workflow cannot run here (no Docker); check what it relies on instead."""
+    text = (REPO / ".github" / "workflows" / "e2e-kind.yml").read_text()
+    workflow = yaml.safe_load(text)
+    steps = workflow["jobs"]["e2e"]["steps"]
+    scripts = "\n".join(step.get("run", "") for step in steps)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for key in ("image.repository", "image.tag", "nanoservice.image", "watchNamespaces"):
+        assert f"{key}=" in scripts, key
+        node = values  # and the chart has the value
+        for part in key.split("."):
+            node = node[part]
+    for path in ("operator/Dockerfile", "nanoservice/Dockerfile", "architectures/lamp.yaml", "helm/simiankube"):
+        assert path in scripts and (REPO / path).exists(), path
+    # Release "simiankube" of chart "simiankube": the Deployment is named "simiankube".
+    assert "helm install simiankube helm/simiankube" in scripts and "deploy/simiankube" in scripts
+    assert "--for=condition=Ready" in scripts and "status.chaos.kills" in scripts

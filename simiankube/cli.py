@@ -33,9 +33,10 @@ def dump(data: Any, output: str) -> str:
     """Machine-readable output in the format the user asked for."""
     if output == "json":
         return json.dumps(data, indent=2, sort_keys=False) + "\n"
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     if isinstance(data, list):
-        return yaml.safe_dump_all(data, sort_keys=False, default_flow_style=False)
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+        return yaml.dump_all(data, Dumper=dumper, sort_keys=False, default_flow_style=False)
+    return yaml.dump(data, Dumper=dumper, sort_keys=False, default_flow_style=False)
 
 
 def load(args: argparse.Namespace) -> Architecture:

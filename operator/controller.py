@@ -129,12 +129,30 @@ class Controller:
         if result is not None:
             self._announce_transitions(owner, *result)
 
-    def workload_changed(self, body: Mapping[str, Any], view: WorkloadView) -> None:
-        """Refresh the owning Architecture's status soon (kopf has indexed the change already)."""
+    async def workload_changed(self, event_type: str | None, body: Mapping[str, Any], view: WorkloadView,
+                               logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        """Refresh the owner's status soon (kopf has indexed the change); a deleted workload triggers a repair."""
         state = WorkloadState.from_body(body)
-        if state.owner_uid:
-            owner = Owner(state.namespace, state.owner_name, state.owner_uid)
-            self.keeper.refresh_soon(owner, view, lambda previous, new: self._announce_transitions(owner, previous, new))
+        if not state.owner_uid:
+            return
+        owner = Owner(state.namespace, state.owner_name, state.owner_uid)
+        self.keeper.refresh_soon(owner, view, lambda previous, new: self._announce_transitions(owner, previous, new))
+        if event_type == "DELETED":
+            await self.repair(owner, view, logger)
+
+    async def repair(self, owner: Owner, view: WorkloadView,
+                     logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        """Reconcile again while the owner lives: a workload deleted by hand comes back.
+
+        After a prune or during the owner's own deletion this finds nothing to do.
+        """
+        try:
+            body = await self.kube.get(contract.KIND, owner.namespace, owner.name)
+        except KubeError as err:
+            raise kopf.TemporaryError(str(err), delay=RETRY_DELAY_SECONDS) from None
+        if body is None or body["metadata"]["uid"] != owner.uid or body["metadata"].get("deletionTimestamp"):
+            return
+        await self.reconcile(body, view, logger)
 
     def _announce_transitions(self, owner: Owner, previous: Mapping[str, Any], new: Status) -> None:
         for type_, reason, message in transition_events(previous, new):

@@ -75,8 +75,9 @@ async def on_architecture_event(type: str | None, body: kopf.Body, memo: kopf.Me
 
 @kopf.on.event("apps", "v1", "deployments", labels=WORKLOAD_LABELS)
 @kopf.on.event("apps", "v1", "statefulsets", labels=WORKLOAD_LABELS)
-async def on_workload_event(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
-    memo.controller.workload_changed(body, workload_view(kwargs))
+async def on_workload_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
+                            **kwargs: Any) -> None:
+    await memo.controller.workload_changed(type, body, workload_view(kwargs), logger)
 
 
 def chaos_enabled(spec: kopf.Spec, **_: Any) -> bool:

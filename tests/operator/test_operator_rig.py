@@ -252,6 +252,19 @@ def test_update_converges_prunes_and_delete_collects(cluster: Cluster) -> None:
     assert not [key for key in cluster.child_keys(namespace, "lamp") if "memcache" in key[1]]
     assert cluster.wait_event(namespace, "lamp", "Pruned")
 
+    # A workload deleted by hand comes back (a new object), and the architecture is Ready again.
+    workload = "lamp-webserver-us-east-1"
+    old_uid = cluster.get(namespace, "deployment", workload)["metadata"]["uid"]
+    cluster.kubectl("-n", namespace, "delete", "deployment", workload, "--wait=true")
+
+    def recreated() -> bool:
+        items = cluster.get(namespace, "deployments", "--field-selector", f"metadata.name={workload}")["items"]
+        return bool(items) and items[0]["metadata"]["uid"] != old_uid
+
+    wait_for(recreated, 60, interval=0.5, message="the deleted Deployment re-created")
+    cluster.wait_ready(namespace, "lamp")
+    assert_matches_render(cluster, namespace, changed)
+
     cluster.kubectl("-n", namespace, "delete", "architecture", "lamp", "--wait=true", "--timeout=60s")
     wait_for(lambda: not cluster.children(namespace, "lamp") and not cluster.pods(namespace, "lamp"), 120,
              interval=0.5, message="garbage collection of lamp's children")

@@ -9,6 +9,6 @@ tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
 mkdir "$tree/simiankube"
 for entry in simiankube/*; do ln -s "$PWD/$entry" "$tree/simiankube/"; done
-ln -s "$PWD/operator" "$tree/simiankube/operator"
-ln -s "$PWD/nanoservice" "$tree/simiankube/nanoservice"
+ln -s "$PWD/operator/simiankube_operator" "$tree/simiankube/operator"
+ln -s "$PWD/nanoservice/simiankube_nanoservice" "$tree/simiankube/nanoservice"
 cd "$tree" && "$OLDPWD/.venv/bin/python" -m mypy --config-file "$OLDPWD/pyproject.toml" -p simiankube

@@ -1122,8 +1122,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
         )
         return 1
     # The detached process imports this module the way we did: append (never
-    # prepend: the checkout's operator/ folder would shadow the standard
-    # library) the directory holding the simiankube package.
+    # prepend, so nothing in the checkout can shadow the standard library) the
+    # directory holding the simiankube package.
     package_root = str(Path(__file__).resolve().parents[2])
     bootstrap = (
         f"import sys; sys.path.append({package_root!r}); "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-OPERATOR = Path(__file__).resolve().parents[2] / "operator"
+OPERATOR = Path(__file__).resolve().parents[2] / "operator" / "simiankube_operator"
 # Modules that may import kopf: the handlers, the services they call, the CLI that runs kopf.
 KOPF_EDGE = {"handlers", "controller", "cli"}
 

@@ -62,7 +62,7 @@ def owner_of(body: Mapping[str, Any]) -> Owner:
 
 def announce(owner: Owner, type_: str, reason: str, message: str) -> None:
     """An Event on the Architecture (kopf posts it in the background)."""
-    kopf.event(owner.object_reference, type=type_, reason=reason, message=message[:1024])
+    kopf.event(kopf.Body(owner.object_reference), type=type_, reason=reason, message=message[:1024])
 
 
 class Controller:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from aiohttp import web
@@ -62,7 +62,8 @@ def owner_of(body: Mapping[str, Any]) -> Owner:
 
 def announce(owner: Owner, type_: str, reason: str, message: str) -> None:
     """An Event on the Architecture (kopf posts it in the background)."""
-    kopf.event(kopf.Body(owner.object_reference), type=type_, reason=reason, message=message[:1024])
+    reference = cast(kopf.RawBody, owner.object_reference)
+    kopf.event(kopf.Body(reference), type=type_, reason=reason, message=message[:1024])
 
 
 class Controller:

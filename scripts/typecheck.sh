@@ -11,4 +11,5 @@ mkdir "$tree/simiankube"
 for entry in simiankube/*; do ln -s "$PWD/$entry" "$tree/simiankube/"; done
 ln -s "$PWD/operator/simiankube_operator" "$tree/simiankube/operator"
 ln -s "$PWD/nanoservice/simiankube_nanoservice" "$tree/simiankube/nanoservice"
-cd "$tree" && "$OLDPWD/.venv/bin/python" -m mypy --config-file "$OLDPWD/pyproject.toml" -p simiankube
+cache="${SIMIANKUBE_CACHE:-$HOME/.cache/simiankube}/mypy"
+cd "$tree" && "$OLDPWD/.venv/bin/python" -m mypy --config-file "$OLDPWD/pyproject.toml" --cache-dir "$cache" -p simiankube

@@ -2,7 +2,7 @@
 
 One ``Controller`` is created at startup and shared through ``memo``; it
 owns the API client, the metrics, the workload registry, the status keeper
-and the chaos controller, and maps domain errors to kopf's retry policy:
+the chaos controller and the segmentation verifier, and maps domain errors to kopf's retry policy:
 an invalid spec is reported (condition + Warning Event) and not retried, a
 retryable API error is a TemporaryError, anything else a PermanentError.
 """
@@ -25,6 +25,7 @@ from simiankube.operator.chaos import ChaosController, Sleep
 from simiankube.operator.kube import Kube, KubeError
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, reconcile
+from simiankube.operator.segmentation import SegmentationVerifier
 from simiankube.operator.status import Status, WorkloadState, build_status, transition_events
 from simiankube.operator.tracking import StatusKeeper, WorkloadView
 from simiankube.render import RenderSettings
@@ -75,6 +76,7 @@ class Controller:
         self._metrics_runner = metrics_runner
         self.keeper = StatusKeeper(kube, rfc3339, config.status_delay_seconds)
         self.chaos = ChaosController(kube, self.keeper, metrics, announce, now, config.chaos_mode)
+        self.segmentation = SegmentationVerifier(kube, self.keeper, metrics, announce, now)
 
     @classmethod
     async def start(cls, config: OperatorConfig) -> Controller:
@@ -164,3 +166,6 @@ class Controller:
 
     async def run_chaos(self, body: Mapping[str, Any], view: WorkloadView, sleep: Sleep) -> None:
         await self.chaos.run(body, view, sleep)
+
+    async def run_verification(self, body: Mapping[str, Any], sleep: Sleep) -> None:
+        await self.segmentation.run(body, sleep)

@@ -12,6 +12,7 @@ from typing import Any
 import kopf
 
 from simiankube import contract
+from simiankube.operator.chaos import Sleep
 from simiankube.operator.controller import Controller, OperatorConfig
 from simiankube.operator.tracking import WorkloadView, index_workload
 
@@ -19,6 +20,7 @@ ARCHITECTURES = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
 # Only workloads this operator rendered; a look-alike without the owner reference is ignored later.
 WORKLOAD_LABELS: dict[str, Any] = {contract.LABEL_ARCHITECTURE: kopf.PRESENT, contract.LABEL_MANAGED_BY: contract.MANAGED_BY}
 CHAOS_CANCELLATION_SECONDS = 10.0
+VERIFY_CANCELLATION_SECONDS = 10.0
 
 
 @kopf.on.startup()
@@ -26,7 +28,8 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     config: OperatorConfig = memo.config
     settings.scanning.disabled = True  # no cluster-wide CRD/namespace watching: least privilege
     settings.posting.level = logging.WARNING  # Events are posted explicitly, with reasons
-    settings.persistence.finalizer = f"{contract.API_GROUP}/chaos"  # only the chaos daemon needs one
+    # Only the daemons (chaos, segmentation verification) need one; the name predates the second.
+    settings.persistence.finalizer = f"{contract.API_GROUP}/chaos"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.API_GROUP)
     # The last handled spec goes to status.kopf: a 1,000-service spec (~190 kB) would not fit
     # next to kubectl's last-applied annotation in the 256 kB that all annotations share.
@@ -84,10 +87,26 @@ def chaos_enabled(spec: kopf.Spec, **_: Any) -> bool:
     return bool((spec.get("chaos") or {}).get("enabled"))
 
 
-@kopf.daemon(*ARCHITECTURES, when=chaos_enabled, cancellation_timeout=CHAOS_CANCELLATION_SECONDS)
-async def on_chaos(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any) -> None:
+def stoppable_sleep(stopped: kopf.DaemonStopped) -> Sleep:
+    """A daemon's sleep: wakes early when kopf stops the daemon, and then says so."""
+
     async def sleep(seconds: float) -> bool:
         await stopped.wait(seconds)
         return bool(stopped)
 
-    await memo.controller.run_chaos(body, workload_view(kwargs), sleep)
+    return sleep
+
+
+@kopf.daemon(*ARCHITECTURES, when=chaos_enabled, cancellation_timeout=CHAOS_CANCELLATION_SECONDS)
+async def on_chaos(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any) -> None:
+    await memo.controller.run_chaos(body, workload_view(kwargs), stoppable_sleep(stopped))
+
+
+def verification_enabled(spec: kopf.Spec, **_: Any) -> bool:
+    interval = (spec.get("segmentation") or {}).get("verifyIntervalSeconds") or 0
+    return isinstance(interval, (int, float)) and interval > 0
+
+
+@kopf.daemon(*ARCHITECTURES, when=verification_enabled, cancellation_timeout=VERIFY_CANCELLATION_SECONDS)
+async def on_segmentation_verify(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    await memo.controller.run_verification(body, stoppable_sleep(stopped))

@@ -100,7 +100,7 @@ class Chaos:
     enabled: bool = False
     victim: str = ""  # default: the architecture's victim
     interval_seconds: float = 600.0  # mean time between kills
-    max_kills: int = 0  # per run; 0 = unlimited
+    max_kills: int = 0  # total kills recorded in status.chaos.kills (survives restarts); 0 = unlimited
     dry_run: bool = False
     min_pod_age_seconds: float = 60.0
     grace_period_seconds: int = 10

@@ -71,8 +71,13 @@ def judge(report: VerificationReport) -> Verdict:
 
 
 def segmentation_status(report: VerificationReport) -> dict[str, Any]:
-    """``status.segmentation``: time, correct, incorrect, enforced (null: nothing to block), unobserved."""
-    return {**report.status().to_status(), "unobserved": report.unknown}
+    """``status.segmentation``: time, correct, incorrect, enforced, unobserved.
+
+    ``enforced`` is left out when nothing is expected to be blocked (the core's
+    None): a JSON merge patch cannot store a null, it deletes the key.
+    """
+    record = {**report.status().to_status(), "unobserved": report.unknown}
+    return {key: value for key, value in record.items() if value is not None}
 
 
 def verifiable(status: Mapping[str, Any]) -> bool:

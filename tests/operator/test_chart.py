@@ -53,6 +53,8 @@ def test_namespaced_rbac_when_namespaces_are_listed(rig_binaries: Path) -> None:
     docs = template(rig_binaries, "watchNamespaces={team-a,team-b}")
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["team-a", "team-b"]
+    for role in by_kind(docs, "Role"):  # nothing cluster-scoped in namespaced mode
+        assert not [rule for rule in role["rules"] if "namespaces" in rule["resources"]]
     for binding in by_kind(docs, "RoleBinding"):
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "sk-simiankube",
                                         "namespace": "simiankube-system"}]
@@ -71,6 +73,10 @@ def test_rbac_is_least_privilege(rig_binaries: Path) -> None:
     assert granted[("", "pods")] == {"get", "list", "delete"}
     assert granted[("simiankube.io", "architectures")] == {"get", "list", "watch", "patch"}
     assert "delete" not in granted[("simiankube.io", "architectures")]
+    # Segmentation verification: probes are POSTs through the pod proxy; namespaces are listed for their labels.
+    assert granted[("", "pods/proxy")] == {"create"}
+    assert granted[("", "namespaces")] == {"list"}
+    assert granted[("networking.k8s.io", "networkpolicies")] >= {"list"}
     assert all(not verbs & {"update", "deletecollection", "escalate", "bind", "impersonate"}
                for (_, resource), verbs in granted.items() if resource != "architectures/finalizers")
 

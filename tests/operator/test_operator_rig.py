@@ -198,6 +198,7 @@ def assert_matches_render(cluster: Cluster, namespace: str, body: Body) -> None:
     ("delete", "architectures.simiankube.io", WATCHED[0], False),
     ("update", "deployments.apps", WATCHED[0], False),
     ("delete", "nodes", "", False),
+    ("list", "namespaces", "", False),  # cluster-scoped: only the ClusterRole of the cluster-wide mode has it
 ])
 def test_rbac_grants_what_the_operator_needs_and_nothing_more(
     control_plane: ControlPlane, operator: OperatorProcess, verb: str, resource: str, namespace: str, allowed: bool
@@ -443,3 +444,37 @@ def check_chaos(cluster: Cluster, operator: OperatorProcess, namespace: str, bod
     assert operator.total("simiankube_chaos_pods_deleted_total", architecture="lamp", service="webserver") == 2
     assert operator.total("simiankube_chaos_recovery_seconds_count", architecture="lamp") >= 1
     cluster.wait_ready(namespace, "lamp")
+
+
+# -- segmentation verification ------------------------------------------------------------------
+
+
+def test_periodic_segmentation_verification_is_recorded(cluster: Cluster, operator: OperatorProcess) -> None:
+    """On kwok no container runs, so no probe is answered: every cell is unobserved, none proven."""
+    namespace = WATCHED[1]
+
+    def every_5s(spec_body: Body) -> None:
+        spec_body["spec"].setdefault("segmentation", {})["verifyIntervalSeconds"] = 5
+
+    body = example("lamp.yaml", scale=20, edit=every_5s)
+    cluster.apply(namespace, body)
+    cluster.wait_ready(namespace, "lamp")
+
+    def recorded() -> Body | None:
+        return (cluster.architecture(namespace, "lamp").get("status") or {}).get("segmentation")
+
+    segmentation = wait_for(recorded, 180, interval=0.5, message="status.segmentation")
+    services = len({p["metadata"]["labels"][contract.LABEL_SERVICE] for p in cluster.pods(namespace, "lamp")})
+    cells = services * services
+    # Nothing observed, so enforcement is unknown: no `enforced` key (a merge patch cannot store null).
+    assert segmentation == {"time": segmentation["time"], "correct": 0, "incorrect": cells, "unobserved": cells}, \
+        segmentation
+    assert segmentation["time"].endswith("Z")
+    event = cluster.wait_event(namespace, "lamp", "SegmentationMismatch")
+    assert event["type"] == "Warning" and f"({cells} not observed)" in event["message"]
+    assert operator.total("simiankube_segmentation_verifications_total", architecture="lamp",
+                          result="mismatch") >= 1
+    assert operator.total("simiankube_segmentation_unobserved", architecture="lamp") == cells
+    # Periodic: the next verification moves the time.
+    wait_for(lambda: (recorded() or {}).get("time") != segmentation["time"], 120, interval=0.5,
+             message="a second verification")

@@ -54,10 +54,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [apps]
   resources: [replicasets]
   verbs: [get]
-# Segmentation verification probes through the API server's pod proxy.
+# Segmentation verification: probes are POSTs through the API server's pod proxy.
 - apiGroups: [""]
   resources: [pods/proxy]
-  verbs: [get, create]
+  verbs: [create]
 # Events for `kubectl describe arch`.
 - apiGroups: ["", events.k8s.io]
   resources: [events]

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import sys
+from importlib import metadata
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="simiankube",
         description="Simulated microservice architectures (spigo's format) on Kubernetes or on this machine.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {metadata.version('simiankube')}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = commands.add_parser("validate", help="check an architecture, report every problem",

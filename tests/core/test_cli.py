@@ -23,6 +23,12 @@ def test_help(command: str) -> None:
     assert "usage: simiankube" in result.stdout
 
 
+def test_version() -> None:
+    result = simiankube("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("simiankube 0.")
+
+
 def test_validate_good_and_bad() -> None:
     ok = simiankube("validate", str(SPIGO / "netflixoss_arch.json"), "--regions", "2")
     assert ok.returncode == 0, ok.stderr

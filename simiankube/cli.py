@@ -11,8 +11,8 @@ import argparse
 import importlib
 import json
 import sys
-from importlib import metadata
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from typing import Any
 
 import yaml

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from simiankube.contract import NanoserviceConfig
+from simiankube.contract import NanoserviceConfig, Traffic
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.packages import Package
@@ -32,6 +32,23 @@ class Status:
     draining: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What every service request reads, resolved once at startup: one lookup per request instead of many."""
+
+    config: NanoserviceConfig
+    identity: Identity
+    rng: random.Random
+    metrics: Metrics
+    exporter: SpanExporter
+    package: Package
+    traffic: Traffic  # budget and hop limit of requests that arrive without them
+    payload: str  # behavior.payload_bytes of filler, built once
+    calls_out: bool  # the package may call another instance (Package.calls_out)
+    exporting: bool  # spans are exported
+    traced: bool  # a trace context is needed: spans are exported or the package may call out (propagation)
+
+
 CONFIG = web.AppKey("config", NanoserviceConfig)
 IDENTITY = web.AppKey("identity", Identity)
 RNG = web.AppKey("rng", random.Random)
@@ -41,5 +58,4 @@ EXPORTER = web.AppKey("exporter", SpanExporter)
 STATUS = web.AppKey("status", Status)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 CALLER = web.AppKey("caller", Caller)
-PACKAGE = web.AppKey("package", Package)
-PAYLOAD = web.AppKey("payload", str)  # behavior.payload_bytes of filler, built once
+SERVING = web.AppKey("serving", Serving)  # set once the package is built

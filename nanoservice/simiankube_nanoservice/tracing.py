@@ -1,7 +1,9 @@
 """Trace context (W3C traceparent, B3 accepted) and Zipkin v2 span export.
 
 Spans are only built when an exporter is configured; the context is always
-propagated so traces stay whole through services that do not export.
+propagated so traces stay whole through services that do not export (a
+service that neither exports nor calls out has nothing to propagate to and
+skips it).
 Export never blocks a request: spans go to a bounded buffer that a
 background task flushes in batches; when the buffer is full, spans are dropped
 and counted.
@@ -37,6 +39,10 @@ class TraceContext:
     @property
     def traceparent(self) -> str:
         return f"00-{self.trace_id}-{self.span_id}-01"
+
+
+# The context of requests whose context nobody reads: a service that neither exports spans nor calls out.
+UNTRACED = TraceContext("0" * 32, "0" * 16, None)
 
 
 def _random_hex(rng: random.Random, bits: int) -> str:

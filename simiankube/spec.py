@@ -407,7 +407,7 @@ def _services(spec: dict[str, Any], path: str, read: _Reader, problems: list[str
         if package not in PACKAGES:
             problems.append(f"{at}package: unknown package {quote(package)} (known: {', '.join(PACKAGES)})")
         count = read.integer(item, "count", at, 0, 0)
-        regions = read.integer(item, "regions", at, 1, 0)
+        regions = read.integer(item, "regions", at, 0, 0)  # absent is 0 (global), as in spigo
         deps_raw = item.get("dependencies") or []
         if not isinstance(deps_raw, list):
             problems.append(f"{at}dependencies: expected a list of service names, got {quote(deps_raw)}")

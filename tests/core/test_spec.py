@@ -158,6 +158,15 @@ def test_spigo_legalities_eureka_self_dependency_null_dependencies_extras() -> N
     assert arch.warnings == ()  # a self-dependency is not a cycle worth a warning
 
 
+def test_absent_regions_and_count_are_zero_as_in_spigo() -> None:
+    """spigo's compose importer writes traffic sources without `regions`: Go's zero value, one global instance."""
+    arch = parse_document({"arch": "c", "services": [
+        {"name": "www", "package": "denominator", "dependencies": ["app"]},
+        {"name": "app", "package": "monolith", "count": 3, "regions": 1},
+    ]})
+    assert (arch.service("www").regions, arch.service("www").count) == (0, 0)
+
+
 def test_cycles_are_warnings_not_errors() -> None:
     arch = parse_document(cr([svc("dal", "staash", deps=["db"]), svc("db", "store", deps=["dal"]), svc("x")]))
     assert arch.warnings == (

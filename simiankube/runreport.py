@@ -23,7 +23,61 @@ Scrape = dict[tuple[str, ...], float]
 
 
 def parse_scrape(text: str) -> Scrape:
-    """Sum one instance's samples per service (callers/peers folded together)."""
+    """Sum one instance's samples per service (callers/peers folded together).
+
+    A minimal line parser for the only lines the report reads: samples named
+    `simiankube_*` (not `*_created`) with their `service` and `le` labels. It
+    gives the same sums as prometheus_client's parser (which cost the runner
+    most of its CPU) and falls back to it on any line it does not understand.
+    """
+    values: Scrape = defaultdict(float)
+    for line in text.split("\n"):
+        if not line.startswith(PREFIX):
+            continue  # comments, blank lines and samples the report does not read
+        brace = line.find("{")
+        if brace < 0:
+            name, _, rest = line.partition(" ")
+            labels: dict[str, str] = {}
+        else:
+            end = line.rfind("}")
+            parsed = _labels(line[brace + 1:end]) if end > brace else None
+            if parsed is None:
+                return _parse_scrape_slow(text)
+            name, labels, rest = line[:brace], parsed, line[end + 1:]
+        fields = rest.split()
+        if not fields or len(fields) > 2:
+            return _parse_scrape_slow(text)
+        try:
+            value = float(fields[0])
+        except ValueError:
+            return _parse_scrape_slow(text)
+        if name.endswith("_created"):
+            continue
+        name = name[len(PREFIX):]
+        service = labels.get("service", "")
+        if name.endswith("_bucket"):
+            values[(name, service, labels["le"])] += value
+        else:
+            values[(name, service)] += value
+    return dict(values)
+
+
+def _labels(text: str) -> dict[str, str] | None:
+    """`a="x",b="y"` → {a: x, b: y}; None for anything but plain unescaped values."""
+    if "\\" in text:
+        return None
+    labels = {}
+    for item in text.split('",'):
+        key, eq, value = item.partition('="')
+        if not eq:
+            if item.strip() == "":
+                continue
+            return None
+        labels[key.strip()] = value[:-1] if value.endswith('"') else value
+    return labels
+
+
+def _parse_scrape_slow(text: str) -> Scrape:
     values: Scrape = defaultdict(float)
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -109,11 +163,28 @@ class Report:
     zipkin_file: str
     # The service-level truth table the rendered NetworkPolicies encode (not enforced locally).
     expected_reachability: str = ""
+    # Share of user requests that timed out; above SATURATED_TIMEOUT_SHARE the machine could not keep up.
+    timeout_share: float | None = None
+    saturated: bool = False
 
     def to_json(self) -> str:
         data = asdict(self)
         data["services"] = {s["service"]: s for s in data["services"]}
         return json.dumps(data, indent=2, allow_nan=False) + "\n"
+
+
+SATURATED_TIMEOUT_SHARE = 0.05  # more user requests than this timing out: the run measured the machine
+
+
+def timeout_share(traffic: Iterable[TrafficStats]) -> float | None:
+    """Timed-out user requests over all user requests, None when there were none."""
+    stats = list(traffic)
+    requests = sum(t.requests for t in stats)
+    return sum(t.timeouts for t in stats) / requests if requests else None
+
+
+def saturated(share: float | None) -> bool:
+    return share is not None and share > SATURATED_TIMEOUT_SHARE
 
 
 def _ms(seconds: float) -> float | None:
@@ -163,6 +234,7 @@ def build_report(
         ))
     user_requests = sum(t.requests for t in traffic)
     attempts = sum(v for k, v in scrape.items() if k[0] == "client_requests_total")
+    share = timeout_share(traffic)
     return Report(
         architecture=architecture,
         duration_s=round(duration_s, 3),
@@ -176,6 +248,8 @@ def build_report(
         peak_rss_mib=round(peak_rss_mib, 1),
         zipkin_file=zipkin_file,
         expected_reachability=expected_reachability,
+        timeout_share=None if share is None else round(share, 4),
+        saturated=saturated(share),
     )
 
 
@@ -190,7 +264,18 @@ def section_summary(report: Report) -> str:
     calls = "-" if report.calls_per_user_request is None else f"{report.calls_per_user_request:g}"
     return (f"{report.architecture}: {report.instances} instances in {report.processes} processes for "
             f"{report.duration_s:g} s; {calls} calls between services per user request, "
-            f"{report.retries} retries; peak memory {report.peak_rss_mib:g} MiB (RSS, all processes)")
+            f"{report.retries} retries; peak memory {report.peak_rss_mib:g} MiB (RSS, all processes)"
+            + saturation_warning(report))
+
+
+def saturation_warning(report: Report) -> str:
+    """A line for the summary when too many user requests timed out, else nothing."""
+    if not report.saturated or report.timeout_share is None:
+        return ""
+    return (f"\nWARNING: saturated: {report.timeout_share:.1%} of user requests timed out "
+            f"(more than {SATURATED_TIMEOUT_SHARE:.0%}): this machine could not keep up with the traffic, so "
+            "latencies and errors measure the machine, not the architecture. Raise spec.traffic.intervalMs "
+            "(the tick between user requests) or scale down (--scale below 100).")
 
 
 def section_services(report: Report) -> str:

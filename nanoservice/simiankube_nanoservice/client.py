@@ -38,6 +38,7 @@ from simiankube.nanoservice.tracing import SpanExporter, wall_time, zipkin_span
 RETRYABLE_STATUS = frozenset({503})
 SOFT_FAILURES_TO_EJECT = 3
 MIN_ATTEMPT_SECONDS = 0.001  # no attempt is worth starting with less budget
+NOTHING: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -65,7 +66,10 @@ class Health:
     strikes: dict[str, int] = field(default_factory=dict)  # soft failures in a row
     ejections: dict[str, int] = field(default_factory=dict)  # ejections since the last success
 
-    def ejected(self, *, dead_only: bool = False) -> set[str]:
+    def ejected(self, *, dead_only: bool = False) -> set[str] | frozenset[str]:
+        """The ejected endpoint keys (a snapshot the caller must not modify)."""
+        if not self.until:
+            return NOTHING  # the usual case: no copies, no clock
         now = time.monotonic()
         for key in [k for k, t in self.until.items() if t <= now]:
             del self.until[key]  # the timer ran out: the next request probes it
@@ -87,6 +91,14 @@ class Health:
         if key in self.strikes or key in self.ejections:
             self.strikes.pop(key, None)
             self.ejections.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Resolved:
+    dep: Dependency
+    targets: list[Any]
+    answers: list[tuple[Endpoint, ...]]
+    endpoints: tuple[list[Endpoint], list[Endpoint]]
 
 
 def handed_budget(timeout: float) -> float:
@@ -120,13 +132,32 @@ class Caller:
         self.rng = rng
         self.health = health or Health()
         self.timeout = config.behavior.timeout_ms / 1000.0
+        self._full_timeout = aiohttp.ClientTimeout(total=self.timeout)  # the usual attempt's, built once
+        # id(dependency) → (dependency, its targets, the resolver's answers for them, (preferred, fallback))
+        self._endpoints: dict[int, _Resolved] = {}
 
     # -- where to send ---------------------------------------------------------
 
     def dependency_endpoints(self, dep: Dependency) -> tuple[list[Endpoint], list[Endpoint]]:
-        """(preferred, fallback): own region's instances, then other regions through the registry."""
-        preferred, fallback = region_targets(dep, self.config.region, self.config.registry)
+        """(preferred, fallback): own region's instances, then other regions through the registry.
 
+        Built again only when the resolver's answer for one of the targets changed (the lists are shared:
+        callers must not modify them)."""
+        cached = self._endpoints.get(id(dep))
+        if cached is not None and cached.dep is dep:
+            cache = self.resolver.cached
+            if all(cache(t.peers_host, t.port) is answer for t, answer in zip(cached.targets, cached.answers)):
+                return cached.endpoints
+        preferred, fallback = region_targets(dep, self.config.region, self.config.registry)
+        targets = [*preferred, *fallback]
+        answers = [self.resolver.cached(t.peers_host, t.port) for t in targets]
+        built = self._build_endpoints(preferred, fallback)
+        self._endpoints[id(dep)] = _Resolved(dep, targets, answers, built)
+        return built
+
+    def _build_endpoints(
+        self, preferred: Sequence[Any], fallback: Sequence[Any]
+    ) -> tuple[list[Endpoint], list[Endpoint]]:
         def endpoints(targets: Sequence[Any]) -> list[Endpoint]:
             return [
                 Endpoint(e.address, e.port, e.zone, e.instance, t.region)
@@ -194,14 +225,15 @@ class Caller:
     def _choose(
         self, groups: Sequence[Sequence[Endpoint]], tried: set[str], prefer_zone: bool, ordered: bool
     ) -> Endpoint | None:
-        for ejected in (self.health.ejected(), self.health.ejected(dead_only=True)):
-            chosen = self._first_available(groups, ejected, tried, prefer_zone, ordered)
-            if chosen is not None:
-                return chosen
-        return None
+        ejected = self.health.ejected()
+        chosen = self._first_available(groups, ejected, tried, prefer_zone, ordered)
+        if chosen is not None or not ejected:
+            return chosen  # with nothing ejected, the dead-only pass would find the same nothing
+        return self._first_available(groups, self.health.ejected(dead_only=True), tried, prefer_zone, ordered)
 
     def _first_available(
-        self, groups: Sequence[Sequence[Endpoint]], ejected: set[str], tried: set[str], prefer_zone: bool,
+        self, groups: Sequence[Sequence[Endpoint]], ejected: set[str] | frozenset[str], tried: set[str],
+        prefer_zone: bool,
         ordered: bool,
     ) -> Endpoint | None:
         for group in groups:
@@ -227,7 +259,8 @@ class Caller:
         retryable = False
         try:
             async with self.session.request(
-                method, url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                method, url, json=body, headers=headers,
+                timeout=self._full_timeout if timeout == self.timeout else aiohttp.ClientTimeout(total=timeout)
             ) as response:
                 raw = await response.read()
                 status = response.status

@@ -241,23 +241,29 @@ class KeyValue(Package):
 class Ring(KeyValue):
     """priamCassandra, riak: a token ring over the stable names of this region's instances."""
 
+    def __init__(self, ctx: Context) -> None:
+        super().__init__(ctx)
+        # The ring's members never change while the process runs: look them up once, not per request.
+        self._names = [p.name for p in self.config.peers]
+        self._by_name = {p.name: p for p in self.config.peers}
+        self._zones = {p.name: p.zone for p in self.config.peers}
+
     @property
     def calls_out(self) -> bool:
         return super().calls_out or len(self.config.peers) > 1  # forwards to owners, replicates to ring nodes
 
     def _order(self, key: str) -> list[str]:
-        return ring_order([p.name for p in self.config.peers], key)
+        return ring_order(self._names, key)
 
     def _endpoints(self, names: list[str]) -> list[Any]:
-        by_name = {p.name: p for p in self.config.peers}
+        by_name = self._by_name
         return self.ctx.caller.instance_endpoints([by_name[n] for n in names], self.config.port)
 
     async def _forward(self, hop: Hop, method: str, key: str, value: str | None) -> Reply:
         """A non-owner sends to the owner; the one retry goes to the next replica in ring order."""
         order = self._order(key)
         owner = order[0]
-        zones = {p.name: p.zone for p in self.config.peers}
-        candidates = [owner, *replica_per_zone(order, zones, owner)]
+        candidates = [owner, *replica_per_zone(order, self._zones, owner)]
         body = None if value is None else {"value": value}
         result = await self.ctx.caller.call(hop, self.config.service, [self._endpoints(candidates)], method,
                                             f"/kv/{key}?direct=1", body=body, ordered=True)
@@ -278,8 +284,8 @@ class Ring(KeyValue):
         if not (direct or self._owns(key)):
             return await self._forward(hop, "PUT", key, value)
         self.data.put(key, value)
-        zones = {p.name: p.zone for p in self.config.peers}
-        groups = [self._endpoints([name]) for name in replica_per_zone(self._order(key), zones, self.ctx.instance)]
+        groups = [self._endpoints([name])
+                  for name in replica_per_zone(self._order(key), self._zones, self.ctx.instance)]
         if self.config.registry:
             groups += self._other_region_owners(key)
         replicas = await self._replicate_to(hop, groups, key, value)

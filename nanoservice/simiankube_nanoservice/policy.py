@@ -11,6 +11,7 @@ import random
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 
 from simiankube import contract
 from simiankube.contract import Dependency, Latency, Target
@@ -29,8 +30,8 @@ class Endpoint:
     instance: str = ""  # stable instance name when known, else the address
     region: str = ""
 
-    @property
-    def key(self) -> str:
+    @cached_property
+    def key(self) -> str:  # computed once: every choice of an endpoint reads it (cached_property bypasses frozen)
         return f"{self.address}:{self.port}"
 
 
@@ -48,10 +49,16 @@ def ring_order(names: Sequence[str], key: str) -> list[str]:
     """
     if not names:
         return []
-    ring = sorted((key_hash(n), n) for n in names)
-    tokens = [t for t, _ in ring]
+    ring, tokens = _ring(tuple(names))
     start = bisect.bisect_left(tokens, key_hash(key)) % len(ring)
-    return [ring[(start + i) % len(ring)][1] for i in range(len(ring))]
+    return [*ring[start:], *ring[:start]]
+
+
+@lru_cache(maxsize=256)
+def _ring(names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """(names in token order, their tokens): the same for every key, so computed once per ring."""
+    ring = sorted((key_hash(n), n) for n in names)
+    return tuple(n for _, n in ring), tuple(t for t, _ in ring)
 
 
 def replica_per_zone(ordered: Sequence[str], zones: dict[str, str], owner: str) -> list[str]:

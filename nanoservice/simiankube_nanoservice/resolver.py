@@ -56,11 +56,17 @@ class Resolver:
     def __init__(self, table: HostsTable | None = None) -> None:
         self.table = table
         self._cache: dict[tuple[str, int], tuple[Endpoint, ...]] = {}
+        self._table_cache: dict[tuple[str, int], tuple[Endpoint, ...]] = {}  # the table never changes
 
     def cached(self, host: str, port: int) -> tuple[Endpoint, ...]:
         """What the last resolution found; never blocks the request path."""
         if self.table is not None and host in self.table:
-            return tuple(e if e.port == port else Endpoint(e.address, port, e.zone, e.instance) for e in self.table[host])
+            found = self._table_cache.get((host, port))
+            if found is None:
+                found = tuple(e if e.port == port else Endpoint(e.address, port, e.zone, e.instance)
+                              for e in self.table[host])
+                self._table_cache[(host, port)] = found
+            return found
         return self._cache.get((host, port), ())
 
     async def resolve(self, host: str, port: int) -> tuple[Endpoint, ...]:

@@ -1,0 +1,52 @@
+"""The request path's caches give the same answers as computing afresh."""
+
+from __future__ import annotations
+
+import zlib
+
+from simiankube.nanoservice.client import Health
+from simiankube.nanoservice.policy import Endpoint, ring_order
+from simiankube.nanoservice.resolver import Resolver
+
+
+def _ring_order_uncached(names: list[str], key: str) -> list[str]:
+    ring = sorted((zlib.crc32(n.encode()), n) for n in names)
+    tokens = [t for t, _ in ring]
+    start = next((i for i, t in enumerate(tokens) if t >= zlib.crc32(key.encode())), 0)
+    return [ring[(start + i) % len(ring)][1] for i in range(len(ring))]
+
+
+def test_ring_order_matches_the_uncached_ring() -> None:
+    names = [f"cass-{zone}-{i}" for zone in "abc" for i in range(4)]
+    for key in ["", "a", "user-17", "zzzz", *map(str, range(200))]:
+        assert ring_order(names, key) == _ring_order_uncached(names, key)
+        assert ring_order(list(reversed(names)), key) == _ring_order_uncached(names, key)
+    assert ring_order([], "k") == []
+
+
+def test_endpoint_key_is_address_and_port() -> None:
+    e = Endpoint("127.0.0.1", 8080, "zoneA")
+    assert e.key == "127.0.0.1:8080" and e.key is e.key
+    assert e == Endpoint("127.0.0.1", 8080, "zoneA")
+
+
+def test_health_with_nothing_ejected_and_after_expiry() -> None:
+    health = Health(base_seconds=0.0)
+    assert not health.ejected() and not health.ejected(dead_only=True)
+    health.failure("a:1", hard=True)  # ejected for 0 s: expires at once
+    assert health.ejected() == set()
+    slow = Health(base_seconds=60)
+    slow.failure("b:1", hard=True)
+    assert slow.ejected() == {"b:1"} and slow.ejected(dead_only=True) == {"b:1"}
+
+
+def test_resolver_answers_stay_the_same_object_until_they_change() -> None:
+    table = {"svc": (Endpoint("127.0.0.2", 8080, "zoneA", "svc-0"),)}
+    resolver = Resolver(table)
+    first = resolver.cached("svc", 8080)
+    assert first is resolver.cached("svc", 8080) and first == table["svc"]
+    assert resolver.cached("svc", 9090) == (Endpoint("127.0.0.2", 9090, "zoneA", "svc-0"),)
+    dns = Resolver()
+    assert dns.cached("x", 80) == ()
+    dns._cache[("x", 80)] = (Endpoint("10.0.0.1", 80),)
+    assert dns.cached("x", 80) is dns.cached("x", 80)

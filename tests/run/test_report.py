@@ -1,0 +1,89 @@
+"""The report's pure parts: the fast /metrics parser and the saturation warning."""
+
+from __future__ import annotations
+
+import json
+import random
+
+from prometheus_client import generate_latest
+
+from simiankube.nanoservice.metrics import Metrics
+from simiankube.runreport import (
+    Report,
+    TrafficStats,
+    _parse_scrape_slow,
+    build_report,
+    format_text,
+    parse_scrape,
+    saturated,
+    timeout_share,
+)
+
+
+def _traffic(requests: int, timeouts: int, service: str = "www") -> TrafficStats:
+    return TrafficStats(service, requests, timeouts, timeouts, requests / 8, 1.0, 2.0)
+
+
+def _report(*traffic: TrafficStats) -> Report:
+    scrape = {}
+    for t in traffic:
+        scrape[("traffic_requests_total", t.service)] = float(t.requests)
+        scrape[("traffic_errors_total", t.service)] = float(t.errors)
+        scrape[("traffic_timeouts_total", t.service)] = float(t.timeouts)
+    return build_report(architecture="a", duration_s=8.0, scrape=scrape, services=[],
+                        traffic_sources=[t.service for t in traffic], processes=1, chaos=[], peak_rss_mib=1.0,
+                        zipkin_file="")
+
+
+def test_timeout_share_sums_every_source() -> None:
+    assert timeout_share([]) is None
+    assert timeout_share([_traffic(0, 0)]) is None
+    assert timeout_share([_traffic(100, 10), _traffic(300, 10, "api")]) == 0.05
+
+
+def test_saturated_above_five_percent_only() -> None:
+    assert not saturated(None)
+    assert not saturated(0.0)
+    assert not saturated(0.05)
+    assert saturated(0.0501)
+
+
+def test_saturated_run_warns_in_text_and_json() -> None:
+    report = _report(_traffic(1000, 400), _traffic(1000, 300, "api"))
+    assert report.saturated and report.timeout_share == 0.35
+    text = format_text(report)
+    assert "WARNING: saturated: 35.0% of user requests timed out" in text
+    assert "spec.traffic.intervalMs" in text and "--scale" in text
+    data = json.loads(report.to_json())
+    assert data["saturated"] is True and data["timeout_share"] == 0.35
+
+
+def test_healthy_run_has_no_warning() -> None:
+    report = _report(_traffic(1000, 50))
+    assert not report.saturated and report.timeout_share == 0.05
+    assert "WARNING" not in format_text(report)
+    assert json.loads(report.to_json())["saturated"] is False
+    empty = _report()
+    assert empty.timeout_share is None and not empty.saturated
+
+
+def test_fast_parser_sums_like_prometheus_client() -> None:
+    rng = random.Random(7)
+    metrics = Metrics("svc", "karyon")
+    for peer in ["plain", "dash-ed", 'quo"te', "back\\slash", "new\nline", 'a="b",c']:
+        for edge in (metrics.client(peer), metrics.server(peer), metrics.traffic(peer)):
+            edge.requests.inc(rng.randint(1, 100))
+            edge.errors.inc(rng.randint(0, 5))
+            edge.timeouts.inc(rng.randint(0, 5))
+            if edge.retries is not None:
+                edge.retries.inc(2)
+            for _ in range(40):
+                edge.latency.observe(rng.random() * 3)
+    text = generate_latest(metrics.registry).decode()
+    assert parse_scrape(text) == _parse_scrape_slow(text)
+    plain = Metrics("other", "store")
+    plain.client("x").requests.inc(3)
+    plain.server("y").latency.observe(0.02)
+    text = generate_latest(plain.registry).decode()
+    assert parse_scrape(text) == _parse_scrape_slow(text)
+    assert parse_scrape(text)[("client_requests_total", "other")] == 3.0

@@ -175,10 +175,16 @@ def assert_matches_render(cluster: Cluster, namespace: str, body: Body) -> None:
             pods = [p for p in cluster.pods(namespace, resource_name, selector) if pod_ready(p)]
             assert len(pods) == obj["spec"]["replicas"], obj["metadata"]["name"]
             assert have["spec"]["replicas"] == obj["spec"]["replicas"]
-    status = arch["status"]
-    assert status["instances"] == status["readyInstances"] == sum(
-        o["spec"]["replicas"] for o in expected if o["kind"] in ("Deployment", "StatefulSet"))
-    assert all(c["desired"] == c["ready"] for c in status["services"].values())
+    replicas = sum(o["spec"]["replicas"] for o in expected if o["kind"] in ("Deployment", "StatefulSet"))
+
+    def status_settled() -> bool:
+        # Status follows the workloads' own status, at most once a second: during a scale-down a
+        # ReplicaSet can still count a terminating pod ready, so wait for it to settle.
+        status = cluster.architecture(namespace, body["metadata"]["name"])["status"]
+        return bool(status["instances"] == status["readyInstances"] == replicas
+                    and all(c["desired"] == c["ready"] for c in status["services"].values()))
+
+    wait_for(status_settled, 30, interval=0.5, message="status counts equal the render")
 
 
 # -- RBAC ------------------------------------------------------------------------------

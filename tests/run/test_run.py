@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from simiankube.testing.wait import wait_for
@@ -68,38 +70,34 @@ def test_netflixoss_rides_out_the_monkey(tmp_path: Path) -> None:
     assert report["calls_per_user_request"] >= 5  # elb → zuul → karyon → staash → tiers, replicas
 
 
-def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def long_run(architecture: str) -> Iterator[tuple[subprocess.Popen[str], list[int]]]:
+    """A `simiankube run` that would last two minutes, once its workers are up; never left behind."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "simiankube.cli", "run", str(ARCHITECTURES / "netflixoss_arch.json"),
+        [sys.executable, "-m", "simiankube.cli", "run", str(ARCHITECTURES / architecture),
          "--duration", "120", "--zipkin-file", ""],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
-        pids = _worker_pids(process)
+        yield process, _worker_pids(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_ctrl_c_stops_everything() -> None:
+    with long_run("netflixoss_arch.json") as (process, pids):
         process.send_signal(signal.SIGINT)
         assert process.wait(30) == 130
         wait_for(lambda: not any(_alive(p) for p in pids), 5, interval=0.05, message="workers gone")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_workers_die_with_the_runner_even_on_sigkill() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "simiankube.cli", "run", str(ARCHITECTURES / "lamp_arch.json"),
-         "--duration", "120", "--zipkin-file", ""],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        pids = _worker_pids(process)
+    with long_run("lamp_arch.json") as (process, pids):
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         wait_for(lambda: not any(_alive(p) for p in pids), 10, interval=0.05, message="orphans gone")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def _worker_pids(process: subprocess.Popen[str]) -> list[int]:

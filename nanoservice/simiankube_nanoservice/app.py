@@ -312,6 +312,7 @@ def create_app(
     app[keys.METRICS] = Metrics(config.service, config.package)
     app[keys.RESOLVER] = resolver or Resolver()
     app[keys.EXPORTER] = exporter or SpanExporter()
+    app[keys.METRICS].watch_spans(app[keys.EXPORTER].counts)
     app[keys.STATUS] = Status()
     app.cleanup_ctx.extend([client_session, resolver_refresh, span_exporter, traffic_loop])
     app.on_startup.append(mark_ready)

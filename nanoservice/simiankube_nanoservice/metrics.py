@@ -6,10 +6,12 @@ Server metrics are labelled with the caller, client metrics with the peer
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
 
 # 100 µs .. 10 s
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -70,6 +72,10 @@ class Metrics:
             self._edges[(side, other)] = edge
         return edge
 
+    def watch_spans(self, counts: Callable[[], tuple[int, int]]) -> None:
+        """Spans exported and dropped, read from the span exporter at scrape time."""
+        self.registry.register(_SpanCounts(self.service, self.package, counts))
+
     def server(self, caller: str) -> Edge:
         return self._edge("server", caller)
 
@@ -78,3 +84,22 @@ class Metrics:
 
     def traffic(self, peer: str) -> Edge:
         return self._edge("traffic", peer)
+
+
+@dataclass(eq=False)  # a registry keys collectors by identity
+class _SpanCounts:
+    """A collector: the exporter keeps plain integers, off the hot path's locks."""
+
+    service: str
+    package: str
+    counts: Callable[[], tuple[int, int]]
+
+    def collect(self) -> Iterator[Metric]:
+        exported, dropped = self.counts()
+        for name, value, doc in (
+            ("spans_exported", exported, "Spans written to the Zipkin file or collector"),
+            ("spans_dropped", dropped, "Spans lost: buffer full or the file/collector failed"),
+        ):
+            family = CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=["service", "package"])
+            family.add_metric([self.service, self.package], value)
+            yield family

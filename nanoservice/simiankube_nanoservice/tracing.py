@@ -135,6 +135,10 @@ class SpanExporter:
     def enabled(self) -> bool:
         return bool(self.file or self.url)
 
+    def counts(self) -> tuple[int, int]:
+        """(exported, dropped), for the metrics."""
+        return self.exported, self.dropped
+
     def record(self, span: dict[str, Any]) -> None:
         if len(self.buffer) >= MAX_BUFFERED:
             self.dropped += 1

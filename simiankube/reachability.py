@@ -447,15 +447,6 @@ class Matrix:
         ) + "\n"
 
 
-def compare(expected: Matrix, observed: Matrix) -> Matrix:
-    """`.` where observation matches expectation, `X` where it does not, `?` where nothing was observed."""
-    cells = {}
-    for key, want in expected.cells.items():
-        got = observed.cells.get(key, UNKNOWN)
-        cells[key] = UNKNOWN if got == UNKNOWN else (ALLOWED if got == want else BLOCKED)
-    return Matrix(expected.rows, expected.columns, cells)
-
-
 def matrix_from_observations(
     rows: Sequence[str],
     columns: Sequence[str],

@@ -18,7 +18,7 @@ from simiankube.spec import Architecture, Service, SpecError, quote
 
 @dataclass(frozen=True)
 class Instance:
-    """One nanoservice, as spigo would name it."""
+    """One nanoservice: a pod of its placement's workload, or one local process."""
 
     architecture: str
     service: Service
@@ -31,24 +31,6 @@ class Instance:
     def name(self) -> str:
         """The Kubernetes-style instance name: a StatefulSet pod name, a local process name."""
         return f"{self.workload}-{self.ordinal}"
-
-    @property
-    def spigo_name(self) -> str:
-        """spigo's nine fields: arch.region.zone.machine.instance.container.process.service.package."""
-        extras = dict(self.service.extras)
-        own = f"{self.service.name}{self.ordinal}"
-        fields = (
-            self.architecture,
-            self.region,
-            self.zone,
-            extras.get("machine") or own,
-            extras.get("instance") or own,
-            extras.get("container") or own,
-            extras.get("process") or self.service.name,
-            self.service.name,
-            self.service.package,
-        )
-        return ".".join(fields)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ def test_global_cross_zone_and_zoned_instances() -> None:
     assert [p.workload for p in app] == ["t-app-us-east-1", "t-app-us-west-2"]
     assert [i.zone for i in app[0].instances] == ["zoneA", "zoneB", "zoneC", "zoneA"]
     assert [i.name for i in app[0].instances] == [f"t-app-us-east-1-{n}" for n in range(4)]
-    assert app[1].instances[2].spigo_name == "t.us-west-2.zoneC.app2.app2.app2.app.app.karyon"
+    assert (app[1].instances[2].region, app[1].instances[2].zone) == ("us-west-2", "zoneC")
     assert topology.regions == ("us-east-1", "us-west-2", contract.GLOBAL_REGION)
 
 

@@ -31,10 +31,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from simiankube import contract
-from simiankube.localrun import Planned, plan
-from simiankube.runreport import parse_scrape
-from simiankube.spec import parse_document
-from simiankube.topology import expand
+from simiankube.localrun.runner import Planned, plan
+from simiankube.localrun.report import parse_scrape
+from simiankube.model.spec import parse_document
+from simiankube.model.topology import expand
 
 FAST = {"latency": {"distribution": "constant", "meanMs": 0}}
 
@@ -42,7 +42,7 @@ FAST = {"latency": {"distribution": "constant", "meanMs": 0}}
 def start(workdir: Path, members: list[Planned], cpu: int, tag: str) -> subprocess.Popen[bytes]:
     spec = workdir / f"{tag}.json"
     spec.write_text(json.dumps({"parent": os.getpid(), "launches": [asdict(m.launch) for m in members]}))
-    process = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-m", "simiankube.runworker", str(spec)],
+    process = subprocess.Popen(["taskset", "-c", str(cpu), sys.executable, "-m", "simiankube.localrun.worker", str(spec)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for member in members:
         deadline = time.monotonic() + 30

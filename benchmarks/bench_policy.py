@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simiankube.generate import generate
-from simiankube.policy import scenario
+from simiankube.model.generate import generate
+from simiankube.segmentation.scenario import scenario
 from simiankube.render.networkpolicies import build_network_policies
 from simiankube.render.settings import RenderSettings
-from simiankube.spec import Architecture, load_file, parse_document
-from simiankube.topology import expand
+from simiankube.model.spec import Architecture, load_file, parse_document
+from simiankube.model.topology import expand
 
-NETFLIXOSS = Path(__file__).resolve().parents[2] / "shared" / "architectures" / "spigo" / "netflixoss_arch.json"
+NETFLIXOSS = Path(__file__).resolve().parents[1] / "architectures" / "spigo" / "netflixoss_arch.json"
 
 
 def measure(name: str, arch: Architecture) -> dict[str, Any]:

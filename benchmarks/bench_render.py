@@ -17,10 +17,10 @@ import tracemalloc
 def measure(size: int) -> dict[str, float]:
     import yaml
 
-    from simiankube.generate import generate
+    from simiankube.model.generate import generate
     from simiankube.render import RenderSettings, render
-    from simiankube.spec import parse_text
-    from simiankube.topology import expand
+    from simiankube.model.spec import parse_text
+    from simiankube.model.topology import expand
 
     text = yaml.safe_dump(generate(size, seed=1), sort_keys=False)
     as_json = json.dumps(generate(size, seed=1))

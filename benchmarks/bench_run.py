@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-ARCHITECTURE = Path(__file__).parents[1] / ".." / "shared" / "architectures" / "spigo" / "netflixoss_arch.json"
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "architectures" / "spigo" / "netflixoss_arch.json"
 
 
 def main() -> None:

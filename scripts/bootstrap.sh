@@ -22,10 +22,11 @@ python_env() {
     "$PYTHON" -m venv .venv
   fi
   local stamp=.venv/.simiankube-installed
-  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    step "installing simiankube and its test extras into .venv"
+  if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/dev.txt -nt "$stamp" ]; then
+    step "installing the locked dependencies (requirements/dev.txt) and simiankube into .venv"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e '.[test]'
+    .venv/bin/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+    .venv/bin/python -m pip install --quiet --no-deps -e .
     touch "$stamp"
   fi
 }

@@ -13,7 +13,7 @@ from simiankube.render.nanoconfig import build_nanoservice_config
 from simiankube.render.networkpolicies import build_network_policies
 from simiankube.render.objects import build_config_map, build_services, build_workload
 from simiankube.render.settings import RenderSettings
-from simiankube.topology import Topology
+from simiankube.model.topology import Topology
 
 __all__ = ["RenderSettings", "render", "build_nanoservice_config"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from simiankube import contract
 from simiankube.contract import Dependency, Instance, NanoserviceConfig, Target
-from simiankube.spec import REGISTRY, TRAFFIC_SOURCE_PACKAGES
-from simiankube.topology import Placement, Topology
+from simiankube.model.spec import REGISTRY, TRAFFIC_SOURCE_PACKAGES
+from simiankube.model.topology import Placement, Topology
 
 
 def peers_service_name(workload: str) -> str:

@@ -22,11 +22,11 @@ import copy
 from typing import Any
 
 from simiankube import contract
-from simiankube.naming import bounded
+from simiankube.model.naming import bounded
 from simiankube.render.objects import architecture_labels, calls_label
 from simiankube.render.settings import RenderSettings
-from simiankube.spec import TRAFFIC_SOURCE_PACKAGES, Service
-from simiankube.topology import Topology
+from simiankube.model.spec import TRAFFIC_SOURCE_PACKAGES, Service
+from simiankube.model.topology import Topology
 
 Object = dict[str, Any]
 

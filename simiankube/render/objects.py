@@ -6,10 +6,10 @@ import hashlib
 from typing import Any
 
 from simiankube import contract
-from simiankube.naming import bounded, kube_name
+from simiankube.model.naming import bounded, kube_name
 from simiankube.render.nanoconfig import peers_service_name
 from simiankube.render.settings import RenderSettings
-from simiankube.topology import Placement, Topology
+from simiankube.model.topology import Placement, Topology
 
 Object = dict[str, Any]
 

@@ -6,5 +6,5 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).resolve().parent / "data"
-SPIGO = ROOT.parent / "shared" / "architectures" / "spigo"
+SPIGO = ROOT / "architectures" / "spigo"
 EXAMPLES = sorted(ROOT.glob("architectures/**/*.yaml"))

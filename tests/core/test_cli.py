@@ -83,3 +83,33 @@ def test_cycle_warning_goes_to_stderr(tmp_path: Path) -> None:
     result = simiankube("validate", str(path))
     assert result.returncode == 0
     assert "warning: services: dependency cycle a -> b -> a" in result.stderr
+
+
+def without(packages: list[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """The CLI in a process where `packages` cannot be imported, as with only the core installed."""
+    block = "; ".join(f"sys.modules[{name!r}] = None" for name in packages)
+    code = f"import sys; {block}; from simiankube.cli import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60)
+
+
+CORE_ONLY = ["aiohttp", "prometheus_client", "uvloop", "kopf", "kubernetes_asyncio"]
+
+
+def test_core_install_runs_the_offline_commands() -> None:
+    result = without(CORE_ONLY, "validate", str(ROOT / "architectures" / "lamp.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "valid: 5 services" in result.stdout
+
+
+@pytest.mark.parametrize(("args", "extra"), [
+    (["run", "architectures/lamp.yaml"], "nanoservice"),
+    (["operator"], "operator"),
+    (["verify", "lamp"], "operator"),
+])
+def test_a_command_without_its_extra_says_what_to_install(args: list[str], extra: str) -> None:
+    result = without(CORE_ONLY, *args)
+    assert result.returncode == 3, result.stderr
+    assert f"pip install 'simiankube[{extra}]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    listing = without(CORE_ONLY, "--help")
+    assert args[0] in listing.stdout and "not installed" in listing.stdout

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from tests.core.paths import EXAMPLES, ROOT
 
-from simiankube.spec import PACKAGES, SpecError, parse_document
+from simiankube.model.spec import PACKAGES, SpecError, parse_document
 
 CRD = yaml.safe_load((ROOT / "crds" / "architecture.yaml").read_text())
 VERSION = CRD["spec"]["versions"][0]

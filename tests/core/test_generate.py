@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from simiankube.generate import generate
-from simiankube.spec import STATEFUL_PACKAGES, parse_document
-from simiankube.topology import expand
+from simiankube.model.generate import generate
+from simiankube.model.spec import STATEFUL_PACKAGES, parse_document
+from simiankube.model.topology import expand
 
 
 @pytest.mark.parametrize("size", [4, 10, 100, 1000])

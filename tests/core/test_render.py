@@ -14,8 +14,8 @@ from tests.core.paths import EXAMPLES, ROOT, SPIGO
 from simiankube import contract
 from simiankube.contract import NanoserviceConfig
 from simiankube.render import RenderSettings, render
-from simiankube.spec import load_file
-from simiankube.topology import expand
+from simiankube.model.spec import load_file
+from simiankube.model.topology import expand
 
 GOLDEN = Path(__file__).parent / "golden"
 

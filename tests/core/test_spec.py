@@ -10,7 +10,7 @@ import pytest
 import yaml
 from tests.core.paths import DATA, EXAMPLES, SPIGO
 
-from simiankube.spec import (
+from simiankube.model.spec import (
     DEFAULT_REGION_NAMES,
     PACKAGES,
     SpecError,

@@ -9,9 +9,9 @@ import pytest
 from tests.core.paths import SPIGO
 
 from simiankube import contract
-from simiankube.naming import bounded, kube_name
-from simiankube.spec import SpecError, load_file, parse_document
-from simiankube.topology import expand, scaled_count
+from simiankube.model.naming import bounded, kube_name
+from simiankube.model.spec import SpecError, load_file, parse_document
+from simiankube.model.topology import expand, scaled_count
 
 
 @pytest.mark.parametrize(("regions", "instances"), [(1, 65), (2, 129), (6, 385)])

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from simiankube import contract
-from simiankube.localrun import Planned, plan
-from simiankube.runreport import parse_scrape
-from simiankube.spec import parse_document
+from simiankube.localrun.runner import Planned, plan
+from simiankube.localrun.report import parse_scrape
+from simiankube.model.spec import parse_document
 from simiankube.testing.wait import wait_for
-from simiankube.topology import expand
+from simiankube.model.topology import expand
 
 FAST = {"latency": {"distribution": "constant", "meanMs": 0}}
 
@@ -83,7 +83,7 @@ class Mesh:
         spec = self.tmp / f"worker-{len(self.processes)}.json"
         spec.write_text(json.dumps({"parent": os.getpid(), "launches": [asdict(m.launch) for m in members]}))
         log = open(self.tmp / f"worker-{len(self.processes)}.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", "simiankube.runworker", str(spec)],
+        process = subprocess.Popen([sys.executable, "-m", "simiankube.localrun.worker", str(spec)],
                                    stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
         self.processes.append(process)
         for member in members:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from simiankube import contract
-from simiankube.localrun import pick_addresses
+from simiankube.localrun.runner import pick_addresses
 from simiankube.testing.wait import wait_for
 
 from tests.nanoservice.conftest import FAST, Mesh, http

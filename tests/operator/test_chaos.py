@@ -12,7 +12,7 @@ from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, parse_body
 from simiankube.operator.status import WorkloadState
 from simiankube.operator.tracking import StatusKeeper, WorkloadView, index_workload
-from simiankube.spec import Chaos
+from simiankube.model.spec import Chaos
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
 OWNER = Owner("demo", "lamp", "arch-uid")

@@ -23,10 +23,10 @@ from simiankube.operator.reconcile import ANNOTATION_APPLIED_HASH
 from simiankube.operator.testing import OperatorProcess, install_crd, install_operator_identity
 from simiankube.render import RenderSettings, render
 from simiankube.cli import main
-from simiankube.spec import parse_document
+from simiankube.model.spec import parse_document
 from simiankube.testing.controlplane import ControlPlane, RigError
 from simiankube.testing.wait import wait_for
-from simiankube.topology import expand
+from simiankube.model.topology import expand
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM = "sk-operator-system"

@@ -11,7 +11,7 @@ import yaml
 
 from simiankube import contract
 from simiankube.operator.reconcile import ANNOTATION_APPLIED_HASH, Owner, build_children, parse_body, reconcile
-from simiankube.spec import SpecError
+from simiankube.model.spec import SpecError
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = "example/nanoservice:test"

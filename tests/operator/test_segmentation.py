@@ -15,8 +15,8 @@ from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner
 from simiankube.operator.segmentation import POLL_SECONDS, SegmentationVerifier, Settle, judge
 from simiankube.operator.tracking import StatusKeeper
-from simiankube.reachability import ContainerPort, Namespace, Pod
-from simiankube.verify import ProbeResult, ProbeTarget, VerificationReport, verify
+from simiankube.segmentation.reachability import ContainerPort, Namespace, Pod
+from simiankube.segmentation.verify import ProbeResult, ProbeTarget, VerificationReport, verify
 
 from .conftest import FakeKube
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from simiankube.cli import main
-from simiankube.netpol_cli import EXIT_CLUSTER
+from simiankube.cli.segmentation import EXIT_CLUSTER
 
 ROOT = Path(__file__).resolve().parents[2]
-LAMP = str(ROOT.parent / "shared" / "architectures" / "spigo" / "lamp_arch.json")
+LAMP = str(ROOT / "architectures" / "spigo" / "lamp_arch.json")
 
 
 def test_explain_prints_the_service_truth_table(capsys: pytest.CaptureFixture[str]) -> None:

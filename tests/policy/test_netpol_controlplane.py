@@ -9,18 +9,18 @@ from typing import Any
 import yaml
 from kubernetes_asyncio import client, config
 
-from simiankube.netpol_kube import read_namespace
-from simiankube.reachability import Model
+from simiankube.segmentation.kube import read_namespace
+from simiankube.segmentation.reachability import Model
 from simiankube.render import RenderSettings, render
-from simiankube.spec import load_file
-from simiankube.topology import expand
+from simiankube.model.spec import load_file
+from simiankube.model.topology import expand
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "segmentation-test"
 
 
 def rendered_policies() -> list[dict[str, Any]]:
-    arch = load_file(ROOT.parent / "shared" / "architectures" / "spigo" / "netflixoss_arch.json")
+    arch = load_file(ROOT / "architectures" / "spigo" / "netflixoss_arch.json")
     objects = render(expand(arch), RenderSettings(namespace=NAMESPACE))
     return [o for o in objects if o["kind"] == "NetworkPolicy"]
 

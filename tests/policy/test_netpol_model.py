@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from simiankube.reachability import (
+from simiankube.segmentation.reachability import (
     ContainerPort,
     Model,
     Namespace,

@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 
 from simiankube import contract
-from simiankube.generate import generate
-from simiankube.policy import CLIENTS, DNS_TARGETS, METRICS, expected_service_matrix, scenario
-from simiankube.reachability import ALLOWED, BLOCKED
+from simiankube.model.generate import generate
+from simiankube.segmentation.scenario import CLIENTS, DNS_TARGETS, METRICS, expected_service_matrix, scenario
+from simiankube.segmentation.reachability import ALLOWED, BLOCKED
 from simiankube.render import RenderSettings, render
 from simiankube.render.networkpolicies import build_network_policies, entry_services
-from simiankube.spec import Architecture, Segmentation, load_file, parse_document
-from simiankube.topology import expand
+from simiankube.model.spec import Architecture, Segmentation, load_file, parse_document
+from simiankube.model.topology import expand
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted(
-    [*(ROOT.parent / "shared" / "architectures" / "spigo").glob("*_arch.json"), *(ROOT / "architectures").rglob("*.yaml")]
+    [*(ROOT / "architectures" / "spigo").glob("*_arch.json"), *(ROOT / "architectures").rglob("*.yaml")]
 )
 
 

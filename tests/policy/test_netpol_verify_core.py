@@ -9,9 +9,9 @@ from typing import Any
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from simiankube.netpol_kube import PodProxyProber, newest_creation, pod_from_api, probeable, settle_remaining
-from simiankube.reachability import ContainerPort, Namespace, Pod
-from simiankube.verify import ProbeResult, ProbeTarget, enforcement, verify
+from simiankube.segmentation.kube import PodProxyProber, newest_creation, pod_from_api, probeable, settle_remaining
+from simiankube.segmentation.reachability import ContainerPort, Namespace, Pod
+from simiankube.segmentation.verify import ProbeResult, ProbeTarget, enforcement, verify
 
 PODS = [Pod("ns", name, {"app": name}, f"10.0.0.{i + 1}", (ContainerPort(8080, "TCP", "http"),))
         for i, name in enumerate(("a", "b"))]

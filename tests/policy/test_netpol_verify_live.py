@@ -28,14 +28,14 @@ import aiohttp
 import pytest
 
 from simiankube import contract
-from simiankube.netpol_cli import EXIT_MISMATCH, EXIT_NOT_ENFORCED, exit_code
-from simiankube.policy import pods_from_objects
-from simiankube.reachability import Model, Namespace, Pod
+from simiankube.cli.segmentation import EXIT_MISMATCH, EXIT_NOT_ENFORCED, exit_code
+from simiankube.segmentation.scenario import pods_from_objects
+from simiankube.segmentation.reachability import Model, Namespace, Pod
 from simiankube.render import RenderSettings, render
-from simiankube.spec import parse_document
+from simiankube.model.spec import parse_document
 from simiankube.testing.wait import wait_for
-from simiankube.topology import expand
-from simiankube.verify import ProbeResult, ProbeTarget, parse_probe_response, probe_request, verify
+from simiankube.model.topology import expand
+from simiankube.segmentation.verify import ProbeResult, ProbeTarget, parse_probe_response, probe_request, verify
 
 NAMESPACE = "shop"
 SUBNET = "127.0.93"

@@ -8,7 +8,7 @@ import random
 from prometheus_client import generate_latest
 
 from simiankube.nanoservice.metrics import Metrics
-from simiankube.runreport import (
+from simiankube.localrun.report import (
     Report,
     TrafficStats,
     _parse_scrape_slow,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from simiankube.testing.wait import wait_for
 
-ARCHITECTURES = Path(__file__).parents[2] / ".." / "shared" / "architectures" / "spigo"
+ARCHITECTURES = Path(__file__).resolve().parents[2] / "architectures" / "spigo"
 
 
 def run(*args: str, timeout: float = 90) -> dict:  # type: ignore[type-arg]

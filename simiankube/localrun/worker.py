@@ -1,6 +1,6 @@
 """A worker process of `simiankube run`: hosts several nanoservice instances.
 
-`python -m simiankube.runworker SPEC.json` where SPEC holds the runner's pid
+`python -m simiankube.localrun.worker SPEC.json` where SPEC holds the runner's pid
 and a list of `Launch`es. The worker dies with its runner, however the runner
 ends: the kernel sends SIGKILL when the parent goes (PR_SET_PDEATHSIG), and a
 runner that was already gone before that was armed is caught by comparing

@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from simiankube import cli
-from simiankube.policy import explain_json, scenario
-from simiankube.reachability import LEGEND
+from simiankube.cli import common
+from simiankube.segmentation.scenario import explain_json, scenario
+from simiankube.segmentation.reachability import LEGEND
 from simiankube.render import RenderSettings
-from simiankube.spec import load_file
-from simiankube.topology import expand
-from simiankube.verify import VerificationReport
+from simiankube.model.spec import load_file
+from simiankube.model.topology import expand
+from simiankube.segmentation.verify import VerificationReport
 
 EXIT_MISMATCH = 3
 EXIT_NOT_ENFORCED = 4
@@ -28,11 +28,11 @@ EXIT_CLUSTER = 5
 
 
 def cmd_policy_explain(args: argparse.Namespace) -> int:
-    arch = cli.load(args)
+    arch = common.load(args)
     case = scenario(expand(arch), RenderSettings(namespace=args.namespace))
     matrix = case.matrix(case.model(), by_pod=args.pods)
     if args.output == "json":
-        sys.stdout.write(cli.dump(explain_json(case, matrix), "json"))
+        sys.stdout.write(common.dump(explain_json(case, matrix), "json"))
         return 0
     level = "pod" if args.pods else "service"
     print(f"architecture {arch.resource_name}: {len(case.policies)} NetworkPolicies "
@@ -49,7 +49,7 @@ def architecture_name(value: str) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from simiankube.netpol_kube import verify_with_kubeconfig  # the Kubernetes client only where needed
+    from simiankube.segmentation.kube import verify_with_kubeconfig  # the Kubernetes client only where needed
 
     name = architecture_name(args.architecture)
     options: dict[str, Any] = {"by_pod": args.pods, "settle_seconds": args.settle, "timeout_ms": args.timeout_ms}
@@ -83,11 +83,11 @@ def register(commands: Any) -> None:
                     "are pods matching segmentation.clientsFrom and metricsFrom; the kube-dns columns are "
                     "cluster DNS.",
     )
-    cli.add_file_argument(p)
-    cli.add_scale_arguments(p)
+    common.add_file_argument(p)
+    common.add_scale_arguments(p)
     p.add_argument("-n", "--namespace", default="default", help="namespace of the objects (default %(default)s)")
     p.add_argument("--pods", action="store_true", help="one row and column per instance instead of per service")
-    cli.add_output_argument(p, ("text", "json"))
+    common.add_output_argument(p, ("text", "json"))
     p.set_defaults(handler=cmd_policy_explain)
 
     p = commands.add_parser(

@@ -9,60 +9,35 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
-from typing import Any
 
-import yaml
 
-from simiankube import generate as generator
+from simiankube.model import generate as generator
+from simiankube.cli.common import add_file_argument, add_output_argument, add_scale_arguments, dump, load
 from simiankube.render import RenderSettings, render
-from simiankube.spec import Architecture, SpecError, load_file, to_resource
-from simiankube.topology import expand
+from simiankube.model.spec import SpecError, load_file, to_resource
+from simiankube.model.topology import expand
 
 EXIT_INVALID = 1
 
-# Commands that other components add: each module has `register(subparsers)`.
-EXTENSIONS: tuple[str, ...] = ("simiankube.netpol_cli", "simiankube.localrun", "simiankube.operator.cli")
+# Commands that other parts add: each module has `register(subparsers)`. Listed with the
+# commands they add, so a command whose extra is not installed still shows in --help and says
+# what to install instead of breaking the whole CLI.
+EXTENSIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("simiankube.cli.segmentation", ("policy", "verify")),
+    ("simiankube.cli.run", ("run",)),
+    ("simiankube.operator.cli", ("operator",)),
+)
+# Which extra brings each third-party package a command may need.
+EXTRA_OF = {
+    "aiohttp": "nanoservice", "prometheus_client": "nanoservice", "uvloop": "nanoservice",
+    "kopf": "operator", "kubernetes_asyncio": "operator",
+}
+EXIT_MISSING_EXTRA = 3
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def dump(data: Any, output: str) -> str:
-    """Machine-readable output in the format the user asked for."""
-    if output == "json":
-        return json.dumps(data, indent=2, sort_keys=False) + "\n"
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    if isinstance(data, list):
-        return yaml.dump_all(data, Dumper=dumper, sort_keys=False, default_flow_style=False)
-    return yaml.dump(data, Dumper=dumper, sort_keys=False, default_flow_style=False)
-
-
-def load(args: argparse.Namespace) -> Architecture:
-    """The architecture named on the command line, with --scale/--regions applied."""
-    arch = load_file(args.file)
-    percent = getattr(args, "scale", None)
-    regions = getattr(args, "regions", None)
-    if percent is not None or regions is not None:
-        arch = arch.with_scale(percent, regions)
-    for warning in arch.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return arch
-
-
-def add_file_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", metavar="FILE", help="an Architecture CR (YAML/JSON) or a spigo *_arch.json file")
-
-
-def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scale", type=int, metavar="PCT", help="scale every count by PCT percent (spigo -p)")
-    parser.add_argument("--regions", type=int, metavar="N", help="multiply every service's regions by N (spigo -w)")
-
-
-def add_output_argument(parser: argparse.ArgumentParser, choices: Sequence[str] = ("yaml", "json")) -> None:
-    parser.add_argument("-o", "--output", choices=choices, default=choices[0], help="output format (default %(default)s)")
 
 
 # -- commands -----------------------------------------------------------------
@@ -161,9 +136,30 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_argument(p)
     p.set_defaults(handler=cmd_generate)
 
-    for module in EXTENSIONS:
-        importlib.import_module(module).register(commands)
+    for module, names in EXTENSIONS:
+        try:
+            importlib.import_module(module).register(commands)
+        except ModuleNotFoundError as err:
+            for name in names:
+                hint = missing_extra(err)
+                placeholder = commands.add_parser(name, help=f"(not installed: {hint})", description=hint)
+                placeholder.add_argument("ignored", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+                placeholder.set_defaults(handler=lambda _args, hint=hint: fail_missing(hint))
     return parser
+
+
+def missing_extra(err: ModuleNotFoundError) -> str:
+    """What to install for a command whose third-party package is missing."""
+    package = (err.name or "").split(".")[0]
+    if package not in EXTRA_OF:
+        raise err
+    extra = EXTRA_OF[package]
+    return f"this command needs {package}: pip install 'simiankube[{extra}]' (or 'simiankube[all]')"
+
+
+def fail_missing(hint: str) -> int:
+    print(f"error: {hint}", file=sys.stderr)
+    return EXIT_MISSING_EXTRA
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -174,9 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_INVALID
+    except ModuleNotFoundError as err:  # a command that imports its extra's packages lazily
+        return fail_missing(missing_extra(err))
     except KeyboardInterrupt:
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,8 +17,9 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from simiankube import contract, netpol_kube
-from simiankube.verify import VerificationReport
+from simiankube import contract
+from simiankube.segmentation.kube import verify_namespace
+from simiankube.segmentation.verify import VerificationReport
 
 Object = dict[str, Any]
 WriteObserver = Callable[[str, str], None]  # (verb, kind)
@@ -171,13 +172,13 @@ class Kube:
 
     async def verify_segmentation(self, namespace: str, architecture: str,
                                   settle: Callable[[float], Awaitable[None]]) -> VerificationReport:
-        """Verify the namespace's segmentation live (`simiankube.netpol_kube`): reads and pod-proxy probes.
+        """Verify the namespace's segmentation live (`simiankube.segmentation.kube`): reads and pod-proxy probes.
 
         ``architecture`` is the resource name (the pods' architecture label);
         ``settle`` waits until the newest NetworkPolicy may have taken effect.
         """
         try:
-            return await netpol_kube.verify_namespace(self._api, namespace, architecture, sleep=settle)
+            return await verify_namespace(self._api, namespace, architecture, sleep=settle)
         except ApiException as err:
             raise KubeError(int(err.status or 0), _reason(err)) from None
         except OSError as err:

@@ -24,7 +24,7 @@ from simiankube import contract
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, parse_body
 from simiankube.operator.tracking import StatusKeeper, WorkloadView
-from simiankube.spec import Architecture, Chaos, SpecError
+from simiankube.model.spec import Architecture, Chaos, SpecError
 
 # Stop measuring a recovery that never completes; the next kill waits for it.
 RECOVERY_TIMEOUT_SECONDS = 600.0

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from simiankube import contract
-from simiankube.naming import bounded
-from simiankube.spec import Architecture, Service, SpecError, quote
+from simiankube.model.naming import bounded
+from simiankube.model.spec import Architecture, Service, SpecError, quote
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Every interval, while the Architecture is rolled out (``Ready`` or
 ``Degraded``), the verifier asks the live namespace through the existing
-core (`simiankube.netpol_kube.verify_namespace`, reached via the operator's
+core (`simiankube.segmentation.kube.verify_namespace`, reached via the operator's
 ``Kube``): the expected matrix from the NetworkPolicies present, observed by
 probes through the pod proxy. The result goes to ``status.segmentation``
 (through the ``StatusKeeper``, the one writer of status), to gauges and a
@@ -26,8 +26,8 @@ from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, parse_body
 from simiankube.operator.status import condition
 from simiankube.operator.tracking import StatusKeeper
-from simiankube.spec import Architecture, SpecError
-from simiankube.verify import VerificationReport
+from simiankube.model.spec import Architecture, SpecError
+from simiankube.segmentation.verify import VerificationReport
 
 # Longest single wait: an interval shortened in the spec, or readiness reached, is noticed this soon.
 POLL_SECONDS = 5.0

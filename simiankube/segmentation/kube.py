@@ -20,8 +20,8 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient, ApiException
 
 from simiankube import contract
-from simiankube.reachability import ContainerPort, Namespace, Pod
-from simiankube.verify import ProbeResult, ProbeTarget, VerificationReport, parse_probe_response, probe_request, verify
+from simiankube.segmentation.reachability import ContainerPort, Namespace, Pod
+from simiankube.segmentation.verify import ProbeResult, ProbeTarget, VerificationReport, parse_probe_response, probe_request, verify
 
 DEFAULT_SETTLE_SECONDS = 5.0  # as cyclonus: policies take effect asynchronously in the dataplane
 DEFAULT_TIMEOUT_MS = 1000

@@ -29,7 +29,7 @@ from simiankube.operator.segmentation import SegmentationVerifier
 from simiankube.operator.status import Status, WorkloadState, build_status, transition_events
 from simiankube.operator.tracking import StatusKeeper, WorkloadView
 from simiankube.render import RenderSettings
-from simiankube.spec import SpecError
+from simiankube.model.spec import SpecError
 
 RETRY_DELAY_SECONDS = 10.0
 

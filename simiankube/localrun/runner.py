@@ -13,7 +13,6 @@ Traffic sources start last, once everything they call is ready.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -31,15 +30,14 @@ from typing import Any, TextIO
 import aiohttp
 
 from simiankube import contract
-from simiankube.cli import add_file_argument, add_output_argument, add_scale_arguments, load
 from simiankube.nanoservice.launch import Launch
 from simiankube.nanoservice.resolver import HostEntry, hosts_table_json
-from simiankube.policy import expected_service_matrix
+from simiankube.segmentation.scenario import expected_service_matrix
 from simiankube.render import RenderSettings, render
 from simiankube.render.nanoconfig import build_target, instance_host
-from simiankube.runreport import Report, Scrape, build_report, combine, format_text, parse_scrape
-from simiankube.spec import TRAFFIC_SOURCE_PACKAGES, Architecture
-from simiankube.topology import Instance, Topology, expand
+from simiankube.localrun.report import Report, Scrape, build_report, combine, parse_scrape
+from simiankube.model.spec import TRAFFIC_SOURCE_PACKAGES, Architecture
+from simiankube.model.topology import Instance, Topology, expand
 
 READY_TIMEOUT = 60.0  # seconds for every instance of a process to answer /readyz
 RESTART_DELAY = 2.0  # the victim comes back this long after the kill, like a ReplicaSet's new pod
@@ -211,7 +209,7 @@ class LocalRun:
         spec.write_text(json.dumps({"parent": os.getpid(), "launches": [asdict(m.launch) for m in worker.members]}))
         with open(self.workdir / f"{worker.name}.log", "ab") as log:
             worker.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "simiankube.runworker", str(spec),
+                sys.executable, "-m", "simiankube.localrun.worker", str(spec),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=log,
                 start_new_session=True,  # Ctrl-C reaches the runner only; it stops workers in order
             )
@@ -370,57 +368,3 @@ async def run_architecture(
         victim = choose_victim(arch, topology, seed) if chaos else ""
         run = LocalRun(arch, topology, assign_workers(planned, victim, workers), workdir, duration, progress, victim)
         return await run.execute()
-
-
-def parse_duration(text: str) -> float:
-    """`10`, `10s`, `2m`, `500ms` → seconds."""
-    units = (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0))
-    for suffix, factor in units:
-        if text.endswith(suffix) and text[: -len(suffix)].replace(".", "", 1).isdigit():
-            return float(text[: -len(suffix)]) * factor
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (examples: 30, 30s, 2m)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"duration must be positive, got {text!r}")
-    return value
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    arch = load(args)
-    zipkin_file = args.zipkin_file
-    if zipkin_file is None:
-        zipkin_file = str(Path(tempfile.gettempdir()) / f"simiankube-{arch.resource_name}-{os.getpid()}.zipkin.jsonl")
-    try:
-        report = asyncio.run(run_architecture(
-            arch, duration=args.duration, seed=args.seed, chaos=args.chaos, zipkin_file=zipkin_file,
-            workers=args.workers, progress=sys.stderr,
-        ))
-    except RunError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    sys.stdout.write(report.to_json() if args.output == "json" else format_text(report))
-    return 0
-
-
-def register(commands: Any) -> None:
-    p = commands.add_parser(
-        "run", help="run an architecture on this machine, no cluster needed",
-        description="Run every instance as a real nanoservice on its own loopback address, send traffic, "
-                    "kill the victim at half time (chaos), and report per-service figures.",
-    )
-    add_file_argument(p)
-    add_scale_arguments(p)
-    p.add_argument("--duration", type=parse_duration, default=10.0, metavar="D",
-                   help="how long traffic runs: 30, 30s, 2m (default 10s)")
-    p.add_argument("--seed", type=int, default=1, help="seed of latency draws, routing and the victim (default 1)")
-    p.add_argument("--chaos", action=argparse.BooleanOptionalAction, default=True,
-                   help="kill one instance of the victim at half time and restart it (default on)")
-    p.add_argument("--zipkin-file", metavar="PATH", default=None,
-                   help="where spans go (Zipkin v2 JSON lines; default a file in the temp dir; '' for none)")
-    p.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)), metavar="N",
-                   help="processes sharing the instances, besides the traffic source's and the victim's "
-                        "(default: one per core, at most 2)")
-    add_output_argument(p, ("table", "json"))
-    p.set_defaults(handler=cmd_run)

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from simiankube import contract
-from simiankube.reachability import NAMESPACE_NAME_LABEL, ContainerPort, Matrix, Model, Namespace, Pod, Target
+from simiankube.segmentation.reachability import NAMESPACE_NAME_LABEL, ContainerPort, Matrix, Model, Namespace, Pod, Target
 from simiankube.render import RenderSettings, render
 from simiankube.render.networkpolicies import DNS_PORT, KUBE_DNS_LABELS, KUBE_SYSTEM
-from simiankube.spec import Architecture
-from simiankube.topology import Topology, expand
+from simiankube.model.spec import Architecture
+from simiankube.model.topology import Topology, expand
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 POD_NETWORK = ipaddress.ip_network("10.244.0.0/16")  # kind's default pod CIDR, for synthetic IPs

@@ -20,7 +20,7 @@ import yaml
 
 from simiankube import contract
 from simiankube.contract import Behavior, Latency, Traffic
-from simiankube.naming import bounded, kube_name
+from simiankube.model.naming import bounded, kube_name
 
 PACKAGES = (
     "denominator",

@@ -20,8 +20,8 @@ from typing import Any, Protocol
 from simiankube import contract
 from simiankube.operator.kube import CHILD_KINDS, LiveObject, Object
 from simiankube.render import RenderSettings, render
-from simiankube.spec import Architecture, parse_document
-from simiankube.topology import expand
+from simiankube.model.spec import Architecture, parse_document
+from simiankube.model.topology import expand
 
 # The hash of the applied object (without this annotation), compared before every apply.
 ANNOTATION_APPLIED_HASH = f"{contract.API_GROUP}/applied-hash"

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simiankube import contract
-from simiankube.reachability import (
+from simiankube.segmentation.reachability import (
     ALLOWED,
     BLOCKED,
     LEGEND,

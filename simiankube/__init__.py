@@ -1,1 +1,0 @@
-"""simiankube: spigo architectures on real Kubernetes."""

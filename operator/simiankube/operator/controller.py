@@ -9,6 +9,7 @@ retryable API error is a TemporaryError, anything else a PermanentError.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -32,6 +33,13 @@ from simiankube.render import RenderSettings
 from simiankube.model.spec import SpecError
 
 RETRY_DELAY_SECONDS = 10.0
+CRD_POLL_SECONDS = 2.0
+CRD_LOG_SECONDS = 15.0
+log = logging.getLogger(__name__)
+
+
+class NotServed(Exception):
+    """The Architecture CRD is not served: the operator exits so that its pod restarts."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,9 @@ class OperatorConfig:
     apply_concurrency: int = 16  # parallel applies within one kind (1,000 services in seconds, not minutes)
     status_delay_seconds: float = 1.0  # workload events within this window make one status write
     chaos_mode: str = "on"  # on | dry-run | off: an operator-wide switch over every spec.chaos
+    # How long startup waits for the CRD to be served before exiting non-zero (below the chart's
+    # liveness budget of ~70 s, so the clear message, not the probe, ends the pod).
+    crd_timeout_seconds: float = 60.0
 
 
 def now() -> datetime:
@@ -84,6 +95,32 @@ class Controller:
         kube = await Kube.connect(config.field_manager, metrics.count_write)
         runner = await metrics_module.serve(metrics, config.metrics_port) if config.metrics_port else None
         return cls(config, kube, metrics, runner)
+
+    async def wait_until_served(self, timeout: float) -> None:
+        """Return once the API server serves Architectures; raise NotServed after ``timeout`` seconds.
+
+        kopf discovers its resources once, right after startup: an operator
+        started before its CRD would otherwise never serve Architectures.
+        """
+        started = time.monotonic()
+        logged = -CRD_LOG_SECONDS
+        problem = "not in the API server's discovery"
+        while True:
+            try:
+                if await self.kube.serves(contract.KIND):
+                    return
+            except KubeError as err:
+                problem = f"discovery failed: {err}"
+            waited = time.monotonic() - started
+            if waited >= timeout:
+                raise NotServed(
+                    f"the CRD {contract.PLURAL}.{contract.API_GROUP} is not served ({problem}) after {timeout:g} s: "
+                    "install crds/architecture.yaml (the Helm chart's crds/) and the operator serves it on restart")
+            if waited - logged >= CRD_LOG_SECONDS:
+                log.warning("waiting for the CRD %s.%s to be served (%s); giving up after %g s",
+                            contract.PLURAL, contract.API_GROUP, problem, timeout)
+                logged = waited
+            await asyncio.sleep(CRD_POLL_SECONDS)
 
     async def close(self) -> None:
         await self.keeper.close()

@@ -13,7 +13,7 @@ import kopf
 
 from simiankube import contract
 from simiankube.operator.chaos import Sleep
-from simiankube.operator.controller import Controller, OperatorConfig
+from simiankube.operator.controller import Controller, NotServed, OperatorConfig
 from simiankube.operator.tracking import WorkloadView, index_workload
 
 ARCHITECTURES = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
@@ -35,6 +35,10 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     # next to kubectl's last-applied annotation in the 256 kB that all annotations share.
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage()
     memo.controller = await Controller.start(config)
+    try:
+        await memo.controller.wait_until_served(config.crd_timeout_seconds)
+    except NotServed as err:
+        raise kopf.PermanentError(str(err)) from err
 
 
 @kopf.on.cleanup()

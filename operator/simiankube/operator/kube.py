@@ -146,6 +146,18 @@ class Kube:
             raise
         return result
 
+    async def serves(self, kind: str) -> bool:
+        """Whether the API server serves this kind now (discovery, which every authenticated user may read)."""
+        resource = RESOURCES[kind]
+        root = f"/apis/{resource.group}/{resource.version}" if resource.group else f"/api/{resource.version}"
+        try:
+            result = await self._call("GET", root)
+        except KubeError as err:
+            if err.status == 404:
+                return False
+            raise
+        return any(item.get("name") == resource.plural for item in result.get("resources") or [])
+
     async def list_objects(self, kind: str, namespace: str, selector: str) -> list[Object]:
         result = await self._call("GET", RESOURCES[kind].path(namespace), query=[("labelSelector", selector)])
         return list(result.get("items") or [])

@@ -36,6 +36,8 @@ def register(commands: Any) -> None:
                    help="parallel server-side applies (default %(default)s)")
     p.add_argument("--chaos", choices=CHAOS_MODES, default=OperatorConfig.chaos_mode,
                    help="operator-wide chaos switch: on, dry-run (never delete) or off (default %(default)s)")
+    p.add_argument("--no-verification", dest="verification", action="store_false",
+                   help="never run periodic segmentation verification (the chart then grants no pods/proxy)")
     p.add_argument("--crd-timeout", type=float, default=OperatorConfig.crd_timeout_seconds, metavar="SECONDS",
                    help="wait this long at startup for the Architecture CRD to be served, then exit 1 "
                         "(default %(default)s)")
@@ -52,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         apply_concurrency=args.apply_concurrency,
         chaos_mode=args.chaos,
         crd_timeout_seconds=args.crd_timeout,
+        verification=args.verification,
     )
     importlib.import_module("simiankube.operator.handlers")  # registers the handlers
     kopf.configure(verbose=args.verbose)

@@ -1,8 +1,19 @@
+{{/* The chart's name, or nameOverride. */}}
+{{- define "simiankube.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The name of every object: fullnameOverride, else <release>-<name> (just <release> when it holds the name). */}}
 {{- define "simiankube.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "simiankube.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -11,7 +22,7 @@
 {{- end -}}
 
 {{- define "simiankube.selectorLabels" -}}
-app.kubernetes.io/name: {{ .Chart.Name }}-operator
+app.kubernetes.io/name: {{ include "simiankube.name" . }}-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 

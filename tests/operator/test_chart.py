@@ -7,6 +7,7 @@ they run in the quick loop; without any helm they are skipped, saying why.
 from __future__ import annotations
 
 import shutil
+from importlib import resources
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 def test_chart_crd_is_the_crd() -> None:
     assert (CHART / "crds" / "architecture.yaml").read_text() == (REPO / "crds" / "architecture.yaml").read_text()
+
+
+def test_the_package_ships_the_crd() -> None:
+    """pyproject's package data: `kubectl apply` works from an installed wheel too."""
+    packaged = resources.files("simiankube.operator").joinpath("crd.yaml").read_text()
+    assert packaged == (REPO / "crds" / "architecture.yaml").read_text()
 
 
 def test_helm_lint(helm_bin: Path) -> None:

@@ -46,6 +46,7 @@ Handler = Callable[[argparse.Namespace], int]
 def cmd_validate(args: argparse.Namespace) -> int:
     arch = load(args)
     topology = expand(arch)
+    render(topology, RenderSettings())  # rendered names must be unique: SpecError otherwise
     summary = {
         "architecture": arch.resource_name,
         "valid": True,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from simiankube import contract
+from simiankube.model.spec import SpecError, quote
 from simiankube.render.nanoconfig import build_nanoservice_config
 from simiankube.render.networkpolicies import build_network_policies
 from simiankube.render.objects import build_config_map, build_services, build_workload
@@ -29,4 +31,29 @@ def render(topology: Topology, settings: RenderSettings) -> list[dict[str, Any]]
         objects.extend(build_services(topology, placement, settings))
         objects.append(build_workload(topology, placement, config_json, settings))
     objects.extend(build_network_policies(topology, settings))
+    check_unique_names(topology, objects)
     return sorted(objects, key=lambda o: (KIND_ORDER.index(o["kind"]), o["metadata"]["name"]))
+
+
+def check_unique_names(topology: Topology, objects: list[dict[str, Any]]) -> None:
+    """Every rendered object is one Kubernetes object: two with one kind and name would overwrite each other.
+
+    Raises SpecError naming both services (e.g. ``db`` renders the Service
+    ``<arch>-db-peers``, which service ``db-peers`` renders too).
+    """
+    index = {service.name: i for i, service in enumerate(topology.architecture.services)}
+    first: dict[tuple[str, str], str] = {}
+    problems = []
+    for obj in objects:
+        key = (obj["kind"], obj["metadata"]["name"])
+        source = (obj["metadata"].get("annotations") or {}).get(contract.ANNOTATION_SPIGO_NAME, "")
+        if key not in first:
+            first[key] = source
+            continue
+        at = f"services[{index[source]}].name" if source in index else "metadata.name"
+        problems.append(
+            f"{at}: {quote(source or topology.architecture.resource_name)} renders the {key[0]} {quote(key[1])}, "
+            f"which {quote(first[key] or topology.architecture.resource_name)} renders too; rename one of them"
+        )
+    if problems:
+        raise SpecError(problems)

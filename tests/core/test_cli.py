@@ -46,6 +46,19 @@ def test_validate_good_and_bad() -> None:
     assert usage.returncode == 2
 
 
+def test_validate_rejects_clashing_object_names(tmp_path: Path) -> None:
+    path = tmp_path / "clash.yaml"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "simiankube.io/v1alpha1", "kind": "Architecture", "metadata": {"name": "shop"},
+        "spec": {"arch": "shop", "services": [{"name": "db", "package": "store"},
+                                              {"name": "db-peers", "package": "store"}]},
+    }))
+    result = simiankube("validate", str(path))
+    assert result.returncode == 1
+    assert 'services[1].name: "db-peers" renders the Service "shop-db-peers"' in result.stderr
+    assert result.stdout == ""
+
+
 def test_render_outputs_yaml_and_json() -> None:
     as_json = json.loads(simiankube("render", str(ROOT / "architectures/lamp.yaml"), "-n", "x", "-o", "json").stdout)
     as_yaml = list(yaml.safe_load_all(simiankube("render", str(ROOT / "architectures/lamp.yaml"), "-n", "x").stdout))

@@ -106,3 +106,26 @@ def test_what_the_schema_rejects_the_model_rejects(path: str, value: Any) -> Non
     assert list(VALIDATOR.iter_errors(document)), "the schema should reject this"
     with pytest.raises(SpecError):
         parse_document(document)
+
+
+def schema_nodes(node: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    nodes = [(path or ".", node)]
+    for key, child in (node.get("properties") or {}).items():
+        nodes += schema_nodes(child, f"{path}.{key}")
+    if "items" in node:
+        nodes += schema_nodes(node["items"], f"{path}[]")
+    return nodes
+
+
+def test_every_field_has_a_description() -> None:
+    """`kubectl explain architecture.spec.services` shows what each field means."""
+    missing = [path for path, node in schema_nodes(VERSION["schema"]["openAPIV3Schema"]) if not node.get("description")]
+    assert missing == []
+
+
+@pytest.mark.parametrize(("path", "key"), [(".spec.services", "name"), (".status.conditions", "type")])
+def test_keyed_lists_are_maps(path: str, key: str) -> None:
+    """Server-side apply merges them by key instead of replacing the whole list."""
+    node = dict(schema_nodes(VERSION["schema"]["openAPIV3Schema"]))[path]
+    assert node["x-kubernetes-list-type"] == "map" and node["x-kubernetes-list-map-keys"] == [key]
+    assert key in node["items"]["required"]

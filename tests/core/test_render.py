@@ -14,7 +14,7 @@ from tests.core.paths import EXAMPLES, ROOT, SPIGO
 from simiankube import contract
 from simiankube.contract import NanoserviceConfig
 from simiankube.render import RenderSettings, render
-from simiankube.model.spec import load_file
+from simiankube.model.spec import SpecError, load_file, parse_document
 from simiankube.model.topology import expand
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -39,7 +39,26 @@ def test_golden(name: str) -> None:
     golden = GOLDEN / f"{name}.yaml"
     if os.environ.get("UPDATE_GOLDEN"):
         golden.write_text(text)
+        pytest.fail(f"rewrote {golden.name}: review the diff, then run again without UPDATE_GOLDEN")
     assert text == golden.read_text()
+
+
+def test_clashing_object_names_are_spec_errors() -> None:
+    """Services `db` and `db-peers` would both render the Service `<arch>-db-peers`."""
+    arch = parse_document({
+        "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}", "kind": contract.KIND,
+        "metadata": {"name": "shop"},
+        "spec": {"arch": "shop", "services": [
+            {"name": "db", "package": "store"},
+            {"name": "web", "package": "karyon", "dependencies": ["db", "db-peers"]},
+            {"name": "db-peers", "package": "store"},
+        ]},
+    })
+    with pytest.raises(SpecError) as raised:
+        render(expand(arch), RenderSettings())
+    assert raised.value.problems == [
+        'services[2].name: "db-peers" renders the Service "shop-db-peers", which "db" renders too; rename one of them'
+    ]
 
 
 def test_render_is_deterministic_and_sorted() -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from simiankube.operator.kube import RESOURCES, KubeError, LiveObject
+from simiankube.operator.kube import CHILD_KINDS, RESOURCES, KubeError, LiveObject
 from simiankube.operator.status import merge_patch
 
 _uids = itertools.count(1)
@@ -44,13 +45,13 @@ class FakeKube:
         labels = obj["metadata"].get("labels") or {}
         return all(labels.get(k) == v for k, v in (term.split("=", 1) for term in selector.split(",")))
 
-    async def list_children(self, namespace: str, selector: str) -> list[LiveObject]:
+    async def list_children(self, namespace: str, selector: str, kinds: Sequence[str] = CHILD_KINDS,
+                            *, whole: bool = True) -> list[LiveObject]:
         return [
-            LiveObject(kind, name, obj["metadata"]["uid"], obj["metadata"].get("annotations") or {},
-                       tuple(r["uid"] for r in obj["metadata"].get("ownerReferences") or []))
+            LiveObject.from_item(kind, copy.deepcopy(obj) if whole else {"metadata": copy.deepcopy(obj["metadata"])},
+                                 whole=whole)
             for (kind, ns, name), obj in sorted(self.objects.items())
-            if ns == namespace and kind in ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment")
-            and self._matches(obj, selector)
+            if ns == namespace and kind in kinds and (not selector or self._matches(obj, selector))
         ]
 
     async def list_objects(self, kind: str, namespace: str, selector: str) -> list[dict[str, Any]]:

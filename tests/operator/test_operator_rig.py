@@ -277,6 +277,84 @@ def test_update_converges_prunes_and_delete_collects(cluster: Cluster) -> None:
              interval=0.5, message="garbage collection of lamp's children")
 
 
+def test_hand_edits_and_deleted_children_are_repaired_within_30_s(cluster: Cluster) -> None:
+    """kubectl scale, an image change, a deleted NetworkPolicy and Service: all restored, with an Event."""
+    namespace = WATCHED[0]
+    body = example("lamp.yaml", scale=20)
+    cluster.apply(namespace, body)
+    cluster.wait_ready(namespace, "lamp")
+    rendered = {(o["kind"], o["metadata"]["name"]): o for o in expected_objects(body, namespace)}
+    workload = "lamp-webserver-us-east-1"
+    replicas = rendered[("Deployment", workload)]["spec"]["replicas"]
+    old_uids = {kind: cluster.get(namespace, kind, name)["metadata"]["uid"]
+                for kind, name in (("networkpolicy", "lamp-webserver"), ("service", workload))}
+    cluster.kubectl("-n", namespace, "scale", "deployment", workload, f"--replicas={replicas + 3}")
+    cluster.kubectl("-n", namespace, "set", "image", f"deployment/{workload}", "nanoservice=example.com/evil:1")
+    cluster.kubectl("-n", namespace, "delete", "networkpolicy", "lamp-webserver", "--wait=true")
+    cluster.kubectl("-n", namespace, "delete", "service", workload, "--wait=true")
+
+    def restored() -> bool:
+        live = {(o["kind"], o["metadata"]["name"]): o for o in cluster.children(namespace, "lamp")}
+        deployment = live[("Deployment", workload)]
+        return (deployment["spec"]["replicas"] == replicas
+                and deployment["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE
+                and ("NetworkPolicy", "lamp-webserver") in live and ("Service", workload) in live)
+
+    wait_for(restored, 30, interval=0.5, message="the hand edits undone")
+    assert cluster.get(namespace, "networkpolicy", "lamp-webserver")["metadata"]["uid"] != old_uids["networkpolicy"]
+    assert cluster.get(namespace, "service", workload)["metadata"]["uid"] != old_uids["service"]
+    event = cluster.wait_event(namespace, "lamp", "Repaired")
+    assert event["type"] == "Normal" and f"Deployment/{workload}" in event["message"]
+    cluster.wait_ready(namespace, "lamp")
+    assert_matches_render(cluster, namespace, body)
+
+
+def small(name: str, service: str) -> Body:
+    return {"apiVersion": "simiankube.io/v1alpha1", "kind": "Architecture", "metadata": {"name": name},
+            "spec": {"arch": name, "services": [{"name": service, "package": "karyon", "count": 1}]}}
+
+
+def wait_not_reconciled(cluster: Cluster, namespace: str, name: str, reason: str) -> Body:
+    def failed() -> Body | None:
+        status = cluster.architecture(namespace, name).get("status") or {}
+        condition: Body = next((c for c in status.get("conditions") or [] if c["type"] == "Reconciled"), {})
+        return condition if condition.get("status") == "False" and condition.get("reason") == reason else None
+
+    return wait_for(failed, 60, interval=0.5, message=f"Reconciled=False ({reason}) on {name}")
+
+
+def test_a_name_another_owner_holds_is_left_untouched(cluster: Cluster) -> None:
+    """shop/cart-api and shop-cart/api render the same names: the newcomer is refused, as AlreadyOwned."""
+    namespace = WATCHED[1]
+    cluster.apply(namespace, small("shop", "cart-api"))
+    cluster.wait_ready(namespace, "shop")
+    before = cluster.get(namespace, "deployment", "shop-cart-api")
+    cluster.apply(namespace, small("shop-cart", "api"))
+    condition = wait_not_reconciled(cluster, namespace, "shop-cart", "AlreadyOwned")
+    assert 'Deployment "shop-cart-api" already exists, controlled by Architecture "shop"' in condition["message"]
+    event = cluster.wait_event(namespace, "shop-cart", "AlreadyOwned")
+    assert event["type"] == "Warning" and 'Architecture "shop"' in event["message"]
+    after = cluster.get(namespace, "deployment", "shop-cart-api")
+    assert after["metadata"]["ownerReferences"] == before["metadata"]["ownerReferences"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert not cluster.children(namespace, "shop-cart"), "nothing partly applied"
+    ready = next(c for c in cluster.architecture(namespace, "shop-cart")["status"]["conditions"]
+                 if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "AlreadyOwned")
+
+    # An object nobody owns is not taken over either; once it is gone, the retry succeeds.
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "lonely-web"}, "data": {"mine": "yes"}}
+    cluster.kubectl("-n", namespace, "create", "-f", "-", input=json.dumps(config))
+    try:
+        cluster.apply(namespace, small("lonely", "web"))
+        condition = wait_not_reconciled(cluster, namespace, "lonely", "AlreadyOwned")
+        assert 'ConfigMap "lonely-web" already exists, not controlled by any owner' in condition["message"]
+        assert cluster.get(namespace, "configmap", "lonely-web")["data"] == {"mine": "yes"}
+    finally:
+        cluster.kubectl("-n", namespace, "delete", "configmap", "lonely-web")
+    cluster.wait_ready(namespace, "lonely")
+
+
 def test_invalid_spec_is_reported_and_changes_nothing(cluster: Cluster) -> None:
     namespace = WATCHED[1]
     body = example("lamp.yaml", scale=20)

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from simiankube import contract
-from simiankube.operator.reconcile import ANNOTATION_APPLIED_HASH, Owner, build_children, parse_body, reconcile
+from simiankube.operator.reconcile import (
+    ANNOTATION_APPLIED_HASH, AlreadyOwned, Owner, build_children, contains, parse_body, reconcile)
 from simiankube.model.spec import SpecError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,3 +120,55 @@ async def test_another_architecture_in_the_namespace_is_untouched(kube: Any) -> 
     riak = {k for k in children(kube)}
     await reconcile(architecture("lamp"), kube, IMAGE, 4)
     assert riak <= children(kube)
+
+
+def shop(name: str, service: str) -> dict[str, Any]:
+    return {"apiVersion": "simiankube.io/v1alpha1", "kind": "Architecture",
+            "metadata": {"name": name, "namespace": "demo", "uid": f"uid-{name}", "generation": 1},
+            "spec": {"arch": name, "services": [{"name": service, "package": "karyon", "count": 1}]}}
+
+
+async def test_a_name_held_by_another_architecture_is_never_taken_over(kube: Any) -> None:
+    await reconcile(shop("shop", "cart-api"), kube, IMAGE, 4)
+    before = copy.deepcopy(kube.objects)
+    kube.writes.clear()
+    with pytest.raises(AlreadyOwned) as caught:
+        await reconcile(shop("shop-cart", "api"), kube, IMAGE, 4)
+    assert kube.writes == [] and kube.objects == before, "nothing partly applied"
+    assert {(c.kind, c.name, c.holder) for c in caught.value.clashes} == {
+        (kind, name, 'Architecture "shop"') for kind, name in (
+            ("NetworkPolicy", "shop-cart-api"), ("ConfigMap", "shop-cart-api"), ("Service", "shop-cart-api"),
+            ("Service", "shop-cart-api-peers"), ("Deployment", "shop-cart-api"))}
+    assert 'Deployment "shop-cart-api" already exists, controlled by Architecture "shop"' in str(caught.value)
+
+
+async def test_a_name_held_by_an_object_without_owner_is_never_taken_over(kube: Any) -> None:
+    kube.add({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop-api", "namespace": "demo"}})
+    with pytest.raises(AlreadyOwned) as caught:
+        await reconcile(shop("shop", "api"), kube, IMAGE, 4)
+    assert [str(c) for c in caught.value.clashes] == ['Service "shop-api" already exists, not controlled by any owner']
+    assert kube.writes == []
+
+
+async def test_hand_edits_are_restored_and_server_defaults_are_not_edits(kube: Any) -> None:
+    body = architecture()
+    await reconcile(body, kube, IMAGE, 4)
+    deployment = kube.objects[("Deployment", "demo", "lamp-webserver-us-east-1")]
+    deployment["spec"]["progressDeadlineSeconds"] = 600  # a server default: not ours, not an edit
+    deployment["spec"]["template"]["spec"].pop("volumes")[0]  # dropped by hand
+    service = kube.objects[("Service", "demo", "lamp-webserver-us-east-1")]
+    service["spec"]["ports"][0]["port"] = 9999
+    kube.writes.clear()
+    outcome = await reconcile(body, kube, IMAGE, 4)
+    assert sorted(outcome.changed) == ["Deployment/lamp-webserver-us-east-1", "Service/lamp-webserver-us-east-1"]
+    assert kube.objects[("Service", "demo", "lamp-webserver-us-east-1")]["spec"]["ports"][0]["port"] != 9999
+    kube.writes.clear()
+    kube.objects[("Deployment", "demo", "lamp-webserver-us-east-1")]["spec"]["progressDeadlineSeconds"] = 600
+    assert (await reconcile(body, kube, IMAGE, 4)).applied == 0 and kube.writes == []
+
+
+def test_contains_ignores_defaults_and_dropped_empty_values() -> None:
+    assert contains({"a": 1, "b": {"c": [1, {"d": 2, "e": 3}]}}, {"a": 1, "b": {"c": [1, {"d": 2}]}, "f": [], "g": False})
+    assert not contains({"a": 1}, {"a": 2})
+    assert not contains({"l": [1, 2]}, {"l": [1]})
+    assert not contains({}, {"x": {"y": 1}})

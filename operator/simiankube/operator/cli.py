@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import sys
 from typing import Any
 
 import kopf
@@ -35,6 +36,11 @@ def register(commands: Any) -> None:
                    help="parallel server-side applies (default %(default)s)")
     p.add_argument("--chaos", choices=CHAOS_MODES, default=OperatorConfig.chaos_mode,
                    help="operator-wide chaos switch: on, dry-run (never delete) or off (default %(default)s)")
+    p.add_argument("--no-verification", dest="verification", action="store_false",
+                   help="never run periodic segmentation verification (the chart then grants no pods/proxy)")
+    p.add_argument("--crd-timeout", type=float, default=OperatorConfig.crd_timeout_seconds, metavar="SECONDS",
+                   help="wait this long at startup for the Architecture CRD to be served, then exit 1 "
+                        "(default %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(handler=run)
 
@@ -47,14 +53,20 @@ def run(args: argparse.Namespace) -> int:
         nanoservice_image=args.nanoservice_image,
         apply_concurrency=args.apply_concurrency,
         chaos_mode=args.chaos,
+        crd_timeout_seconds=args.crd_timeout,
+        verification=args.verification,
     )
     importlib.import_module("simiankube.operator.handlers")  # registers the handlers
     kopf.configure(verbose=args.verbose)
-    kopf.run(
-        standalone=True,  # one replica, no peering objects to grant RBAC for
-        clusterwide=not config.namespaces,
-        namespaces=config.namespaces,
-        liveness_endpoint=config.liveness or None,
-        memo=kopf.Memo(config=config),
-    )
+    try:
+        kopf.run(
+            standalone=True,  # one replica, no peering objects to grant RBAC for
+            clusterwide=not config.namespaces,
+            namespaces=config.namespaces,
+            liveness_endpoint=config.liveness or None,
+            memo=kopf.Memo(config=config),
+        )
+    except Exception as err:  # kopf's (private) ActivityError: a startup handler failed for good
+        print(f"simiankube operator: {err.__cause__ or err}", file=sys.stderr)
+        return 1
     return 0

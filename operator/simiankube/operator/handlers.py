@@ -13,7 +13,7 @@ import kopf
 
 from simiankube import contract
 from simiankube.operator.chaos import Sleep
-from simiankube.operator.controller import Controller, OperatorConfig
+from simiankube.operator.controller import Controller, NotServed, OperatorConfig
 from simiankube.operator.tracking import WorkloadView, index_workload
 
 ARCHITECTURES = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
@@ -24,7 +24,7 @@ VERIFY_CANCELLATION_SECONDS = 10.0
 
 
 @kopf.on.startup()
-async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     config: OperatorConfig = memo.config
     settings.scanning.disabled = True  # no cluster-wide CRD/namespace watching: least privilege
     settings.posting.level = logging.WARNING  # Events are posted explicitly, with reasons
@@ -34,18 +34,20 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     # The last handled spec goes to status.kopf: a 1,000-service spec (~190 kB) would not fit
     # next to kubectl's last-applied annotation in the 256 kB that all annotations share.
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage()
-    memo.controller = await Controller.start(config)
+    # kopf passes its (live) indexes to startup handlers too: the controller keeps the view.
+    memo.controller = await Controller.start(config, WorkloadView(kwargs["deployments_by_owner"],
+                                                                  kwargs["statefulsets_by_owner"]))
+    try:
+        await memo.controller.wait_until_served(config.crd_timeout_seconds)
+    except NotServed as err:
+        raise kopf.PermanentError(str(err)) from err
+    memo.controller.watch_children()
 
 
 @kopf.on.cleanup()
 async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
     if "controller" in memo:
         await memo.controller.close()
-
-
-def workload_view(kwargs: dict[str, Any]) -> WorkloadView:
-    """Both workload indexes, which kopf passes to every handler by their names."""
-    return WorkloadView(kwargs["deployments_by_owner"], kwargs["statefulsets_by_owner"])
 
 
 @kopf.index("apps", "v1", "deployments", labels=WORKLOAD_LABELS)
@@ -61,26 +63,25 @@ async def statefulsets_by_owner(body: kopf.Body, **_: Any) -> Any:
 @kopf.on.resume(*ARCHITECTURES)
 @kopf.on.create(*ARCHITECTURES)
 @kopf.on.update(*ARCHITECTURES)
-async def on_architecture_change(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
-    await memo.controller.reconcile(body, workload_view(kwargs), logger)
+async def on_architecture_change(body: kopf.Body, retry: int, memo: kopf.Memo, logger: kopf.Logger,
+                                 **_: Any) -> None:
+    await memo.controller.reconcile(body, logger, retry=retry)
 
 
 @kopf.on.event(*ARCHITECTURES)
 async def on_architecture_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Children go with the owner (garbage collection); only the memory of it is dropped.
+    """Remembered for the periodic resync; forgotten when gone (children go by garbage collection).
 
     A watch event, not ``on.delete``: without a finalizer an Architecture is gone
     before kopf could call a deletion handler.
     """
-    if type == "DELETED":
-        memo.controller.forget(body)
+    memo.controller.architecture_seen(type, body)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=WORKLOAD_LABELS)
 @kopf.on.event("apps", "v1", "statefulsets", labels=WORKLOAD_LABELS)
-async def on_workload_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger,
-                            **kwargs: Any) -> None:
-    await memo.controller.workload_changed(type, body, workload_view(kwargs), logger)
+async def on_workload_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.workload_changed(body)
 
 
 def chaos_enabled(spec: kopf.Spec, **_: Any) -> bool:
@@ -98,11 +99,13 @@ def stoppable_sleep(stopped: kopf.DaemonStopped) -> Sleep:
 
 
 @kopf.daemon(*ARCHITECTURES, when=chaos_enabled, cancellation_timeout=CHAOS_CANCELLATION_SECONDS)
-async def on_chaos(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **kwargs: Any) -> None:
-    await memo.controller.run_chaos(body, workload_view(kwargs), stoppable_sleep(stopped))
+async def on_chaos(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kopf.Memo, **_: Any) -> None:
+    await memo.controller.run_chaos(body, stoppable_sleep(stopped))
 
 
-def verification_enabled(spec: kopf.Spec, **_: Any) -> bool:
+def verification_enabled(spec: kopf.Spec, memo: kopf.Memo, **_: Any) -> bool:
+    if not memo.config.verification:
+        return False
     interval = (spec.get("segmentation") or {}).get("verifyIntervalSeconds") or 0
     return isinstance(interval, (int, float)) and interval > 0
 

@@ -9,7 +9,7 @@ nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +41,16 @@ class Resource:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
+    @property
+    def root(self) -> str:
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+
+    def collection(self, namespace: str | None) -> str:
+        """The objects of one namespace, or of every namespace (``None``)."""
+        return f"{self.root}/{self.plural}" if namespace is None else self.path(namespace)
+
     def path(self, namespace: str, name: str = "", subresource: str = "") -> str:
-        root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        path = f"{self.root}/namespaces/{namespace}/{self.plural}"
         if name:
             path += f"/{name}"
         if subresource:
@@ -63,6 +70,7 @@ RESOURCES: Mapping[str, Resource] = {
 }
 # Every kind the render step can produce, in apply order (see simiankube.render.KIND_ORDER).
 CHILD_KINDS = ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment")
+WATCH_SECONDS = 300  # one watch request; the next continues from the last resourceVersion seen
 
 
 class KubeError(Exception):
@@ -80,13 +88,32 @@ class KubeError(Exception):
 
 @dataclass(frozen=True)
 class LiveObject:
-    """What the prune plan needs to know about an existing child."""
+    """What the plan needs to know about an existing object of a child kind."""
 
     kind: str
     name: str
     uid: str
     annotations: Mapping[str, str]
     owner_uids: tuple[str, ...]
+    controller: str = ""  # the controlling owner, e.g. 'Architecture "shop"'; "" when none
+    controller_uid: str = ""
+    body: Mapping[str, Any] | None = None  # the whole object; None when only its metadata was listed
+
+    @classmethod
+    def from_item(cls, kind: str, item: Mapping[str, Any], *, whole: bool) -> LiveObject:
+        meta = item["metadata"]
+        refs = meta.get("ownerReferences") or []
+        controller = next((ref for ref in refs if ref.get("controller")), None)
+        return cls(
+            kind=kind,
+            name=meta["name"],
+            uid=meta["uid"],
+            annotations=meta.get("annotations") or {},
+            owner_uids=tuple(ref["uid"] for ref in refs),
+            controller=f"{controller['kind']} {json.dumps(controller['name'])}" if controller else "",
+            controller_uid=str(controller["uid"]) if controller else "",
+            body=item if whole else None,
+        )
 
 
 class Kube:
@@ -146,29 +173,73 @@ class Kube:
             raise
         return result
 
+    async def serves(self, kind: str) -> bool:
+        """Whether the API server serves this kind now (discovery, which every authenticated user may read)."""
+        resource = RESOURCES[kind]
+        try:
+            result = await self._call("GET", resource.root)
+        except KubeError as err:
+            if err.status == 404:
+                return False
+            raise
+        return any(item.get("name") == resource.plural for item in result.get("resources") or [])
+
     async def list_objects(self, kind: str, namespace: str, selector: str) -> list[Object]:
         result = await self._call("GET", RESOURCES[kind].path(namespace), query=[("labelSelector", selector)])
         return list(result.get("items") or [])
 
-    async def list_children(self, namespace: str, selector: str) -> list[LiveObject]:
-        """Every object of a child kind that matches the selector, metadata only."""
-        children = []
-        for kind in CHILD_KINDS:
-            result = await self._call(
-                "GET", RESOURCES[kind].path(namespace), query=[("labelSelector", selector)], accept=METADATA_ACCEPT
-            )
-            for item in result.get("items") or []:
-                meta = item["metadata"]
-                children.append(
-                    LiveObject(
-                        kind=kind,
-                        name=meta["name"],
-                        uid=meta["uid"],
-                        annotations=meta.get("annotations") or {},
-                        owner_uids=tuple(ref["uid"] for ref in meta.get("ownerReferences") or []),
-                    )
-                )
+    async def list_children(self, namespace: str, selector: str, kinds: Sequence[str] = CHILD_KINDS,
+                            *, whole: bool = True) -> list[LiveObject]:
+        """Every object of these kinds that matches the selector ("" = all): whole, or metadata only.
+
+        Whole objects let the plan see hand edits; metadata is enough to find
+        who else holds a name.
+        """
+        children: list[LiveObject] = []
+        for kind in kinds:
+            query = [("labelSelector", selector)] if selector else []
+            accept = "application/json" if whole else METADATA_ACCEPT
+            result = await self._call("GET", RESOURCES[kind].path(namespace), query=query, accept=accept)
+            children.extend(LiveObject.from_item(kind, item, whole=whole) for item in result.get("items") or [])
         return children
+
+    async def watch(self, kind: str, namespace: str | None, selector: str) -> AsyncIterator[tuple[str, Object]]:
+        """Events (type, object) of one kind matching the selector, filtered by the server, from now on.
+
+        Runs until cancelled; a watch that ends is resumed from the last
+        resourceVersion seen (bookmarks keep it fresh). Raises KubeError when
+        the server refuses or that version expired (410): the caller starts again.
+        """
+        path = RESOURCES[kind].collection(namespace)
+        listed = await self._call("GET", path, query=[("labelSelector", selector), ("limit", 1)],
+                                  accept=METADATA_ACCEPT)
+        version = str(listed["metadata"]["resourceVersion"])
+        while True:
+            query = [("watch", "true"), ("labelSelector", selector), ("resourceVersion", version),
+                     ("allowWatchBookmarks", "true"), ("timeoutSeconds", WATCH_SECONDS)]
+            try:
+                response = await self._api.call_api(
+                    path, "GET", query_params=query, header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"], _preload_content=False, _request_timeout=WATCH_SECONDS + 30)
+                async with response:
+                    if response.status != 200:
+                        text = await response.text()
+                        try:
+                            message = str(json.loads(text)["message"])
+                        except (ValueError, KeyError, TypeError):
+                            message = text or str(response.reason)
+                        raise KubeError(response.status, message)
+                    async for event in _json_lines(response.content):
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":
+                            raise KubeError(int(obj.get("code") or 0), str(obj.get("message", "watch error")))
+                        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                        if event.get("type") != "BOOKMARK":
+                            yield str(event.get("type")), obj
+            except ApiException as err:
+                raise KubeError(int(err.status or 0), _reason(err)) from None
+            except (OSError, TimeoutError) as err:
+                raise KubeError(0, str(err) or type(err).__name__) from None
 
     async def verify_segmentation(self, namespace: str, architecture: str,
                                   settle: Callable[[float], Awaitable[None]]) -> VerificationReport:
@@ -214,6 +285,17 @@ class Kube:
         path = RESOURCES[contract.KIND].path(namespace, name, "status")
         await self._call("PATCH", path, body={"status": patch}, content_type=MERGE_CONTENT_TYPE)
         self._on_write("patch", f"{contract.KIND}/status")
+
+
+async def _json_lines(stream: Any) -> AsyncIterator[dict[str, Any]]:
+    """One JSON document per line, however long (a ConfigMap can exceed aiohttp's line limit)."""
+    buffer = b""
+    async for chunk in stream.iter_any():
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                yield json.loads(line)
 
 
 def _reason(err: ApiException) -> str:

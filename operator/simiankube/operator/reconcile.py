@@ -2,10 +2,12 @@
 
 The plan is pure: every rendered object is stamped with an owner reference
 and a hash of its own content; an object whose live copy carries the same
-hash is left alone, so a resync with nothing changed writes nothing. Objects
-labelled as this architecture's, owned by this very Architecture (uid) and no
-longer rendered are pruned; anything else is never touched. An invalid spec
-raises before the first write: what runs keeps running.
+hash and still holds every rendered field (no hand edit) is left alone, so a
+resync with nothing changed writes nothing. Objects labelled as this
+architecture's, owned by this very Architecture (uid) and no longer rendered
+are pruned; anything else is never touched. An invalid spec, or a rendered
+name that another owner (or nobody) already holds, raises before the first
+write: what runs keeps running.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ ANNOTATION_APPLIED_HASH = f"{contract.API_GROUP}/applied-hash"
 class ChildClient(Protocol):
     """The part of :class:`simiankube.operator.kube.Kube` a reconcile uses."""
 
-    async def list_children(self, namespace: str, selector: str) -> list[LiveObject]: ...
+    async def list_children(self, namespace: str, selector: str, kinds: Sequence[str] = CHILD_KINDS,
+                            *, whole: bool = True) -> list[LiveObject]: ...
 
     async def apply(self, obj: Object) -> None: ...
 
@@ -68,10 +71,32 @@ class Owner:
 
 
 @dataclass(frozen=True)
+class Clash:
+    """A rendered name that an object this Architecture does not control already has."""
+
+    kind: str
+    name: str
+    holder: str  # its controlling owner, e.g. 'Architecture "shop"'; "" when it has none
+
+    def __str__(self) -> str:
+        held = f"controlled by {self.holder}" if self.holder else "not controlled by any owner"
+        return f'{self.kind} "{self.name}" already exists, {held}'
+
+
+class AlreadyOwned(Exception):
+    """Rendered names are taken: nothing was applied (as controller-runtime's AlreadyOwned)."""
+
+    def __init__(self, clashes: Sequence[Clash]) -> None:
+        self.clashes = tuple(clashes)
+        super().__init__("; ".join(map(str, clashes)) + "; left untouched: rename one of the owners or delete it")
+
+
+@dataclass(frozen=True)
 class Plan:
     apply: tuple[Object, ...]  # in apply order
     prune: tuple[LiveObject, ...]
     unchanged: int
+    clashes: tuple[Clash, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,7 @@ class Outcome:
     applied: int
     pruned: int
     unchanged: int
+    changed: tuple[str, ...] = ()  # "Kind/name" of each object applied
 
 
 def parse_body(body: Mapping[str, Any]) -> Architecture:
@@ -122,21 +148,42 @@ def desired_instances(arch: Architecture) -> dict[str, int]:
     return counts
 
 
-def plan_changes(desired: Sequence[Object], live: Sequence[LiveObject], owner_uid: str) -> Plan:
-    """What to apply (missing or different) and what to prune (ours, owned, not rendered)."""
+def contains(live: Any, desired: Any) -> bool:
+    """Whether ``live`` still holds every rendered field of ``desired``.
+
+    The server adds defaults (ignored) and drops empty values (an absent key
+    matches an empty or false one); anything else that differs is a hand edit.
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(
+            contains(live[key], value) if key in live else not value for key, value in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    return bool(live == desired)
+
+
+def plan_changes(desired: Sequence[Object], live: Sequence[LiveObject], owner_uid: str,
+                 others: Sequence[LiveObject] = ()) -> Plan:
+    """What to apply (missing, changed or edited by hand), what to prune (ours, owned, not rendered),
+    and which rendered names someone else holds (``others``: any object of the namespace)."""
     current = {(obj.kind, obj.name): obj for obj in live}
+    taken = {(obj.kind, obj.name): obj for obj in others}
     to_apply = []
+    clashes = []
     for obj in desired:
-        existing = current.get((obj["kind"], obj["metadata"]["name"]))
-        if existing is None or existing.annotations.get(ANNOTATION_APPLIED_HASH) != \
-                obj["metadata"]["annotations"][ANNOTATION_APPLIED_HASH]:
+        key = (obj["kind"], obj["metadata"]["name"])
+        existing = current.get(key) or taken.get(key)
+        if existing is not None and existing.controller_uid != owner_uid:
+            clashes.append(Clash(key[0], key[1], existing.controller))
+        elif existing is None or existing.annotations.get(ANNOTATION_APPLIED_HASH) != \
+                obj["metadata"]["annotations"][ANNOTATION_APPLIED_HASH] or not contains(existing.body, obj):
             to_apply.append(obj)
     rendered = {(obj["kind"], obj["metadata"]["name"]) for obj in desired}
     to_prune = sorted(
         (obj for obj in live if (obj.kind, obj.name) not in rendered and owner_uid in obj.owner_uids),
         key=lambda o: (-CHILD_KINDS.index(o.kind), o.name),  # workloads first, their config last
     )
-    return Plan(tuple(to_apply), tuple(to_prune), len(desired) - len(to_apply))
+    return Plan(tuple(to_apply), tuple(to_prune), len(desired) - len(to_apply) - len(clashes), tuple(clashes))
 
 
 async def execute(plan: Plan, kube: ChildClient, namespace: str, concurrency: int) -> None:
@@ -154,12 +201,23 @@ async def execute(plan: Plan, kube: ChildClient, namespace: str, concurrency: in
 
 
 async def reconcile(body: Mapping[str, Any], kube: ChildClient, image: str, concurrency: int) -> Outcome:
-    """Converge the children of one Architecture to exactly its render."""
+    """Converge the children of one Architecture to exactly its render.
+
+    Raises SpecError or AlreadyOwned before anything is written.
+    """
     arch = parse_body(body)  # raises before anything is written
     metadata = body["metadata"]
     owner = Owner(namespace=metadata["namespace"], name=metadata["name"], uid=metadata["uid"])
-    desired = build_children(arch, owner, image)
+    desired = build_children(arch, owner, image)  # raises on clashing rendered names
     live = await kube.list_children(owner.namespace, child_selector(arch.resource_name))
-    plan = plan_changes(desired, live, owner.uid)
+    ours = {(obj.kind, obj.name) for obj in live}
+    missing = sorted({obj["kind"] for obj in desired if (obj["kind"], obj["metadata"]["name"]) not in ours},
+                     key=CHILD_KINDS.index)
+    # Names about to be created may be held by anything in the namespace: look, metadata only.
+    others = await kube.list_children(owner.namespace, "", missing, whole=False) if missing else []
+    plan = plan_changes(desired, live, owner.uid, others)
+    if plan.clashes:
+        raise AlreadyOwned(plan.clashes)
     await execute(plan, kube, owner.namespace, concurrency)
-    return Outcome(arch, desired_instances(arch), len(plan.apply), len(plan.prune), plan.unchanged)
+    changed = tuple(f"{obj['kind']}/{obj['metadata']['name']}" for obj in plan.apply)
+    return Outcome(arch, desired_instances(arch), len(plan.apply), len(plan.prune), plan.unchanged, changed)

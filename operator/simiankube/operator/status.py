@@ -2,8 +2,10 @@
 
 Conditions: ``Ready`` (every desired instance ready, spec valid),
 ``Progressing`` (workloads still rolling out), ``Degraded`` (rolled out but
-instances missing, e.g. after a chaos kill) and ``Invalid`` (the last spec
-had semantic errors; what runs is the last valid spec). Each condition keeps
+instances missing, e.g. after a chaos kill), ``Invalid`` (the last spec
+had semantic errors; what runs is the last valid spec) and ``Reconciled``
+(False while the last reconcile failed: a name another owner holds, an API
+error such as 403/422/409; the reason says which). Each condition keeps
 its ``lastTransitionTime`` until its status flips, so rebuilding a status
 from the same facts yields the same document and costs no write.
 """
@@ -17,7 +19,7 @@ from typing import Any
 from simiankube import contract
 
 Status = dict[str, Any]
-CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "Invalid")
+CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "Invalid", "Reconciled")
 # Long lists of services would make `kubectl describe` unreadable.
 MESSAGE_ITEMS = 8
 
@@ -125,14 +127,18 @@ def build_status(
     generation: int | None = None,
     desired: Mapping[str, int] | None = None,
     problems: Sequence[str] | None = None,
+    failure: tuple[str, str] | None = None,
 ) -> Status:
     """The whole status from the facts at hand; what is not given is kept from ``previous``.
 
-    ``generation``, ``desired`` and ``problems`` come from a reconcile
-    (``problems`` empty when the spec is valid); a workload event passes only
-    the workloads, and the spec-related facts stay as the last reconcile left them.
+    ``generation``, ``desired``, ``problems`` and ``failure`` come from a reconcile
+    (``problems`` empty when the spec is valid; ``failure`` (reason, message)
+    when it could not apply, ``("", "")`` when it did); a workload event passes
+    only the workloads, and the spec-related facts stay as the last reconcile
+    left them. ``observedGeneration`` never goes backwards.
     """
-    observed = generation if generation is not None else int(previous.get("observedGeneration") or 0)
+    last = int(previous.get("observedGeneration") or 0)
+    observed = max(generation, last) if generation is not None else last
     if desired is None:
         desired = {name: int(counts.get("desired", 0)) for name, counts in (previous.get("services") or {}).items()}
     conditions: list[dict[str, Any]] = [dict(c) for c in previous.get("conditions") or []]
@@ -144,7 +150,12 @@ def build_status(
             if problems else "the spec is valid",
             observed, now,
         )
+    if failure is not None:
+        reason, message = failure
+        conditions = set_condition(conditions, "Reconciled", not reason, reason or "Applied",
+                                   message or "every rendered object is applied", observed, now)
     invalid = (condition({"conditions": conditions}, "Invalid") or {}).get("status") == "True"
+    failed = condition({"conditions": conditions}, "Reconciled") or {}
 
     services = service_counts(desired, workloads)
     total = sum(c["desired"] for c in services.values())
@@ -176,9 +187,11 @@ def build_status(
         ) if degraded else summary,
         observed, now,
     )
-    is_ready = not invalid and not progressing and not short
+    is_ready = not invalid and failed.get("status") != "False" and not progressing and not short
     if invalid:
         reason = "SpecInvalid"
+    elif failed.get("status") == "False":
+        reason = str(failed.get("reason"))
     elif is_ready:
         reason = "AllInstancesReady"
     else:

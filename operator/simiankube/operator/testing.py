@@ -89,11 +89,16 @@ class OperatorProcess:
                 f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
                 f"--nanoservice-image={self.image}", *self.extra_args]
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 60.0, *, wait: bool = True) -> None:
+        """Start the process; with ``wait``, return once its health endpoint answers."""
         self._log = self.log_path.open("ab")
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         self.process = subprocess.Popen(self.argv(), env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
+        if wait:
+            self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
         wait_for(self._healthy, timeout, interval=0.2, message="the operator's health endpoint")
 
     def _healthy(self) -> bool:

@@ -195,8 +195,8 @@ def test_probe_reports_connect_and_healthz_per_target_through_the_hosts_table(me
     [web] = mesh.service("web")
     targets = [
         {"name": "db", "host": "t-db-us-east-1", "port": 8080},  # a Service name, resolved by the table
-        {"name": "closed", "host": web.address, "port": 9},
-        {"name": "unknown", "host": "no-such-host.invalid", "port": 8080},
+        {"name": "closed", "host": pick_addresses(1)[0], "port": 8080},  # nothing listens there
+        {"name": "unknown", "host": "t-no-such-service", "port": 8080},
     ]
 
     status, body = mesh.call(web, "POST", "/probe", {"targets": targets, "timeout_ms": 500})

@@ -150,6 +150,29 @@ def test_sigterm_lets_in_flight_work_finish_and_exits_zero(tmp_path: Path) -> No
             process.wait()
 
 
+def test_sigterm_fails_readiness_first_and_keeps_answering_until_the_listener_closes(mesh: Mesh) -> None:
+    """What keeps a rollout or a chaos kill from refusing requests: readiness turns 503 while the listener
+    still accepts and answers (load balancers stop sending), only then does the listener close."""
+    mesh.load([{"name": "db", "package": "store", "count": 1}])
+    [db] = mesh.service("db")
+    worker = mesh.start(db.name, drain_seconds=3.0)
+    readyz = mesh.url(db, contract.PATH_READY)
+
+    worker.send_signal(signal.SIGTERM)
+
+    wait_for(lambda: _status(readyz) == 503, 2.5, interval=0.02, message="/readyz 503 while still listening")
+    assert mesh.call(db, "GET", "/kv/k")[0] == 404  # a new connection is still accepted and answered
+    assert worker.wait(15) == 0
+    assert _status(readyz) is None  # now the listener is gone
+
+
+def _status(url: str) -> int | None:
+    try:
+        return http("GET", url, timeout=1)[0]
+    except OSError:
+        return None
+
+
 def _ok(url: str) -> bool:
     try:
         return http("GET", url, timeout=1)[0] == 200

@@ -31,11 +31,15 @@ def test_bad_bodies_and_unknown_routes_are_json_4xx_never_500_and_every_answer_i
         (mesh.call(db, "DELETE", "/kv/k"), 405, "DELETE"),
         (mesh.call(db, "PUT", "/kv/k", b"x" * 100_000, TEXT), 413, "65536"),
         (mesh.call(db, "GET", "/kv/a%3Fdirect=1"), 400, "key"),  # would become another key when forwarded
+        (mesh.call(db, "PUT", "/kv/k", b"dmFsdWU=", {"Content-Type": "text/plain; charset=base64"}), 400,
+         "charset"),  # a codec, but not a text encoding
     ]
 
     for (status, body), expected, named in answers:
         assert (status, named in body.get("error", "")) == (expected, True), body
-    assert mesh.metric(db, "server_requests_total") == len(answers)  # 404/405/413 and view errors included
+    # bytes that are not UTF-8 in the caller header (a metrics label) must not break later scrapes
+    assert mesh.call(db, "GET", "/kv/k", headers={"x-simiankube-caller": "\u00c3("})[0] == 404
+    assert mesh.metric(db, "server_requests_total") == len(answers) + 1  # 404/405/413, view errors included
     assert mesh.metric(db, "server_errors_total") == 0  # not one 500
     assert mesh.call(db, "PUT", "/kv/k", "é".encode("latin-1"), {"Content-Type": "text/plain; charset=latin-1"}) \
         == (200, {"key": "k", "stored": True, "replicas": 0, "served_by": db.name})

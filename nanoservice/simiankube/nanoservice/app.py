@@ -8,7 +8,6 @@ package decides the answer.
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import json
 import logging
@@ -85,6 +84,13 @@ class BadRequest(Exception):
         self.message = message
 
 
+def caller_label(request: web.Request) -> str:
+    """The calling service for metrics edges; a header that is not printable ASCII (undecodable bytes would
+    break every later scrape) counts as an outside caller."""
+    caller = request.headers.get(HEADER_CALLER, ANONYMOUS)[:64]
+    return caller if caller.isascii() and caller.isprintable() else ANONYMOUS
+
+
 COUNTED = "simiankube.counted"  # request key: `serve` counted this answer already
 
 
@@ -126,7 +132,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     if COUNTED not in request and request.path not in PLATFORM_PATHS:
         serving = request.app.get(keys.SERVING)
         if serving is not None:
-            edge = serving.metrics.server(request.headers.get(HEADER_CALLER, ANONYMOUS)[:64])
+            edge = serving.metrics.server(caller_label(request))
             edge.requests.inc()
             count(edge, response.status, time.monotonic() - started)
     return response
@@ -136,7 +142,7 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
     """One service request, from budget check to metrics; `work` is the package's part."""
     config, rng = serving.config, serving.rng
     request[COUNTED] = True
-    caller = request.headers.get(HEADER_CALLER, ANONYMOUS)[:64]
+    caller = caller_label(request)
     edge = serving.metrics.server(caller)
     edge.requests.inc()
     started = time.monotonic()
@@ -209,13 +215,13 @@ async def _text(request: web.Request) -> str:
     raw = await _body(request)
     charset = request.charset or "utf-8"
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        raise BadRequest(400, f"Content-Type: unknown charset {charset!r}") from None
-    try:
         return raw.decode(charset)
+    except LookupError:  # unknown, or not a text encoding (base64, rot13)
+        raise BadRequest(400, f"Content-Type: unknown charset {charset[:64]!r}") from None
     except UnicodeDecodeError as err:
         raise BadRequest(400, f"body: not valid {charset}: byte {err.start}") from None
+    except ValueError:  # other codecs' own errors (idna, ...)
+        raise BadRequest(400, f"body: not valid {charset}") from None
 
 
 async def _json(request: web.Request) -> Any:

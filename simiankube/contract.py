@@ -83,6 +83,11 @@ class Behavior:
     timeout_ms: float = 500.0  # per-hop timeout before the remaining budget caps it
 
 
+# The largest budget and hop limit a spec may configure; every nanoservice rejects larger values from callers.
+MAX_DEADLINE_MS = 600_000.0
+MAX_HOPS = 64
+
+
 @dataclass(frozen=True)
 class Traffic:
     """What a traffic source (denominator) sends."""

@@ -111,6 +111,9 @@ def config_hash(config_json: str) -> str:
     return hashlib.sha256(config_json.encode()).hexdigest()[:16]
 
 
+PRESTOP_SECONDS = 3  # + the nanoservice's 1 s drain + 10 s for work in flight <= terminationGracePeriodSeconds
+
+
 def build_pod_template(topology: Topology, placement: Placement, config_json: str, settings: RenderSettings) -> Object:
     labels = pod_labels(topology, placement)
     probe_port = contract.HTTP_PORT_NAME
@@ -127,6 +130,8 @@ def build_pod_template(topology: Topology, placement: Placement, config_json: st
                            "failureThreshold": 2},
         "livenessProbe": {"httpGet": {"path": contract.PATH_HEALTH, "port": probe_port}, "periodSeconds": 10,
                           "failureThreshold": 3},
+        # Serve on while the endpoint removal reaches every client, then SIGTERM (the nanoservice drains).
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "resources": {
             "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
             "limits": {"memory": settings.memory_limit},

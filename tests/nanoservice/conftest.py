@@ -16,7 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,11 +77,13 @@ class Mesh:
     def service(self, name: str) -> list[Planned]:
         return [p for p in self.nodes.values() if p.instance.service.name == name]
 
-    def start(self, *names: str) -> subprocess.Popen[bytes]:
-        """One worker process hosting the named instances; returns when all are ready."""
+    def start(self, *names: str, **launch: Any) -> subprocess.Popen[bytes]:
+        """One worker process hosting the named instances (`launch`: Launch fields to change); returns when all
+        are ready."""
         members = [self.nodes[n] for n in names]
         spec = self.tmp / f"worker-{len(self.processes)}.json"
-        spec.write_text(json.dumps({"parent": os.getpid(), "launches": [asdict(m.launch) for m in members]}))
+        launches = [asdict(replace(m.launch, **launch)) for m in members]
+        spec.write_text(json.dumps({"parent": os.getpid(), "launches": launches}))
         log = open(self.tmp / f"worker-{len(self.processes)}.log", "ab")
         process = subprocess.Popen([sys.executable, "-m", "simiankube.localrun.worker", str(spec)],
                                    stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,16 +27,22 @@ from simiankube.nanoservice import keys
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.hop import ANONYMOUS, HEADER_CALLER, BadHeader, Hop, incoming_hop
 from simiankube.nanoservice.keys import Identity, Serving, Status
-from simiankube.nanoservice.metrics import Metrics
+from simiankube.nanoservice.metrics import Edge, Metrics
 from simiankube.nanoservice.packages import Context, Reply, build_package
 from simiankube.nanoservice.policy import draw_latency_ms
-from simiankube.nanoservice.probe import ProbeRequestError, parse_probe_request, probe_all
+from simiankube.nanoservice.probe import ProbeRequestError, Scope, parse_probe_request, probe_all
 from simiankube.nanoservice.resolver import Resolver
 from simiankube.nanoservice.tracing import UNTRACED, SpanExporter, incoming_context, wall_time, zipkin_span
 from simiankube.nanoservice.traffic import generate
 
-MAX_BODY_BYTES = 64 * 1024  # larger request bodies are answered 413
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_BODY_BYTES = 64 * 1024  # larger request bodies are answered 413; also what a forwarded value must fit in
 MAX_KEY_LENGTH = 256
+# A key travels in the URL path of every forwarded call: these would end the path or be decoded into another key.
+KEY_FORBIDDEN = frozenset("?#%/\\") | frozenset(map(chr, [*range(32), 127]))
+READ_TIMEOUT_SECONDS = 10.0  # headers and bodies must arrive within this (slow clients hold no connection forever)
+PLATFORM_PATHS = frozenset({contract.PATH_HEALTH, contract.PATH_READY, contract.PATH_METRICS})  # not counted
 DEFAULTS = Traffic()  # budget and hop limit of requests from outside the architecture
 JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}  # what web.json_response sends
 
@@ -68,10 +75,74 @@ def error(status: int, message: str) -> web.Response:
     return json_answer({"error": message}, status)
 
 
+class BadRequest(Exception):
+    """Bad input found by a view: answered `status` with `{"error": message}` (the message names the field)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def caller_label(request: web.Request) -> str:
+    """The calling service for metrics edges; a header that is not printable ASCII (undecodable bytes would
+    break every later scrape) counts as an outside caller."""
+    caller = request.headers.get(HEADER_CALLER, ANONYMOUS)[:64]
+    return caller if caller.isascii() and caller.isprintable() else ANONYMOUS
+
+
+COUNTED = "simiankube.counted"  # request key: `serve` counted this answer already
+
+
+def count(edge: Edge, status: int, elapsed: float) -> None:
+    """One answer in the server metrics."""
+    edge.latency.observe(elapsed)
+    if status >= 500:
+        edge.errors.inc()
+    if status == 504:
+        edge.timeouts.inc()
+
+
+def _message(request: web.Request, err: web.HTTPException) -> str:
+    if err.status == 404:
+        return f"no such path: {request.path}"
+    if err.status == 405:
+        return f"method {request.method} not allowed on {request.path} (allowed: {err.headers.get('Allow', '')})"
+    return err.text or err.reason  # 413: aiohttp names the limit and the size
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error is JSON `{"error"}` (routing's 404/405, the body limit's 413 too), every answer is counted,
+    and a bug is a JSON 500 rather than a dropped connection."""
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+    except BadRequest as err:
+        response = error(err.status, err.message)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        response = error(err.status, _message(request, err))
+        if "Allow" in err.headers:
+            response.headers["Allow"] = err.headers["Allow"]
+    except Exception:  # a bug: answered, logged, counted
+        logging.getLogger(__name__).exception("%s %s failed", request.method, request.path)
+        response = error(500, "internal error")
+    if COUNTED not in request and request.path not in PLATFORM_PATHS:
+        serving = request.app.get(keys.SERVING)
+        if serving is not None:
+            edge = serving.metrics.server(caller_label(request))
+            edge.requests.inc()
+            count(edge, response.status, time.monotonic() - started)
+    return response
+
+
 async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Awaitable[Reply]]) -> web.Response:
     """One service request, from budget check to metrics; `work` is the package's part."""
     config, rng = serving.config, serving.rng
-    caller = request.headers.get(HEADER_CALLER, ANONYMOUS)[:64]
+    request[COUNTED] = True
+    caller = caller_label(request)
     edge = serving.metrics.server(caller)
     edge.requests.inc()
     started = time.monotonic()
@@ -111,11 +182,7 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
         return error(400, str(err))
     finally:
         elapsed = time.monotonic() - started
-        edge.latency.observe(elapsed)
-        if status >= 500:
-            edge.errors.inc()
-        if status == 504:
-            edge.timeouts.inc()
+        count(edge, status, elapsed)
         if serving.exporting and hop is not None:
             identity = serving.identity
             serving.exporter.record(zipkin_span(
@@ -128,25 +195,63 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
 def _key(request: web.Request) -> str:
     key = request.match_info["key"]
     if len(key) > MAX_KEY_LENGTH:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"key: at most {MAX_KEY_LENGTH} characters"}),
-                                 content_type="application/json")
+        raise BadRequest(400, f"key: at most {MAX_KEY_LENGTH} characters")
+    if not KEY_FORBIDDEN.isdisjoint(key):
+        raise BadRequest(400, f"key: {key!r} has a character a forwarded path cannot carry (?#%/\\ or control)")
     return key
+
+
+async def _body(request: web.Request) -> bytes:
+    """The body, within the read timeout (413 beyond MAX_BODY_BYTES: aiohttp's client_max_size)."""
+    try:
+        async with asyncio.timeout(request.app[keys.READ_TIMEOUT]):
+            return await request.read()
+    except TimeoutError:
+        raise BadRequest(408, f"body: not received within {request.app[keys.READ_TIMEOUT]:g} s") from None
+
+
+async def _text(request: web.Request) -> str:
+    """The body decoded with the Content-Type's charset (UTF-8 by default); a wrong charset or byte is a 400."""
+    raw = await _body(request)
+    charset = request.charset or "utf-8"
+    try:
+        return raw.decode(charset)
+    except LookupError:  # unknown, or not a text encoding (base64, rot13)
+        raise BadRequest(400, f"Content-Type: unknown charset {charset[:64]!r}") from None
+    except UnicodeDecodeError as err:
+        raise BadRequest(400, f"body: not valid {charset}: byte {err.start}") from None
+    except ValueError:  # other codecs' own errors (idna, ...)
+        raise BadRequest(400, f"body: not valid {charset}") from None
+
+
+async def _json(request: web.Request) -> Any:
+    text = await _text(request)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
+        raise BadRequest(400, "body: not valid JSON") from None
 
 
 async def _json_object(request: web.Request, required: dict[str, type]) -> dict[str, Any]:
     """The request body as a JSON object with the required typed fields, else 400 (413 when too big)."""
-    try:
-        data = await request.json()
-    except ValueError:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "body: not valid JSON"}),
-                                 content_type="application/json") from None
+    data = await _json(request)
     problems = [] if isinstance(data, dict) else ["body: expected a JSON object"]
     for name, kind in required.items():
         if not problems and (not isinstance(data.get(name), kind) or isinstance(data.get(name), bool)):
-            problems.append(f"{name}: expected {kind.__name__}, got {data.get(name)!r}")
+            problems.append(f"{name}: expected {kind.__name__}, got {data.get(name)!r}"[:200])
     if problems:
-        raise web.HTTPBadRequest(text=json.dumps({"error": "; ".join(problems)}), content_type="application/json")
+        raise BadRequest(400, "; ".join(problems))
     return data  # type: ignore[no-any-return]
+
+
+def _forwardable(key: str, value: str) -> str:
+    """A value is stored only if every call that carries it (a forward, a replication) fits the body limit:
+    JSON escapes can make it several times longer than it arrived."""
+    if 6 * (len(key) + len(value)) + 32 > MAX_BODY_BYTES:  # only then can the JSON form be too long
+        size = len(json.dumps({"key": key, "value": value}))
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(413, f"value: {size} bytes when forwarded as JSON, at most {MAX_BODY_BYTES}")
+    return value
 
 
 def _direct(request: web.Request) -> bool:
@@ -166,7 +271,8 @@ async def put_key(request: web.Request) -> web.Response:
     if request.content_type == "application/json":
         value = str((await _json_object(request, {"value": str}))["value"])
     else:
-        value = await request.text()
+        value = await _text(request)
+    value = _forwardable(key, value)
     serving = request.app[keys.SERVING]
     return await serve(serving, request, lambda hop: serving.package.put(hop, key, value, _direct(request)))
 
@@ -215,10 +321,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def probe(request: web.Request) -> web.Response:
     try:
-        targets, timeout_ms = parse_probe_request(await request.json())
-    except ValueError as err:  # JSON errors and ProbeRequestError alike
-        message = str(err) if isinstance(err, ProbeRequestError) else "body: not valid JSON"
-        return error(400, message)
+        targets, timeout_ms = parse_probe_request(await _json(request), request.app[keys.PROBE_SCOPE])
+    except ProbeRequestError as err:
+        return error(400, str(err))
     results = await probe_all(request.app[keys.RESOLVER], targets, timeout_ms)
     return web.json_response({"results": results})
 
@@ -229,7 +334,8 @@ async def probe(request: web.Request) -> web.Response:
 async def client_session(app: web.Application) -> AsyncIterator[None]:
     """One keep-alive connection pool per instance; unbounded, as a bound would queue calls behind it
     and turn overload into timeouts of healthy instances."""
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=30, use_dns_cache=False)
+    # Idle connections are let go well before the callee's read timeout would close them under a request.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=READ_TIMEOUT_SECONDS / 4, use_dns_cache=False)
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",)) as session:
         app[keys.SESSION] = session
         config, identity = app[keys.CONFIG], app[keys.IDENTITY]
@@ -304,8 +410,10 @@ def create_app(
     *,
     resolver: Resolver | None = None,
     exporter: SpanExporter | None = None,
+    read_timeout: float = READ_TIMEOUT_SECONDS,
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
+    app[keys.READ_TIMEOUT] = read_timeout
     app[keys.CONFIG] = config
     app[keys.IDENTITY] = identity
     app[keys.RNG] = random.Random(identity.seed)
@@ -314,6 +422,8 @@ def create_app(
     app[keys.EXPORTER] = exporter or SpanExporter()
     app[keys.METRICS].watch_spans(app[keys.EXPORTER].counts)
     app[keys.STATUS] = Status()
+    app[keys.PROBE_SCOPE] = Scope(frozenset(h for h, _ in configured_names(config)) | {t.host for d in
+                                  config.dependencies for t in d.targets}, config.architecture, config.port)
     app.cleanup_ctx.extend([client_session, resolver_refresh, span_exporter, traffic_loop])
     app.on_startup.append(mark_ready)
     app.on_shutdown.append(mark_draining)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from multidict import CIMultiDictProxy
 
+from simiankube.contract import MAX_DEADLINE_MS, MAX_HOPS
 from simiankube.nanoservice.tracing import TraceContext
 
 HEADER_BUDGET = "x-simiankube-deadline-ms"  # remaining budget in milliseconds when sent
@@ -57,17 +58,20 @@ def _number(headers: CIMultiDictProxy[str], name: str, default: float, low: floa
     try:
         value = float(text)
     except ValueError:
-        raise BadHeader(f"header {name}: expected a number, got {text!r}") from None
+        raise BadHeader(f"header {name}: expected a number, got {text[:64]!r}") from None
     if not low <= value <= high:  # also rejects nan
-        raise BadHeader(f"header {name}: must be between {low:g} and {high:g}, got {text!r}")
+        raise BadHeader(f"header {name}: must be between {low:g} and {high:g}, got {text[:64]!r}")
     return value
 
 
 def incoming_hop(
     headers: CIMultiDictProxy[str], trace: TraceContext, *, default_budget_ms: float, default_max_hops: int
 ) -> Hop:
-    """The hop of a received request; requests from outside get the defaults."""
-    budget_ms = _number(headers, HEADER_BUDGET, default_budget_ms, -1e9, 3_600_000.0)
-    hops = int(_number(headers, HEADER_HOPS, 1, 0, 1_000_000))
-    max_hops = int(_number(headers, HEADER_MAX_HOPS, default_max_hops, 1, 1_000_000))
+    """The hop of a received request; requests from outside get the defaults.
+
+    No caller may ask for more than a spec can configure (contract.MAX_DEADLINE_MS, MAX_HOPS): a larger budget
+    or hop limit is a 400, and a hop count below 1 (which would buy extra hops) too."""
+    budget_ms = _number(headers, HEADER_BUDGET, default_budget_ms, -1e9, MAX_DEADLINE_MS)
+    hops = int(_number(headers, HEADER_HOPS, 1, 1, 1_000_000))
+    max_hops = int(_number(headers, HEADER_MAX_HOPS, default_max_hops, 1, MAX_HOPS))
     return Hop(time.monotonic() + budget_ms / 1000.0, hops, max_hops, trace)

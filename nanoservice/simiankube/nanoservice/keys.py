@@ -12,6 +12,7 @@ from simiankube.contract import NanoserviceConfig, Traffic
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.packages import Package
+from simiankube.nanoservice.probe import Scope
 from simiankube.nanoservice.resolver import Resolver
 from simiankube.nanoservice.tracing import SpanExporter
 
@@ -59,3 +60,5 @@ STATUS = web.AppKey("status", Status)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 CALLER = web.AppKey("caller", Caller)
 SERVING = web.AppKey("serving", Serving)  # set once the package is built
+PROBE_SCOPE = web.AppKey("probe_scope", Scope)
+READ_TIMEOUT = web.AppKey("read_timeout", float)  # seconds a request body may take to arrive

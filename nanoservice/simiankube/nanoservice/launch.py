@@ -21,12 +21,17 @@ from aiohttp import web
 
 from simiankube import contract
 from simiankube.contract import NanoserviceConfig
-from simiankube.nanoservice.app import create_app
+from simiankube.nanoservice import keys
+from simiankube.nanoservice.app import READ_TIMEOUT_SECONDS, create_app
 from simiankube.nanoservice.keys import Identity
 from simiankube.nanoservice.resolver import Resolver, load_hosts_table
 from simiankube.nanoservice.tracing import SpanExporter
 
-SHUTDOWN_SECONDS = 10.0  # in-flight work gets this long after SIGTERM (pods: terminationGracePeriodSeconds 15)
+SHUTDOWN_SECONDS = 10.0  # in-flight work gets this long once the listener closed
+# After SIGTERM, /readyz answers 503 while the listener still accepts for this long, so a load balancer that
+# polls readiness stops sending before anything is refused (pods also sleep in preStop first: the endpoint
+# is removed then). preStop + drain + shutdown stay within terminationGracePeriodSeconds (15).
+DRAIN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,8 @@ class Launch:
     zipkin_file: str = ""
     zipkin_url: str = ""
     seed: int | None = None
+    read_timeout: float = READ_TIMEOUT_SECONDS  # headers (also of an idle keep-alive connection) and bodies
+    drain_seconds: float = DRAIN_SECONDS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Launch:
@@ -63,13 +70,8 @@ class Launch:
             Identity(self.instance, self.zone, self.host, self.seed),
             resolver=Resolver(table),
             exporter=SpanExporter(file=self.zipkin_file, url=self.zipkin_url),
+            read_timeout=self.read_timeout,
         )
-
-
-def run(launch: Launch) -> None:
-    """One instance per process (pods): aiohttp handles SIGTERM, drains and exits 0."""
-    web.run_app(launch.build(), host=launch.host, port=launch.port, shutdown_timeout=SHUTDOWN_SECONDS,
-                access_log=None, print=None, loop=uvloop.new_event_loop())
 
 
 def run_many(launches: list[Launch]) -> None:
@@ -79,7 +81,12 @@ def run_many(launches: list[Launch]) -> None:
 
 
 async def serve_many(launches: list[Launch]) -> None:
-    """Several instances in one process, each on its own socket, until SIGTERM/SIGINT; then drain all."""
+    """Instances in one process, each on its own socket, until SIGTERM/SIGINT; then drain all.
+
+    Draining: readiness fails first while the listeners still accept (`drain_seconds`), then the listeners
+    close and in-flight work gets SHUTDOWN_SECONDS. A slow client's headers (the server's keep-alive timer,
+    armed from the connection's start and after every answer), body and the unread rest of a refused body
+    get `read_timeout` each."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -87,14 +94,19 @@ async def serve_many(launches: list[Launch]) -> None:
     runners = []
     try:
         for launch in launches:
-            runner = web.AppRunner(launch.build(), access_log=None)
+            runner = web.AppRunner(launch.build(), access_log=None, keepalive_timeout=launch.read_timeout,
+                                   lingering_time=launch.read_timeout)  # the rest of an unread body, too
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, launch.host, launch.port, shutdown_timeout=SHUTDOWN_SECONDS).start()
         await stop.wait()
+        for runner in runners:
+            runner.app[keys.STATUS].draining = True
+        await asyncio.sleep(max((launch.drain_seconds for launch in launches), default=0.0))
     finally:
         await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)
 
 
 def main() -> None:
-    run(Launch.from_env(os.environ))
+    """One instance per process (pods): drains on SIGTERM and exits 0."""
+    run_many([Launch.from_env(os.environ)])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sys
 from collections import OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ from simiankube.nanoservice.client import Caller, Result
 from simiankube.nanoservice.hop import Hop
 from simiankube.nanoservice.policy import ring_order, replica_per_zone, tier_order
 
-MAX_KEYS = 100_000  # a store forgets its oldest keys beyond this: memory stays bounded
+MAX_KEYS = 100_000  # a store forgets its oldest keys beyond either bound: memory stays bounded
+MAX_BYTES = 64 * 1024 * 1024  # memory of the keys and values held (sys.getsizeof), per instance
 PIRATE_PURSE = 100
 
 
@@ -45,9 +47,10 @@ def miss(key: str) -> Reply:
 
 
 def failed(result: Result) -> Reply:
-    """A dependency's failure as this service's answer: budget/loop codes pass through, the rest is 502."""
-    status = result.status if result.status in (504, 508) else 502
-    return Reply(status, {"error": result.error or f"dependency answered {result.status}"})
+    """A dependency's failure as this service's answer: a 4xx (the request was refused, nothing was stored) and
+    the budget/loop codes pass through, the rest is 502."""
+    status = result.status if result.status in (504, 508) or 400 <= result.status < 500 else 502
+    return Reply(status, {"error": result.error or str(result.body.get("error", f"dependency answered {status}"))})
 
 
 @dataclass
@@ -115,7 +118,7 @@ class Router(Package):
             return miss(key) if method == "GET" else Reply(200, {"key": key, "stored": False})
         chosen = list(deps) if self.fan_out else [self.ctx.rng.choice(deps)]
         results = await asyncio.gather(*(self._send(hop, d, method, key, value) for d in chosen))
-        broken = [r for r in results if r.status >= 500 or r.status == 508]
+        broken = [r for r in results if r.status >= 400 and not (method == "GET" and r.status == 404)]
         if broken:
             return failed(broken[0])
         found = [r for r in results if r.status == 200]
@@ -180,19 +183,26 @@ class Staash(Package):
 
 @dataclass
 class Bounded:
-    """Key-value data with a size bound (oldest written key goes first)."""
+    """Key-value data bounded in keys and in bytes (oldest written key goes first)."""
 
     limit: int = MAX_KEYS
+    max_bytes: int = MAX_BYTES
     data: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    size: int = 0  # bytes held: sys.getsizeof of every key and value
 
     def get(self, key: str) -> str | None:
         return self.data.get(key)
 
     def put(self, key: str, value: str) -> None:
+        old = self.data.get(key)
+        if old is not None:
+            self.size -= sys.getsizeof(key) + sys.getsizeof(old)
         self.data[key] = value
         self.data.move_to_end(key)
-        if len(self.data) > self.limit:
-            self.data.popitem(last=False)
+        self.size += sys.getsizeof(key) + sys.getsizeof(value)
+        while len(self.data) > self.limit or (self.size > self.max_bytes and len(self.data) > 1):
+            gone, dropped = self.data.popitem(last=False)
+            self.size -= sys.getsizeof(gone) + sys.getsizeof(dropped)
 
 
 class KeyValue(Package):

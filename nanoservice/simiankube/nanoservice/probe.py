@@ -8,6 +8,7 @@ nanoservice's own resolver, so a probe sees exactly what a call would.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -43,7 +44,37 @@ class ProbeResult:
     elapsed_ms: float = 0.0
 
 
-def parse_probe_request(data: Any) -> tuple[list[ProbeTarget], float]:
+@dataclass(frozen=True)
+class Scope:
+    """What a probe may reach: the targets of this architecture, never anything else (no open relay).
+
+    Names: the configured hosts, or a Service of this architecture (`<architecture>-…`, no dots: the own
+    namespace). Addresses: private, loopback or shared (100.64/10) ones, as pod IPs are, on the nanoservice
+    port — `verify` probes pods by IP, including pods this service has no dependency on."""
+
+    names: frozenset[str]
+    architecture: str
+    port: int
+
+    def refuses(self, host: str, port: int) -> str | None:
+        """Why the target is out of scope, or None."""
+        if port != self.port:
+            return f"port {port} is not the nanoservice port {self.port}"
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            if host in self.names or (host.startswith(f"{self.architecture}-") and "." not in host):
+                return None
+            return f"{host!r} is not a host of architecture {self.architecture!r}"
+        if address.is_private or address in SHARED_NETWORK:
+            return None
+        return f"{host} is not a private address"
+
+
+SHARED_NETWORK = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598: some clusters' pod network
+
+
+def parse_probe_request(data: Any, scope: Scope) -> tuple[list[ProbeTarget], float]:
     if not isinstance(data, dict):
         raise ProbeRequestError("body: expected a JSON object with 'targets'")
     targets = data.get("targets")
@@ -63,6 +94,9 @@ def parse_probe_request(data: Any) -> tuple[list[ProbeTarget], float]:
             raise ProbeRequestError(f"targets[{i}].host: expected a non-empty string")
         if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
             raise ProbeRequestError(f"targets[{i}].port: expected a port number, got {port!r}")
+        refused = scope.refuses(host, port)
+        if refused is not None:
+            raise ProbeRequestError(f"targets[{i}]: {refused}; /probe only reaches targets of this architecture")
         parsed.append(ProbeTarget(str(item.get("name", host)), host, port))
     return parsed, float(timeout_ms)
 

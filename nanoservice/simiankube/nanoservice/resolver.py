@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from simiankube.nanoservice.policy import Endpoint
 
@@ -50,11 +51,24 @@ def load_hosts_table(path: str | Path, port: int) -> HostsTable:
     }
 
 
+# The name does not exist (a headless Service with no ready pod): the answer is "nobody". Every other failure
+# (EAI_AGAIN: a timed-out or SERVFAIL lookup) says nothing about the instances and keeps the last answer.
+NO_SUCH_NAME = frozenset(getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name))
+
+AddrInfo = list[tuple[Any, Any, Any, Any, tuple[Any, ...]]]
+Lookup = Callable[[str, int], Awaitable[AddrInfo]]
+
+
+async def _getaddrinfo(host: str, port: int) -> AddrInfo:
+    return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
+
 class Resolver:
     """host → endpoints, from the hosts table when present, else DNS (cached, refreshed)."""
 
-    def __init__(self, table: HostsTable | None = None) -> None:
+    def __init__(self, table: HostsTable | None = None, lookup: Lookup | None = None) -> None:
         self.table = table
+        self._lookup = lookup or _getaddrinfo
         self._cache: dict[tuple[str, int], tuple[Endpoint, ...]] = {}
         self._table_cache: dict[tuple[str, int], tuple[Endpoint, ...]] = {}  # the table never changes
 
@@ -73,11 +87,14 @@ class Resolver:
         """Resolve now (DNS names are cached for the next `cached` call)."""
         if self.table is not None and host in self.table:
             return self.cached(host, port)
-        loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError):
+            infos = await self._lookup(host, port)
+        except socket.gaierror as err:
+            if err.errno not in NO_SUCH_NAME:  # a transient failure: keep serving the last good answer
+                return self._cache.get((host, port), ())
             found: tuple[Endpoint, ...] = ()
+        except UnicodeError:
+            found = ()
         else:
             addresses = sorted({str(info[4][0]) for info in infos})
             found = tuple(Endpoint(a, port, "", a) for a in addresses)

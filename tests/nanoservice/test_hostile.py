@@ -1,0 +1,139 @@
+"""Hostile input against real nanoservice processes: every bad request is a JSON 4xx, counted, and harmless."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from simiankube import contract
+from simiankube.localrun.runner import pick_addresses
+
+from tests.nanoservice.conftest import Mesh
+
+TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def test_bad_bodies_and_unknown_routes_are_json_4xx_never_500_and_every_answer_is_counted(mesh: Mesh) -> None:
+    mesh.load([{"name": "db", "package": "store", "count": 1}])
+    mesh.start_all()
+    [db] = mesh.service("db")
+    nested = b"[" * 30_000 + b"]" * 30_000  # within the body limit, deeper than the parser's stack
+
+    answers = [
+        (mesh.call(db, "PUT", "/kv/k", b"\xff\xfe\xfd", TEXT), 400, "utf-8"),
+        (mesh.call(db, "PUT", "/kv/k", b"v", {"Content-Type": "text/plain; charset=no-such-charset"}), 400,
+         "charset"),
+        (mesh.call(db, "PUT", "/kv/k", nested, {"Content-Type": "application/json"}), 400, "JSON"),
+        (mesh.call(db, "POST", "/probe", nested, {"Content-Type": "application/json"}), 400, "JSON"),
+        (mesh.call(db, "POST", "/replicate", b'{"key": "\xff"}', {"Content-Type": "application/json"}), 400,
+         "utf-8"),
+        (mesh.call(db, "GET", "/nothing"), 404, "/nothing"),
+        (mesh.call(db, "DELETE", "/kv/k"), 405, "DELETE"),
+        (mesh.call(db, "PUT", "/kv/k", b"x" * 100_000, TEXT), 413, "65536"),
+        (mesh.call(db, "GET", "/kv/a%3Fdirect=1"), 400, "key"),  # would become another key when forwarded
+        (mesh.call(db, "PUT", "/kv/k", b"dmFsdWU=", {"Content-Type": "text/plain; charset=base64"}), 400,
+         "charset"),  # a codec, but not a text encoding
+    ]
+
+    for (status, body), expected, named in answers:
+        assert (status, named in body.get("error", "")) == (expected, True), body
+    # bytes that are not UTF-8 in the caller header (a metrics label) must not break later scrapes
+    assert mesh.call(db, "GET", "/kv/k", headers={"x-simiankube-caller": "\u00c3("})[0] == 404
+    assert mesh.metric(db, "server_requests_total") == len(answers) + 1  # 404/405/413, view errors included
+    assert mesh.metric(db, "server_errors_total") == 0  # not one 500
+    assert mesh.call(db, "PUT", "/kv/k", "é".encode("latin-1"), {"Content-Type": "text/plain; charset=latin-1"}) \
+        == (200, {"key": "k", "stored": True, "replicas": 0, "served_by": db.name})
+    assert mesh.call(db, "GET", "/kv/k")[1]["value"] == "é"  # a known charset is honoured
+
+
+def test_a_put_is_never_reported_stored_when_it_was_not(mesh: Mesh) -> None:
+    mesh.load([
+        {"name": "db", "package": "store", "count": 1},
+        {"name": "web", "package": "karyon", "count": 1, "dependencies": ["db"]},
+        {"name": "bank", "package": "store", "count": 1},
+        {"name": "pirate", "package": "pirate", "count": 1, "dependencies": ["bank"]},
+    ])
+    mesh.start_all()
+    [web], [db], [pirate] = mesh.service("web"), mesh.service("db"), mesh.service("pirate")
+    grows = b"\x01" * 30_000  # 30 KB here, 180 KB as JSON on the way to db: more than any service accepts
+
+    status, body = mesh.call(web, "PUT", "/kv/k", grows, TEXT)
+
+    assert status == 413 and "value" in body["error"], body
+    assert mesh.call(db, "GET", "/kv/k")[0] == 404
+    assert mesh.metric(db, "server_requests_total") == 1  # only the GET: nothing was sent on
+
+    # A dependency's 4xx comes back as that 4xx: the bank (a store) keeps no coins.
+    status, body = mesh.call(pirate, "PUT", "/kv/k", b"give", TEXT)
+    assert status == 404 and "coins" in body["error"], body
+    assert mesh.call(pirate, "GET", "/kv/k")[1]["coins"] == 100  # the coin was not given away
+
+
+def test_callers_cannot_raise_the_budget_or_the_hop_limit_above_the_maxima(mesh: Mesh) -> None:
+    mesh.load([{"name": "db", "package": "store", "count": 1}])
+    mesh.start_all()
+    [db] = mesh.service("db")
+    for header, value in [("x-simiankube-max-hops", str(contract.MAX_HOPS + 1)),
+                          ("x-simiankube-deadline-ms", str(contract.MAX_DEADLINE_MS + 1)),
+                          ("x-simiankube-hops", "0")]:
+        status, body = mesh.call(db, "GET", "/kv/k", headers={header: value})
+        assert (status, header in body.get("error", "")) == (400, True), (header, body)
+    assert mesh.call(db, "GET", "/kv/k", headers={"x-simiankube-max-hops": str(contract.MAX_HOPS)})[0] == 404
+
+
+def _connect(address: str) -> socket.socket:
+    return socket.create_connection((address, contract.HTTP_PORT), timeout=10)
+
+
+def _closed_after(conn: socket.socket) -> tuple[float, bytes]:
+    """Seconds until the server closed the connection, and what it sent before."""
+    started, received = time.monotonic(), b""
+    while chunk := conn.recv(4096):
+        received += chunk
+    return time.monotonic() - started, received
+
+
+def test_slow_clients_cannot_hold_connections(mesh: Mesh) -> None:
+    mesh.load([{"name": "db", "package": "store", "count": 1}])
+    [db] = mesh.service("db")
+    mesh.start(db.name, read_timeout=1.0)
+
+    with _connect(db.address) as headers_only:  # never finishes its headers
+        headers_only.sendall(b"GET /kv/k HTTP/1.1\r\nHost: db\r\n")
+        elapsed, received = _closed_after(headers_only)
+    assert received == b"" and elapsed < 5  # closed at the read timeout (1 s), not held
+
+    with _connect(db.address) as half_body:  # announces 100 bytes, sends 10
+        half_body.sendall(b"PUT /kv/k HTTP/1.1\r\nHost: db\r\nContent-Type: text/plain\r\n"
+                          b"Content-Length: 100\r\n\r\n0123456789")
+        elapsed, received = _closed_after(half_body)
+    assert received.startswith(b"HTTP/1.1 408") and b'"error"' in received, received
+    assert elapsed < 5
+    assert mesh.call(db, "GET", "/kv/k")[0] == 404  # nothing was stored, and prompt clients are served
+
+
+def test_store_memory_is_bounded_in_bytes_not_only_keys(mesh: Mesh) -> None:
+    mesh.load([{"name": "db", "package": "store", "count": 1}])
+    mesh.start_all()
+    [db] = mesh.service("db")
+    value = b"x" * 60_000
+    for i in range(1200):  # 72 MB in 1,200 keys: far below the key bound, above the 64 MiB byte bound
+        assert mesh.call(db, "PUT", f"/kv/k{i}", value, TEXT)[0] == 200
+    assert mesh.call(db, "GET", "/kv/k0")[0] == 404  # the oldest went
+    assert mesh.call(db, "GET", "/kv/k1199")[0] == 200
+
+
+def test_probe_reaches_only_targets_of_this_architecture(mesh: Mesh) -> None:
+    mesh.load([{"name": "db", "package": "store", "count": 1}, {"name": "web", "package": "karyon", "count": 1}])
+    mesh.start_all()
+    [web], [db] = mesh.service("web"), mesh.service("db")
+    allowed = [{"host": "t-db-us-east-1", "port": 8080}, {"host": db.address, "port": 8080}]
+    assert mesh.call(web, "POST", "/probe", {"targets": allowed})[0] == 200
+    [spare] = pick_addresses(1)
+    for target, named in [({"host": "example.com", "port": 8080}, "example.com"),
+                          ({"host": "8.8.8.8", "port": 8080}, "8.8.8.8"),
+                          ({"host": db.address, "port": 22}, "port 22"),
+                          ({"host": f"{spare}", "port": 9}, "port 9"),
+                          ({"host": "other-arch-db", "port": 8080}, "other-arch-db")]:
+        status, body = mesh.call(web, "POST", "/probe", {"targets": [*allowed, target]})
+        assert (status, named in body.get("error", "")) == (400, True), (target, body)

@@ -50,6 +50,8 @@ DEFAULT_REGION_NAMES = (
     "ap-southeast-2",
 )
 LATENCY_DISTRIBUTIONS = ("constant", "uniform", "normal", "exponential")
+FANOUTS = ("one", "all")
+ROUTER_PACKAGES = frozenset({"elb", "zuul", "karyon", "monolith"})  # behavior.fanout applies to these
 SEGMENTATION_MODES = ("enforced", "allow-all")
 SPIGO_SERVICE_EXTRAS = ("machine", "instance", "container", "process")
 # libyaml's loader when PyYAML was built with it: ten times faster on large architectures.
@@ -420,7 +422,7 @@ def _services(spec: dict[str, Any], path: str, read: _Reader, problems: list[str
                 problems.append(f"{at}dependencies[{j}]: duplicate dependency {quote(dep)}")
             else:
                 deps.append(dep)
-        behavior = _behavior(read.mapping(item, "behavior", at), f"{at}behavior.", read)
+        behavior = _behavior(read.mapping(item, "behavior", at), f"{at}behavior.", read, package)
         extras = tuple(
             (key, str(read.field(item, key, at, str, ""))) for key in SPIGO_SERVICE_EXTRAS if item.get(key) is not None
         )
@@ -467,7 +469,7 @@ def _check_scale(
     return problems
 
 
-def _behavior(data: dict[str, Any], path: str, read: _Reader) -> Behavior:
+def _behavior(data: dict[str, Any], path: str, read: _Reader, package: str) -> Behavior:
     latency_data = read.mapping(data, "latency", path)
     at = f"{path}latency."
     defaults = Latency()
@@ -477,12 +479,18 @@ def _behavior(data: dict[str, Any], path: str, read: _Reader) -> Behavior:
         stddev_ms=read.number(latency_data, "stddevMs", at, defaults.stddev_ms, 0.0, 60_000.0),
         max_ms=read.number(latency_data, "maxMs", at, defaults.max_ms, 0.0, 60_000.0),
     )
+    for key, packages in (("fanout", ROUTER_PACKAGES), ("hitRate", STATEFUL_PACKAGES)):
+        if data.get(key) is not None and package in PACKAGES and package not in packages:
+            read.problems.append(f"{path}{key}: applies to packages {', '.join(sorted(packages))} only, "
+                                 f"not {quote(package)}")
     base = Behavior()
     return Behavior(
         latency=latency,
         error_rate=read.number(data, "errorRate", path, base.error_rate, 0.0, 1.0),
         payload_bytes=read.integer(data, "payloadBytes", path, base.payload_bytes, 0),
         timeout_ms=read.number(data, "timeoutMs", path, base.timeout_ms, 1.0, 60_000.0),
+        fanout=read.choice(data, "fanout", path, base.fanout, FANOUTS),
+        hit_rate=read.number(data, "hitRate", path, base.hit_rate, 0.0, 1.0),
     )
 
 

@@ -174,6 +174,15 @@ def load_file(path: str | Path) -> Architecture:
 
 
 def parse_text(text: str, source: str = "") -> Architecture:
+    document = read_document(text, source)
+    try:
+        return parse_document(document)
+    except SpecError as err:
+        raise SpecError(err.problems, source) from None
+
+
+def read_document(text: str, source: str = "") -> Any:
+    """The data in a YAML or JSON text, before it is read as an architecture."""
     try:
         if text.lstrip().startswith("{"):
             document = json.loads(text)  # spigo's files hold tabs, which YAML rejects
@@ -186,10 +195,7 @@ def parse_text(text: str, source: str = "") -> Architecture:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise SpecError([f"unparseable input{where}: {problem}"], source) from err
-    try:
-        return parse_document(document)
-    except SpecError as err:
-        raise SpecError(err.problems, source) from None
+    return document
 
 
 def parse_document(document: Any) -> Architecture:

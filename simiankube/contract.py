@@ -47,6 +47,7 @@ SCRATCH_DIR = "/tmp"
 ENV_CONFIG = "SIMIANKUBE_CONFIG"  # path of the JSON configuration file
 ENV_INSTANCE = "SIMIANKUBE_INSTANCE"  # this instance's name (the pod name)
 ENV_ZONE = "SIMIANKUBE_ZONE"  # this instance's zone; empty when unknown
+ENV_POD_IP = "SIMIANKUBE_POD_IP"  # the pod's IP: spans' localEndpoint (the listen address is 0.0.0.0)
 ENV_LISTEN = "SIMIANKUBE_LISTEN"  # host:port to bind; default 0.0.0.0:HTTP_PORT
 ENV_HOSTS = "SIMIANKUBE_HOSTS"  # local mode only: path of a HostsTable JSON file
 ENV_ZIPKIN_FILE = "SIMIANKUBE_ZIPKIN_FILE"
@@ -81,6 +82,12 @@ class Behavior:
     error_rate: float = 0.0  # fraction of requests answered 500, 0..1
     payload_bytes: int = 0  # extra bytes in every response body
     timeout_ms: float = 500.0  # per-hop timeout before the remaining budget caps it
+    # Routers (elb, zuul, karyon, monolith): "one" sends each request to one dependency instance chosen at
+    # random over the instances of all dependencies (spigo's router.Random); "all" calls every dependency.
+    fanout: str = "one"
+    # Data packages (store, cache, volume, priamCassandra, riak): share of gets for a stored key that hit;
+    # the rest answer a miss, so a caller such as staash pays for the slower tier behind (spigo's hit rates).
+    hit_rate: float = 1.0
 
 
 # The largest budget and hop limit a spec may configure; every nanoservice rejects larger values from callers.
@@ -93,7 +100,8 @@ class Traffic:
     """What a traffic source (denominator) sends."""
 
     interval_ms: float = 10.0  # one new trace per tick, spigo's default
-    put_percent: float = 50.0  # share of traces that are puts
+    put_percent: float = 100.0 / 3  # share of traces that are puts of new keys (spigo: a third); the rest are
+    # gets, half of the key every store is seeded with, half of a key put earlier
     deadline_ms: float = 2000.0  # budget of one user request, end to end
     max_hops: int = 16  # bounds dependency cycles
 

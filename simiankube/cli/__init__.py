@@ -12,12 +12,14 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 
 
 from simiankube.model import generate as generator
 from simiankube.cli.common import add_file_argument, add_output_argument, add_scale_arguments, dump, load
 from simiankube.render import RenderSettings, render
-from simiankube.model.spec import SpecError, load_file, to_resource
+from simiankube.model.compose import ComposeError, arch_name, compose_to_spigo, is_compose
+from simiankube.model.spec import SpecError, parse_document, read_document, to_resource
 from simiankube.model.topology import expand
 
 EXIT_INVALID = 1
@@ -74,7 +76,19 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    arch = load_file(args.file)
+    try:
+        text = Path(args.file).read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError([f"cannot read file: {err.strerror}"], args.file) from err
+    document = read_document(text, args.file)
+    try:
+        if is_compose(document):
+            document = compose_to_spigo(document, arch_name(args.file))
+        arch = parse_document(document)
+    except ComposeError as err:
+        raise SpecError(err.problems, args.file) from None
+    except SpecError as err:
+        raise SpecError(err.problems, args.file) from None
     for warning in arch.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     sys.stdout.write(dump(to_resource(arch), args.output))
@@ -121,8 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_argument(p)
     p.set_defaults(handler=cmd_render)
 
-    p = commands.add_parser("import", help="convert a spigo *_arch.json file into an Architecture CR",
-                            description="Print the Architecture custom resource equivalent to a spigo file.")
+    p = commands.add_parser("import", help="convert a spigo *_arch.json or a docker-compose file into an Architecture CR",
+                            description="Print the Architecture custom resource equivalent to a spigo file or a "
+                                        "docker-compose file (v1, v2, v3), converted as spigo's compose2arch does: "
+                                        "services become monoliths (db: staash, redis and database images: "
+                                        "stores), links/depends_on dependencies, networks elbs, named volumes "
+                                        "stores, published ports www- traffic sources.")
     add_file_argument(p)
     add_output_argument(p)
     p.set_defaults(handler=cmd_import)

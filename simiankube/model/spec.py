@@ -50,6 +50,8 @@ DEFAULT_REGION_NAMES = (
     "ap-southeast-2",
 )
 LATENCY_DISTRIBUTIONS = ("constant", "uniform", "normal", "exponential")
+FANOUTS = ("one", "all")
+ROUTER_PACKAGES = frozenset({"elb", "zuul", "karyon", "monolith"})  # behavior.fanout applies to these
 SEGMENTATION_MODES = ("enforced", "allow-all")
 SPIGO_SERVICE_EXTRAS = ("machine", "instance", "container", "process")
 # libyaml's loader when PyYAML was built with it: ten times faster on large architectures.
@@ -172,6 +174,15 @@ def load_file(path: str | Path) -> Architecture:
 
 
 def parse_text(text: str, source: str = "") -> Architecture:
+    document = read_document(text, source)
+    try:
+        return parse_document(document)
+    except SpecError as err:
+        raise SpecError(err.problems, source) from None
+
+
+def read_document(text: str, source: str = "") -> Any:
+    """The data in a YAML or JSON text, before it is read as an architecture."""
     try:
         if text.lstrip().startswith("{"):
             document = json.loads(text)  # spigo's files hold tabs, which YAML rejects
@@ -184,10 +195,7 @@ def parse_text(text: str, source: str = "") -> Architecture:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise SpecError([f"unparseable input{where}: {problem}"], source) from err
-    try:
-        return parse_document(document)
-    except SpecError as err:
-        raise SpecError(err.problems, source) from None
+    return document
 
 
 def parse_document(document: Any) -> Architecture:
@@ -421,7 +429,7 @@ def _services(spec: dict[str, Any], path: str, read: _Reader, problems: list[str
                 problems.append(f"{at}dependencies[{j}]: duplicate dependency {quote(dep)}")
             else:
                 deps.append(dep)
-        behavior = _behavior(read.mapping(item, "behavior", at), f"{at}behavior.", read)
+        behavior = _behavior(read.mapping(item, "behavior", at), f"{at}behavior.", read, package)
         extras = tuple(
             (key, str(read.field(item, key, at, str, ""))) for key in SPIGO_SERVICE_EXTRAS if item.get(key) is not None
         )
@@ -468,7 +476,7 @@ def _check_scale(
     return problems
 
 
-def _behavior(data: dict[str, Any], path: str, read: _Reader) -> Behavior:
+def _behavior(data: dict[str, Any], path: str, read: _Reader, package: str) -> Behavior:
     latency_data = read.mapping(data, "latency", path)
     at = f"{path}latency."
     defaults = Latency()
@@ -478,12 +486,18 @@ def _behavior(data: dict[str, Any], path: str, read: _Reader) -> Behavior:
         stddev_ms=read.number(latency_data, "stddevMs", at, defaults.stddev_ms, 0.0, 60_000.0),
         max_ms=read.number(latency_data, "maxMs", at, defaults.max_ms, 0.0, 60_000.0),
     )
+    for key, packages in (("fanout", ROUTER_PACKAGES), ("hitRate", STATEFUL_PACKAGES)):
+        if data.get(key) is not None and package in PACKAGES and package not in packages:
+            read.problems.append(f"{path}{key}: applies to packages {', '.join(sorted(packages))} only, "
+                                 f"not {quote(package)}")
     base = Behavior()
     return Behavior(
         latency=latency,
         error_rate=read.number(data, "errorRate", path, base.error_rate, 0.0, 1.0),
         payload_bytes=read.integer(data, "payloadBytes", path, base.payload_bytes, 0),
         timeout_ms=read.number(data, "timeoutMs", path, base.timeout_ms, 1.0, 60_000.0),
+        fanout=read.choice(data, "fanout", path, base.fanout, FANOUTS),
+        hit_rate=read.number(data, "hitRate", path, base.hit_rate, 0.0, 1.0),
     )
 
 

@@ -124,6 +124,7 @@ def build_pod_template(topology: Topology, placement: Placement, config_json: st
         "env": [
             {"name": contract.ENV_CONFIG, "value": contract.CONFIG_PATH},
             {"name": contract.ENV_INSTANCE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": contract.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ],
         "ports": [{"name": contract.HTTP_PORT_NAME, "containerPort": contract.HTTP_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": contract.PATH_READY, "port": probe_port}, "periodSeconds": 5,

@@ -5,23 +5,17 @@ from __future__ import annotations
 import zlib
 
 from simiankube.nanoservice.client import Health
-from simiankube.nanoservice.policy import Endpoint, ring_order
+from simiankube.nanoservice.policy import Endpoint, distribute, ring_owner
 from simiankube.nanoservice.resolver import Resolver
 
 
-def _ring_order_uncached(names: list[str], key: str) -> list[str]:
-    ring = sorted((zlib.crc32(n.encode()), n) for n in names)
-    tokens = [t for t, _ in ring]
-    start = next((i for i, t in enumerate(tokens) if t >= zlib.crc32(key.encode())), 0)
-    return [ring[(start + i) % len(ring)][1] for i in range(len(ring))]
-
-
-def test_ring_order_matches_the_uncached_ring() -> None:
-    names = [f"cass-{zone}-{i}" for zone in "abc" for i in range(4)]
-    for key in ["", "a", "user-17", "zzzz", *map(str, range(200))]:
-        assert ring_order(names, key) == _ring_order_uncached(names, key)
-        assert ring_order(list(reversed(names)), key) == _ring_order_uncached(names, key)
-    assert ring_order([], "k") == []
+def test_distribute_matches_the_uncached_tokens() -> None:
+    ring = tuple(f"cass-{i}" for i in range(7))
+    assert distribute(ring) == tuple(i * (0xFFFFFFFF // 7) for i in range(7))
+    assert distribute(ring) is distribute(tuple(ring))  # cached per ring
+    for key in ["", "a", "user-17", *map(str, range(200))]:
+        h = zlib.crc32(key.encode())
+        assert ring_owner(ring, key) == max((t, n) for t, n in zip(distribute(ring), ring) if t <= h)[1]
 
 
 def test_endpoint_key_is_address_and_port() -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import signal
+import time
 
-from simiankube.nanoservice.policy import replica_per_zone, ring_order
+from simiankube.nanoservice.policy import ring_owner, zone_rings
 from simiankube.testing.wait import wait_for
 
 from tests.nanoservice.conftest import Mesh
@@ -40,6 +41,26 @@ def test_staash_put_writes_one_instance_of_every_tier(mesh: Mesh) -> None:
     for tier in ("evcache", "mysql"):
         holders = [n for n in mesh.service(tier) if mesh.call(n, "GET", "/kv/k2")[0] == 200]
         assert len(holders) == 1, tier
+
+
+def test_staash_put_picks_one_instance_per_tier_and_namespaces_volumes_per_instance(mesh: Mesh) -> None:
+    """spigo: one Put per tier router (both caches form one tier); volumes get `<staash instance>/key`."""
+    mesh.load([
+        {"name": "c1", "package": "cache", "count": 1},
+        {"name": "c2", "package": "cache", "count": 1},
+        {"name": "disk", "package": "volume", "count": 0},
+        {"name": "data", "package": "staash", "count": 1, "dependencies": ["c1", "c2", "disk"]},
+    ])
+    mesh.start_all()
+    [data], [disk] = mesh.service("data"), mesh.service("disk")
+
+    status, body = mesh.call(data, "PUT", "/kv/k3", {"value": "v"})
+
+    assert status == 200 and len(body["tiers"]) == 2 and "disk" in body["tiers"]
+    caches = [n for s in ("c1", "c2") for n in mesh.service(s) if mesh.call(n, "GET", "/kv/k3")[0] == 200]
+    assert len(caches) == 1
+    assert mesh.call(disk, "GET", "/kv/k3")[0] == 404
+    assert mesh.call(disk, "GET", f"/kv/{data.name}:k3")[1]["value"] == "v"
 
 
 def test_karyon_prefers_its_zone_and_falls_back_when_the_zone_is_empty(mesh: Mesh) -> None:
@@ -83,29 +104,35 @@ def test_store_replicates_puts_to_its_peers_when_self_dependent(mesh: Mesh) -> N
 
     status, body = mesh.call(first, "PUT", "/kv/k", {"value": "everywhere"})
 
-    assert (status, body["replicas"]) == (200, 2)
-    assert all(mesh.call(n, "GET", "/kv/k")[1].get("value") == "everywhere" for n in others)
+    assert (status, body["replicating"]) == (200, 2)
+    wait_for(lambda: all(mesh.call(n, "GET", "/kv/k")[1].get("value") == "everywhere" for n in others), 5,
+             message="copies on both peers")
 
 
-def test_ring_owner_stores_and_replicates_one_node_per_other_zone(mesh: Mesh) -> None:
+def test_ring_owner_stores_and_copies_to_the_owner_in_each_other_zone(mesh: Mesh) -> None:
     mesh.load([{"name": "cass", "package": "priamCassandra", "count": 6, "dependencies": ["cass"]}])
     mesh.start_all()
     nodes = {n.name: n for n in mesh.service("cass")}
-    zones = {n.name: n.instance.zone for n in nodes.values()}
-    order = ring_order(sorted(nodes), "user42")
-    owner, replicas = order[0], replica_per_zone(order, zones, order[0])
-    stranger = next(n for n in order if n != owner and n not in replicas)
+    rings = zone_rings((n.name, n.instance.zone) for n in nodes.values())
+    owners = {zone: ring_owner(ring, "user42") for zone, ring in rings.items()}
+    stranger = next(n for n in nodes.values() if n.name not in owners.values())
+    owner = owners[stranger.instance.zone]  # the owner in the zone that received the put
 
-    status, body = mesh.call(nodes[stranger], "PUT", "/kv/user42", {"value": "gold"})
+    status, body = mesh.call(stranger, "PUT", "/kv/user42", {"value": "gold"})
 
-    assert (status, body["served_by"], body["replicas"]) == (200, owner, 2)
-    holders = {n for n in nodes if mesh.call(nodes[n], "GET", "/kv/user42?direct=1")[0] == 200}
-    assert holders == {owner, *replicas}
-    assert len({zones[h] for h in holders}) == 3
-    assert mesh.call(nodes[stranger], "GET", "/kv/user42")[1]["value"] == "gold"  # forwarded to the owner
+    assert (status, body["served_by"], body["replicating"]) == (200, owner, 2)
+
+    def holders() -> set[str]:
+        return {n for n in nodes if mesh.call(nodes[n], "GET", "/kv/user42?direct=1")[0] == 200}
+
+    wait_for(lambda: holders() == set(owners.values()), 5, message="one copy per zone, at each zone's owner")
+    before = {n: mesh.metric(n, "server_requests_total") for n in nodes}
+    assert mesh.call(stranger, "GET", "/kv/user42")[1]["value"] == "gold"  # forwarded to its zone's owner
+    served = {n for n in nodes if mesh.metric(n, "server_requests_total") > before[n]}
+    assert served == {stranger.name, owner}  # the read stayed in the zone
 
 
-def test_ring_replicates_to_other_regions_only_through_eureka(mesh: Mesh) -> None:
+def test_ring_copies_across_regions_only_through_eureka_and_on_to_the_remote_zones(mesh: Mesh) -> None:
     mesh.load([
         {"name": "cass", "package": "priamCassandra", "count": 3, "regions": 2, "dependencies": ["cass", "eureka"]},
         {"name": "solo", "package": "riak", "count": 3, "regions": 2, "dependencies": ["solo"]},
@@ -114,11 +141,37 @@ def test_ring_replicates_to_other_regions_only_through_eureka(mesh: Mesh) -> Non
     for name in ("cass", "solo"):
         east = [n for n in mesh.service(name) if n.instance.region == "us-east-1"]
         west = [n for n in mesh.service(name) if n.instance.region == "us-west-2"]
-        owner = ring_order([n.name for n in east], "k")[0]
-        status, body = mesh.call(next(n for n in east if n.name == owner), "PUT", "/kv/k", {"value": "v"})
+        [first] = [n for n in east if n.instance.zone == "zoneA"]
+        status, body = mesh.call(first, "PUT", "/kv/k", {"value": "v"})
         assert status == 200
-        in_west = [n for n in west if mesh.call(n, "GET", "/kv/k?direct=1")[0] == 200]
-        assert (body["replicas"], len(in_west)) == ((3, 1) if name == "cass" else (2, 0)), name
+        assert body["replicating"] == (3 if name == "cass" else 2), name  # 2 zones, plus 1 region with eureka
+        expected = 3 if name == "cass" else 0  # the remote copy spreads to every zone of the remote region
+
+        def in_west() -> int:
+            return sum(1 for n in west if mesh.call(n, "GET", "/kv/k?direct=1")[0] == 200)
+
+        wait_for(lambda: in_west() == expected, 5, message=f"{name}: {expected} copies in us-west-2")
+        assert sum(1 for n in east if mesh.call(n, "GET", "/kv/k?direct=1")[0] == 200) == 3
+
+
+def test_a_put_does_not_wait_for_its_copies_and_failed_copies_are_counted(mesh: Mesh) -> None:
+    mesh.load([{"name": "db", "package": "store", "count": 3, "dependencies": ["db"],
+                "behavior": {"latency": {"distribution": "constant", "meanMs": 0}, "timeoutMs": 300}}])
+    first, second, third = mesh.service("db")
+    mesh.start(first.name)
+    hung = mesh.start(second.name)
+    mesh.start(third.name)
+    hung.send_signal(signal.SIGSTOP)  # a copy to it hangs until the copy's own budget runs out
+    try:
+        started = time.monotonic()
+        status, body = mesh.call(first, "PUT", "/kv/k", {"value": "v"})
+        elapsed = time.monotonic() - started
+        assert (status, body["replicating"]) == (200, 2)
+        assert elapsed < 0.25  # well below the 300 ms the hung copy waits
+        wait_for(lambda: mesh.metric(first, "replication_failures_total") == 1, 5, message="one failed copy")
+        assert mesh.call(third, "GET", "/kv/k")[1]["value"] == "v"
+    finally:
+        hung.send_signal(signal.SIGCONT)
 
 
 def test_eureka_serves_the_registry_of_what_it_knows(mesh: Mesh) -> None:
@@ -139,19 +192,26 @@ def test_eureka_serves_the_registry_of_what_it_knows(mesh: Mesh) -> None:
     assert mesh.call(registry, "GET", "/kv/unknown")[0] == 404
 
 
-def test_pirates_exchange_coins(mesh: Mesh) -> None:
-    mesh.load([
-        {"name": "jack", "package": "pirate", "count": 1, "dependencies": ["anne"]},
-        {"name": "anne", "package": "pirate", "count": 1, "dependencies": ["jack"]},
-    ])
+def test_pirates_chat_never_give_to_themselves_and_keep_the_gold(mesh: Mesh) -> None:
+    """spigo's fsm: random-sized donations and name-drops among buddies; no pirate is its own buddy."""
+    mesh.load([{"name": "crew", "package": "pirate", "count": 4, "dependencies": ["crew"]}])
     mesh.start_all()
-    [jack], [anne] = mesh.service("jack"), mesh.service("anne")
+    crew = mesh.service("crew")
+    given: list[int] = []
+    dropped = 0
+    for i in range(60):
+        status, body = mesh.call(crew[i % 4], "PUT", "/kv/tick", b"")
+        assert status == 200, body
+        assert body.get("to") != crew[i % 4].name
+        given += [body["given"]] if body.get("given") else []
+        dropped += 1 if body.get("namedropped") else 0
 
-    for _ in range(3):
-        assert mesh.call(jack, "PUT", "/kv/gift", b"")[0] == 200
-
-    assert mesh.call(jack, "GET", "/kv/purse")[1]["coins"] == 97
-    assert mesh.call(anne, "GET", "/kv/purse")[1]["coins"] == 103
+    purses = [mesh.call(p, "GET", "/kv/purse")[1] for p in crew]
+    assert sum(p["coins"] for p in purses) == 400  # coins move, none are made or lost
+    assert all(p["coins"] != 100 for p in purses)
+    assert len(set(given)) > 3 and dropped > 10  # donations of many sizes, and gossip
+    assert all(p.name not in body["buddies"] for p, body in zip(crew, purses))
+    assert mesh.call(crew[0], "POST", "/namedrop", {"instance": crew[0].name})[1]["added"] is False
 
 
 def test_denominator_sends_gets_and_puts_every_tick(mesh: Mesh) -> None:

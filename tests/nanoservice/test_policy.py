@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 import statistics
-import zlib
+from collections import Counter
 
 import pytest
 
@@ -15,36 +15,47 @@ from simiankube.nanoservice.policy import (
     choose_endpoint,
     draw_latency_ms,
     region_targets,
-    replica_per_zone,
-    ring_order,
+    choose_weighted,
+    instance_weights,
+    ring_owner,
     tier_order,
+    zone_rings,
 )
 
-NAMES = [f"cass-{i}" for i in range(6)]
+def test_distribute_spaces_tokens_evenly_so_ownership_is_balanced() -> None:
+    """spigo's Distribute: with crc32 tokens of names one of 12 nodes owned 41 % of keys and another 2 %."""
+    ring = tuple(sorted(f"netflixoss-cassTurtle-us-east-1-{i}" for i in range(12)))
+    owned = Counter(ring_owner(ring, f"key{i}") for i in range(24_000))
+    assert set(owned) == set(ring)
+    shares = [owned[n] / 24_000 for n in ring]
+    assert max(shares) < 1 / 12 * 1.15 and min(shares) > 1 / 12 * 0.85, shares
 
 
-def test_ring_owner_is_the_first_token_at_or_after_the_key_hash() -> None:
-    tokens = sorted((zlib.crc32(n.encode()), n) for n in NAMES)
-    for key in ("a", "user42", "zzz", "key999"):
-        h = zlib.crc32(key.encode())
-        expected = next((n for t, n in tokens if t >= h), tokens[0][1])
-        order = ring_order(NAMES, key)
-        assert order[0] == expected
-        assert sorted(order) == sorted(NAMES)
+def test_one_ring_per_zone_whatever_the_order_of_members() -> None:
+    members = [(f"c-{i}", ("zoneA", "zoneB", "zoneC")[i % 3]) for i in range(9)]
+    rings = zone_rings(members)
+    assert rings == zone_rings(list(reversed(members)))
+    assert rings["zoneA"] == ("c-0", "c-3", "c-6")
+    assert ring_owner(rings["zoneA"], "k") in rings["zoneA"]
+    assert zone_rings([]) == {}
 
 
-def test_ring_is_the_same_whatever_the_order_of_peers() -> None:
-    assert ring_order(NAMES, "k") == ring_order(list(reversed(NAMES)), "k")
-    assert ring_order([], "k") == []
+def test_weights_count_instances_own_zone_first_with_fallback() -> None:
+    a = [Endpoint(f"10.0.0.{i}", 8080, ("zoneA", "zoneB", "zoneC")[i % 3]) for i in range(6)]
+    b = [Endpoint(f"10.0.1.{i}", 8080, "zoneB") for i in range(3)]
+    assert instance_weights([a, b], own_zone="zoneA", prefer_zone=False, ejected=set()) == [6, 3]
+    assert instance_weights([a, b], own_zone="zoneA", prefer_zone=True, ejected=set()) == [2, 0]
+    assert instance_weights([a, b], own_zone="zoneC", prefer_zone=True, ejected={a[2].key, a[5].key}) == [4, 3]
+    dead = {e.key for e in [*a, *b]}
+    assert instance_weights([a, b], own_zone="zoneA", prefer_zone=False, ejected=dead) == [6, 3]
 
 
-def test_replicas_are_the_next_ring_node_in_each_other_zone() -> None:
-    zones = {n: "zoneABC"[4 + i % 3] for i, n in enumerate(NAMES)}
-    order = ring_order(NAMES, "k")
-    replicas = replica_per_zone(order, zones, order[0])
-    assert len(replicas) == 2
-    assert len({zones[n] for n in [order[0], *replicas]}) == 3
-    assert all(order.index(r) == min(order.index(n) for n in NAMES if zones[n] == zones[r]) for r in replicas)
+def test_choose_weighted_follows_the_weights() -> None:
+    rng = random.Random(3)
+    drawn = Counter(choose_weighted([18, 24, 0], rng) for _ in range(42_000))
+    assert drawn[2] == 0
+    assert abs(drawn[0] / 42_000 - 18 / 42) < 0.01
+    assert choose_weighted([0, 0], rng) in (0, 1)
 
 
 def dep(service: str, package: str, *regions: str) -> Dependency:

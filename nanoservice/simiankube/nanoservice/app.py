@@ -32,7 +32,8 @@ from simiankube.nanoservice.packages import Context, Reply, build_package
 from simiankube.nanoservice.policy import draw_latency_ms
 from simiankube.nanoservice.probe import ProbeRequestError, Scope, parse_probe_request, probe_all
 from simiankube.nanoservice.resolver import Resolver
-from simiankube.nanoservice.tracing import UNTRACED, SpanExporter, incoming_context, wall_time, zipkin_span
+from simiankube.nanoservice.tracing import (UNTRACED, SpanExporter, incoming_context, span_name, wall_time,
+                                             zipkin_span)
 from simiankube.nanoservice.traffic import generate
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -183,10 +184,10 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
     finally:
         elapsed = time.monotonic() - started
         count(edge, status, elapsed)
-        if serving.exporting and hop is not None:
+        if serving.exporting and hop is not None and hop.trace.sampled:
             identity = serving.identity
             serving.exporter.record(zipkin_span(
-                hop.trace, name=f"{request.method.lower()} {request.path}", kind="SERVER", service=config.service,
+                hop.trace, name=span_name(request.method, request.path), kind="SERVER", service=config.service,
                 address=identity.address, start=wall_time(started), duration=elapsed, remote=caller,
                 tags={"http.status_code": str(status), "instance": identity.instance},
             ))
@@ -282,7 +283,9 @@ async def replicate(request: web.Request) -> web.Response:
     if len(data["key"]) > MAX_KEY_LENGTH:
         return error(400, f"key: at most {MAX_KEY_LENGTH} characters")
     serving = request.app[keys.SERVING]
-    return await serve(serving, request, lambda hop: serving.package.replicate(hop, data["key"], data["value"]))
+    spread = request.query.get("spread", "") in ("1", "true")
+    return await serve(serving, request,
+                       lambda hop: serving.package.replicate(hop, data["key"], data["value"], spread))
 
 
 async def coins(request: web.Request) -> web.Response:
@@ -291,6 +294,12 @@ async def coins(request: web.Request) -> web.Response:
         return error(400, f"coins: must be >= 1, got {data['coins']}")
     serving = request.app[keys.SERVING]
     return await serve(serving, request, lambda hop: serving.package.coins(hop, data["coins"]))
+
+
+async def namedrop(request: web.Request) -> web.Response:
+    data = await _json_object(request, {"instance": str})
+    serving = request.app[keys.SERVING]
+    return await serve(serving, request, lambda hop: serving.package.namedrop(hop, data["instance"][:256]))
 
 
 async def registry(request: web.Request) -> web.Response:
@@ -432,6 +441,7 @@ def create_app(
     app.router.add_put("/kv/{key}", put_key)
     app.router.add_post("/replicate", replicate)
     app.router.add_post("/coins", coins)
+    app.router.add_post("/namedrop", namedrop)
     app.router.add_get("/registry", registry)
     app.router.add_post("/probe", probe)
     app.router.add_get(contract.PATH_HEALTH, healthz)

@@ -31,9 +31,10 @@ import aiohttp
 from simiankube.contract import Dependency, Instance, NanoserviceConfig
 from simiankube.nanoservice.hop import Hop
 from simiankube.nanoservice.metrics import Metrics
-from simiankube.nanoservice.policy import Endpoint, choose_endpoint, region_targets
+from simiankube.nanoservice.policy import (Endpoint, choose_endpoint, choose_weighted, instance_weights,
+                                            region_targets)
 from simiankube.nanoservice.resolver import Resolver
-from simiankube.nanoservice.tracing import SpanExporter, wall_time, zipkin_span
+from simiankube.nanoservice.tracing import SpanExporter, span_name, wall_time, zipkin_span
 
 RETRYABLE_STATUS = frozenset({503})
 SOFT_FAILURES_TO_EJECT = 3
@@ -175,6 +176,19 @@ class Caller:
                 found.append(Endpoint(e.address, e.port, instance.zone, instance.name))
         return found
 
+    def choose_dependency(self, deps: Sequence[Dependency], *, prefer_zone: bool) -> Dependency:
+        """One dependency, weighted by its instances (own region's, else the fallback regions'), so a
+        request lands on any dependency instance with equal chance, as spigo's router.Random() does."""
+        if len(deps) == 1:
+            return deps[0]
+        candidates = []
+        for dep in deps:
+            preferred, fallback = self.dependency_endpoints(dep)
+            candidates.append(preferred or fallback)
+        weights = instance_weights(candidates, own_zone=self.zone, prefer_zone=prefer_zone,
+                                   ejected=self.health.ejected())
+        return deps[choose_weighted(weights, self.rng)]
+
     # -- sending -----------------------------------------------------------------
 
     async def call_dependency(
@@ -282,9 +296,9 @@ class Caller:
                     result.error = str(result.body.get("error", f"{peer} {endpoint.key}: HTTP {status}"))
         if not result.ok and result.status >= 500:
             edge.errors.inc()
-        if self.exporter.enabled:
+        if self.exporter.enabled and trace.sampled:
             self.exporter.record(zipkin_span(
-                trace, name=f"{method.lower()} {path.split('?')[0]}", kind="CLIENT", service=self.config.service,
+                trace, name=span_name(method, path), kind="CLIENT", service=self.config.service,
                 address=self.address, start=wall_time(started), duration=time.monotonic() - started, remote=peer,
                 tags={"http.status_code": str(result.status), "peer.address": endpoint.key},
             ))

@@ -42,13 +42,16 @@ class Hop:
 
     def outgoing(self, budget: float, caller: str, trace: TraceContext) -> dict[str, str]:
         """Headers of a call made with `budget` seconds, one hop further."""
-        return {
+        headers = {
             HEADER_BUDGET: f"{max(budget, 0.0) * 1000:.3f}",
             HEADER_HOPS: str(self.hops + 1),
             HEADER_MAX_HOPS: str(self.max_hops),
             HEADER_CALLER: caller,
             "traceparent": trace.traceparent,
         }
+        if trace.tracestate:
+            headers["tracestate"] = trace.tracestate
+        return headers
 
 
 def _number(headers: CIMultiDictProxy[str], name: str, default: float, low: float, high: float) -> float:

@@ -41,6 +41,7 @@ class Launch:
     zone: str = ""
     host: str = "0.0.0.0"
     port: int = contract.HTTP_PORT
+    pod_ip: str = ""  # the address spans name; "" = the listen host (local mode listens on its own address)
     hosts_path: str = ""  # local mode: the hosts table
     zipkin_file: str = ""
     zipkin_url: str = ""
@@ -57,6 +58,7 @@ class Launch:
             zone=env.get(contract.ENV_ZONE, ""),
             host=host or "0.0.0.0",
             port=int(port),
+            pod_ip=env.get(contract.ENV_POD_IP, ""),
             hosts_path=env.get(contract.ENV_HOSTS, ""),
             zipkin_file=env.get(contract.ENV_ZIPKIN_FILE, ""),
             zipkin_url=env.get(contract.ENV_ZIPKIN_URL, ""),
@@ -67,7 +69,7 @@ class Launch:
         table = load_hosts_table(self.hosts_path, config.port) if self.hosts_path else None
         return create_app(
             config,
-            Identity(self.instance, self.zone, self.host, self.seed),
+            Identity(self.instance, self.zone, self.pod_ip or self.host, self.seed),
             resolver=Resolver(table),
             exporter=SpanExporter(file=self.zipkin_file, url=self.zipkin_url),
             read_timeout=self.read_timeout,

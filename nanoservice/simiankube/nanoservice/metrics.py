@@ -61,6 +61,8 @@ class Metrics:
             family(Counter, "traffic_timeouts", "User requests that ran out of budget", "peer"),
             family(Histogram, "traffic_latency_seconds", "User request response time", "peer"),
         )
+        self._replication_failures = family(
+            Counter, "replication_failures", "Copies to a replica that failed (replication does not wait)", "peer")
         self._sides = {"server": self._server, "client": self._client, "traffic": self._traffic}
         self._edges: dict[tuple[str, str], Edge] = {}
 
@@ -84,6 +86,9 @@ class Metrics:
 
     def traffic(self, peer: str) -> Edge:
         return self._edge("traffic", peer)
+
+    def replication_failures(self, peer: str) -> Counter:
+        return self._replication_failures.labels(self.service, self.package, peer)  # type: ignore[return-value]
 
 
 @dataclass(eq=False)  # a registry keys collectors by identity

@@ -6,14 +6,13 @@ and ring decisions come from `policy`; the calls themselves from `client`.
 
 | package | get / put |
 |---|---|
-| denominator, elb, zuul | forward to one dependency, chosen at random |
-| karyon, monolith | call every dependency |
+| denominator, elb, zuul, karyon, monolith | forward to one dependency instance, chosen at random over the instances of all dependencies (`behavior.fanout: all`: call every dependency) |
 | elb, monolith, denominator | spread over every zone; zuul, karyon prefer their own zone |
-| staash | get: tiers cache → volume → priamCassandra → store → staash, a miss falls through; put: every tier |
-| store, cache, volume | key-value; a put replicates to the other instances when the service depends on itself |
-| priamCassandra, riak | token ring; the owner stores, replicates to one node per other zone and, through eureka, per other region |
+| staash | get: tiers cache → volume → priamCassandra → store → staash, a miss falls through; put: one instance of every tier |
+| store, cache, volume | key-value with a hit rate; a put copies to the other instances when the service depends on itself |
+| priamCassandra, riak | a token ring per zone; the owner stores, copies to the owner in each other zone and, through eureka, each other region |
 | eureka | answers lookups with what it knows; GET /registry lists it |
-| pirate | a put gives one coin to a random buddy; a get tells the purse |
+| pirate | a put is a chat tick: name-drop one buddy to another, or give a random share of the purse to a buddy; a get tells the purse |
 """
 
 from __future__ import annotations
@@ -21,19 +20,22 @@ from __future__ import annotations
 import asyncio
 import random
 import sys
+import time
 from collections import OrderedDict
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
 from simiankube.contract import Dependency, NanoserviceConfig
 from simiankube.nanoservice.client import Caller, Result
 from simiankube.nanoservice.hop import Hop
-from simiankube.nanoservice.policy import ring_order, replica_per_zone, tier_order
+from simiankube.nanoservice.policy import Endpoint, ring_owner, tier_order, zone_rings
 
 MAX_KEYS = 100_000  # a store forgets its oldest keys beyond either bound: memory stays bounded
 MAX_BYTES = 64 * 1024 * 1024  # memory of the keys and values held (sys.getsizeof), per instance
+SEEDED_KEY = "why"  # every data package starts with spigo's "why?" = "because..."
+SEEDED_VALUE = "because..."
 PIRATE_PURSE = 100
+DUNBAR = 10  # spigo's pirates remember at most this many buddies
 
 
 @dataclass(slots=True)
@@ -80,11 +82,16 @@ class Package:
     async def put(self, hop: Hop, key: str, value: str, direct: bool) -> Reply:
         return Reply(200, {"key": key, "stored": False})
 
-    async def replicate(self, hop: Hop, key: str, value: str) -> Reply:
+    async def replicate(self, hop: Hop, key: str, value: str, spread: bool) -> Reply:
+        """Store a copy here only; with `spread` (a copy from another region) also copy it on to the other
+        zones of this region."""
         return Reply(404, {"error": f"package {self.config.package} keeps no data to replicate into"})
 
     async def coins(self, hop: Hop, amount: int) -> Reply:
         return Reply(404, {"error": f"package {self.config.package} keeps no coins"})
+
+    async def namedrop(self, hop: Hop, instance: str) -> Reply:
+        return Reply(404, {"error": f"package {self.config.package} keeps no buddies"})
 
     def view(self) -> dict[str, Any]:
         """GET /registry: the instances this one knows of each dependency (eureka serves this as its registry)."""
@@ -104,7 +111,6 @@ class Package:
 class Router(Package):
     """denominator, elb, zuul, karyon, monolith: pass requests on to dependencies."""
 
-    fan_out = False  # call every dependency, not one at random
     prefer_zone = False  # own zone first, other zones as the fallback
 
     async def _send(self, hop: Hop, dep: Dependency, method: str, key: str, value: str | None) -> Result:
@@ -116,7 +122,10 @@ class Router(Package):
         deps = self.config.dependencies
         if not deps:
             return miss(key) if method == "GET" else Reply(200, {"key": key, "stored": False})
-        chosen = list(deps) if self.fan_out else [self.ctx.rng.choice(deps)]
+        if self.config.behavior.fanout == "all":
+            chosen = list(deps)
+        else:
+            chosen = [self.ctx.caller.choose_dependency(deps, prefer_zone=self.prefer_zone)]
         results = await asyncio.gather(*(self._send(hop, d, method, key, value) for d in chosen))
         broken = [r for r in results if r.status >= 400 and not (method == "GET" and r.status == 404)]
         if broken:
@@ -143,12 +152,11 @@ class Zuul(Router):
 
 
 class Karyon(Router):
-    fan_out = True
     prefer_zone = True
 
 
 class Monolith(Router):
-    fan_out = True
+    """Like karyon, over every zone."""
 
 
 class Denominator(Router):
@@ -171,14 +179,23 @@ class Staash(Package):
         return miss(key)
 
     async def put(self, hop: Hop, key: str, value: str, direct: bool) -> Reply:
+        """One instance of each tier (a tier's dependencies share one instance-weighted choice, as spigo's
+        per-package routers do); volumes get the key in this instance's namespace, as spigo's staash writes
+        `instance/key` to its volumes (here `instance:key`: a slash cannot be part of a key in a URL path)."""
+        tiers: dict[str, list[Dependency]] = {}
+        for dep in self.config.dependencies:
+            tiers.setdefault(dep.package, []).append(dep)
+        chosen = [self.ctx.caller.choose_dependency(deps, prefer_zone=True) for deps in tiers.values()]
         results = await asyncio.gather(*(
-            self.ctx.caller.call_dependency(hop, dep, "PUT", f"/kv/{key}", body={"value": value})
-            for dep in self.config.dependencies
+            self.ctx.caller.call_dependency(
+                hop, dep, "PUT", f"/kv/{self.ctx.instance}:{key}" if dep.package == "volume" else f"/kv/{key}",
+                body={"value": value})
+            for dep in chosen
         ))
         broken = [r for r in results if not r.ok]
         if broken:
             return failed(broken[0])
-        return Reply(200, {"key": key, "stored": True, "tiers": [d.service for d in self.config.dependencies]})
+        return Reply(200, {"key": key, "stored": True, "tiers": [d.service for d in chosen]})
 
 
 @dataclass
@@ -206,11 +223,14 @@ class Bounded:
 
 
 class KeyValue(Package):
-    """store, cache, volume."""
+    """store, cache, volume: seeded with spigo's "why?" key; a get of a stored key hits with
+    `behavior.hit_rate`, else answers a miss (the caller pays for the slower path behind)."""
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.data = Bounded()
+        self.data.put(SEEDED_KEY, SEEDED_VALUE)
+        self.replicating: set[asyncio.Task[None]] = set()  # fire-and-forget copies in flight
 
     @property
     def self_dependent(self) -> bool:
@@ -218,62 +238,86 @@ class KeyValue(Package):
 
     def found(self, key: str) -> Reply:
         value = self.data.get(key)
-        if value is None:
+        hit_rate = self.config.behavior.hit_rate
+        if value is None or (hit_rate < 1.0 and self.ctx.rng.random() >= hit_rate):
             return miss(key)
         return Reply(200, {"key": key, "value": value, "found": True, "served_by": self.ctx.instance})
 
     async def get(self, hop: Hop, key: str, direct: bool) -> Reply:
         return self.found(key)
 
-    async def replicate(self, hop: Hop, key: str, value: str) -> Reply:
+    async def replicate(self, hop: Hop, key: str, value: str, spread: bool) -> Reply:
         self.data.put(key, value)
         return Reply(200, {"key": key, "stored": True, "served_by": self.ctx.instance})
 
     async def put(self, hop: Hop, key: str, value: str, direct: bool) -> Reply:
         self.data.put(key, value)
-        replicas = 0
+        copies = 0
         if self.self_dependent:
             others = [p for p in self.config.peers if p.name != self.ctx.instance]
-            replicas = await self._replicate_to(hop, [[e] for e in self.ctx.caller.instance_endpoints(others, self.config.port)], key, value)
-        return Reply(200, {"key": key, "stored": True, "replicas": replicas, "served_by": self.ctx.instance})
+            copies = self.replicate_to(hop, [[e] for e in self.ctx.caller.instance_endpoints(others, self.config.port)],
+                                       key, value)
+        return Reply(200, {"key": key, "stored": True, "replicating": copies, "served_by": self.ctx.instance})
 
-    async def _replicate_to(self, hop: Hop, groups: list[list[Any]], key: str, value: str) -> int:
-        """Replicate to each group (one instance per group, ordered fallback inside it); count successes."""
-        calls: list[Awaitable[Result]] = [
-            self.ctx.caller.call(hop, self.config.service, [group], "POST", "/replicate",
-                                 body={"key": key, "value": value}, ordered=True)
-            for group in groups if group
-        ]
-        results = await asyncio.gather(*calls)
-        return sum(1 for r in results if r.ok)
+    def replicate_to(self, hop: Hop, groups: list[list[Endpoint]], key: str, value: str, *,
+                     spread: bool = False) -> int:
+        """Send a copy to each group (one instance per group, ordered fallback inside it) without waiting, as
+        spigo's Replicate does: a put's latency never includes its copies. Each copy gets a budget of its own
+        (`behavior.timeout_ms`); a copy that fails is counted in simiankube_replication_failures_total.
+        Returns the number of copies sent."""
+        groups = [g for g in groups if g]
+        if not groups:
+            return 0
+        own = Hop(time.monotonic() + self.ctx.caller.timeout, hop.hops, hop.max_hops, hop.trace)
+        path = "/replicate?spread=1" if spread else "/replicate"
+        failures = self.ctx.caller.metrics.replication_failures(self.config.service)
+
+        async def copy(group: list[Endpoint]) -> None:
+            result = await self.ctx.caller.call(own, self.config.service, [group], "POST", path,
+                                                body={"key": key, "value": value}, ordered=True)
+            if not result.ok:
+                failures.inc()
+
+        for group in groups:
+            task = asyncio.create_task(copy(group))
+            self.replicating.add(task)
+            task.add_done_callback(self.replicating.discard)
+        return len(groups)
 
 
 class Ring(KeyValue):
-    """priamCassandra, riak: a token ring over the stable names of this region's instances."""
+    """priamCassandra, riak: one token ring per zone over this region's instances (spigo's Distribute: evenly
+    spaced tokens), so every zone holds a copy and reads stay in the zone. A write is stored by the key's owner
+    in the receiving zone, which copies it to the owner in each other zone and, through eureka, to one owner in
+    each other region; that one copies it on to the other zones of its region (spigo's Replicate)."""
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         # The ring's members never change while the process runs: look them up once, not per request.
-        self._names = [p.name for p in self.config.peers]
         self._by_name = {p.name: p for p in self.config.peers}
-        self._zones = {p.name: p.zone for p in self.config.peers}
+        self._rings = zone_rings((p.name, p.zone) for p in self.config.peers)
+        me = self._by_name.get(ctx.instance)
+        self._zone = me.zone if me else next(iter(self._rings), "")
 
     @property
     def calls_out(self) -> bool:
         return super().calls_out or len(self.config.peers) > 1  # forwards to owners, replicates to ring nodes
 
-    def _order(self, key: str) -> list[str]:
-        return ring_order(self._names, key)
+    def _owner(self, zone: str, key: str) -> str | None:
+        ring = self._rings.get(zone)
+        return ring_owner(ring, key) if ring else None
 
-    def _endpoints(self, names: list[str]) -> list[Any]:
+    def _other_zone_owners(self, key: str) -> list[str]:
+        return [ring_owner(ring, key) for zone, ring in self._rings.items() if zone != self._zone]
+
+    def _endpoints(self, names: list[str]) -> list[Endpoint]:
         by_name = self._by_name
         return self.ctx.caller.instance_endpoints([by_name[n] for n in names], self.config.port)
 
     async def _forward(self, hop: Hop, method: str, key: str, value: str | None) -> Reply:
-        """A non-owner sends to the owner; the one retry goes to the next replica in ring order."""
-        order = self._order(key)
-        owner = order[0]
-        candidates = [owner, *replica_per_zone(order, self._zones, owner)]
+        """A non-owner sends to its zone's owner; the one retry goes to the owner in another zone."""
+        owner = self._owner(self._zone, key)
+        candidates = [owner, *self._other_zone_owners(key)] if owner else self._other_zone_owners(key)
         body = None if value is None else {"value": value}
         result = await self.ctx.caller.call(hop, self.config.service, [self._endpoints(candidates)], method,
                                             f"/kv/{key}?direct=1", body=body, ordered=True)
@@ -282,8 +326,8 @@ class Ring(KeyValue):
         return failed(result)
 
     def _owns(self, key: str) -> bool:
-        order = self._order(key)
-        return not order or order[0] == self.ctx.instance
+        owner = self._owner(self._zone, key)
+        return owner is None or owner == self.ctx.instance
 
     async def get(self, hop: Hop, key: str, direct: bool) -> Reply:
         if direct or self._owns(key):
@@ -294,15 +338,22 @@ class Ring(KeyValue):
         if not (direct or self._owns(key)):
             return await self._forward(hop, "PUT", key, value)
         self.data.put(key, value)
-        groups = [self._endpoints([name])
-                  for name in replica_per_zone(self._order(key), self._zones, self.ctx.instance)]
+        copies = self._copy_to_zones(hop, key, value)
         if self.config.registry:
-            groups += self._other_region_owners(key)
-        replicas = await self._replicate_to(hop, groups, key, value)
-        return Reply(200, {"key": key, "stored": True, "replicas": replicas, "served_by": self.ctx.instance})
+            copies += self.replicate_to(hop, self._other_region_owners(key), key, value, spread=True)
+        return Reply(200, {"key": key, "stored": True, "replicating": copies, "served_by": self.ctx.instance})
 
-    def _other_region_owners(self, key: str) -> list[list[Any]]:
-        """The owner of the key in each other region's ring (its self-dependency lists every region)."""
+    async def replicate(self, hop: Hop, key: str, value: str, spread: bool) -> Reply:
+        self.data.put(key, value)
+        copies = self._copy_to_zones(hop, key, value) if spread else 0
+        return Reply(200, {"key": key, "stored": True, "replicating": copies, "served_by": self.ctx.instance})
+
+    def _copy_to_zones(self, hop: Hop, key: str, value: str) -> int:
+        return self.replicate_to(hop, [self._endpoints([n]) for n in self._other_zone_owners(key)], key, value)
+
+    def _other_region_owners(self, key: str) -> list[list[Endpoint]]:
+        """Per other region (its self-dependency lists every region): the key's owner in the zone of the
+        same name as this one's, then the owners in that region's other zones as the fallback."""
         groups = []
         for dep in self.config.dependencies:
             if dep.service != self.config.service:
@@ -310,9 +361,11 @@ class Ring(KeyValue):
             for target in dep.targets:
                 if target.region == self.config.region or not target.instances:
                     continue
-                order = ring_order([i.name for i in target.instances], key)
                 by_name = {i.name: i for i in target.instances}
-                groups.append(self.ctx.caller.instance_endpoints([by_name[n] for n in order], target.port))
+                rings = zone_rings((i.name, i.zone) for i in target.instances)
+                zones = sorted(rings, key=lambda z: z != self._zone)
+                owners = [by_name[ring_owner(rings[z], key)] for z in zones]
+                groups.append(self.ctx.caller.instance_endpoints(owners, target.port))
         return groups
 
 
@@ -335,29 +388,75 @@ class Eureka(Package):
 
 
 class Pirate(Package):
-    """spigo's fsm actors: buddies (its dependencies) exchange gold coins."""
+    """spigo's fsm actors: a put is one tick of a pirate's chat. Half the ticks name-drop (tell one buddy about
+    another), half donate a random share of the purse (0 .. purse-1 coins, none when the draw is 0) to a random
+    buddy. Buddies are the instances of the dependencies, never this one, at most DUNBAR of them; a name-drop
+    adds a buddy the receiver can reach (one of its dependencies' instances)."""
 
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.purse = PIRATE_PURSE
+        self.buddies: dict[str, tuple[str, Endpoint]] = {}  # instance → (service, endpoint)
+        self._met = False
+
+    def _reachable(self) -> dict[str, tuple[str, Endpoint]]:
+        """Every dependency instance except this one (by name, or by address where names are unknown)."""
+        found: dict[str, tuple[str, Endpoint]] = {}
+        for dep in self.config.dependencies:
+            preferred, fallback = self.ctx.caller.dependency_endpoints(dep)
+            for e in [*preferred, *fallback]:
+                if e.instance != self.ctx.instance and e.address != self.ctx.caller.address:
+                    found[e.instance or e.key] = (dep.service, e)
+        return found
+
+    def _meet(self) -> None:
+        """The first buddies: up to DUNBAR of the reachable instances, at random (resolved on first use)."""
+        if self._met:
+            return
+        reachable = self._reachable()
+        if reachable:
+            self._met = True
+            for name in self.ctx.rng.sample(sorted(reachable), min(DUNBAR, len(reachable))):
+                self.buddies[name] = reachable[name]
 
     async def get(self, hop: Hop, key: str, direct: bool) -> Reply:
-        return Reply(200, {"key": key, "found": True, "coins": self.purse})
+        return Reply(200, {"key": key, "found": True, "coins": self.purse, "buddies": sorted(self.buddies)})
 
     async def put(self, hop: Hop, key: str, value: str, direct: bool) -> Reply:
-        if not self.config.dependencies or self.purse <= 0:
+        self._meet()
+        rng, names = self.ctx.rng, sorted(self.buddies)
+        if rng.random() < 0.5:
+            if len(names) < 2:
+                return Reply(200, {"namedropped": None, "coins": self.purse})
+            first, last = rng.sample(names, 2)
+            result = await self._send(hop, last, "/namedrop", {"instance": first})
+            return failed(result) if not result.ok else Reply(200, {"namedropped": first, "to": last})
+        donation = rng.randrange(self.purse) if self.purse > 0 else 0
+        if donation == 0 or not names:
             return Reply(200, {"given": 0, "coins": self.purse})
-        buddy = self.ctx.rng.choice(self.config.dependencies)
-        self.purse -= 1  # held while in flight, so concurrent gifts never overdraw
-        result = await self.ctx.caller.call_dependency(hop, buddy, "POST", "/coins", body={"coins": 1})
+        buddy = rng.choice(names)
+        self.purse -= donation  # held while in flight, so concurrent gifts never overdraw
+        result = await self._send(hop, buddy, "/coins", {"coins": donation})
         if not result.ok:
-            self.purse += 1
+            self.purse += donation
             return failed(result)
-        return Reply(200, {"given": 1, "to": buddy.service, "coins": self.purse})
+        return Reply(200, {"given": donation, "to": buddy, "coins": self.purse})
+
+    async def _send(self, hop: Hop, buddy: str, path: str, body: dict[str, Any]) -> Result:
+        service, endpoint = self.buddies[buddy]
+        return await self.ctx.caller.call(hop, service, [[endpoint]], "POST", path, body=body, ordered=True)
 
     async def coins(self, hop: Hop, amount: int) -> Reply:
         self.purse += amount
         return Reply(200, {"coins": self.purse})
+
+    async def namedrop(self, hop: Hop, instance: str) -> Reply:
+        self._meet()
+        reachable = self._reachable()
+        added = instance in reachable and instance not in self.buddies and len(self.buddies) < DUNBAR
+        if added:
+            self.buddies[instance] = reachable[instance]
+        return Reply(200, {"added": added, "buddies": len(self.buddies)})
 
 
 PACKAGES: dict[str, type[Package]] = {

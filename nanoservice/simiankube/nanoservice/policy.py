@@ -18,6 +18,7 @@ from simiankube.contract import Dependency, Latency, Target
 
 # staash reads through its tiers in this order; a miss falls through to the next.
 TIER_ORDER = ("cache", "volume", "priamCassandra", "store", "staash")
+TOKEN_SPACE = 0xFFFFFFFF  # crc32's range: ring tokens split it evenly
 
 
 @dataclass(frozen=True)
@@ -36,41 +37,31 @@ class Endpoint:
 
 
 def key_hash(text: str) -> int:
-    """spigo's ring hash: crc32 of the key (or of an instance name for its token)."""
+    """spigo's ring hash: crc32 of the key."""
     return zlib.crc32(text.encode())
 
 
-def ring_order(names: Sequence[str], key: str) -> list[str]:
-    """Instances in ring order starting at the owner of `key`.
-
-    Tokens are crc32 of the stable instance names, so every instance computes
-    the same ring from the same configuration; the owner is the first token at
-    or after the key's hash, wrapping around.
-    """
-    if not names:
-        return []
-    ring, tokens = _ring(tuple(names))
-    start = bisect.bisect_left(tokens, key_hash(key)) % len(ring)
-    return [*ring[start:], *ring[:start]]
+def zone_rings(members: Iterable[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    """One ring per zone, members sorted by name: spigo's asgard distributes a ring's tokens zone by zone, so
+    every zone holds a full copy and reads are served within the zone."""
+    rings: dict[str, list[str]] = {}
+    for name, zone in members:
+        rings.setdefault(zone, []).append(name)
+    return {zone: tuple(sorted(names)) for zone, names in sorted(rings.items())}
 
 
 @lru_cache(maxsize=256)
-def _ring(names: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """(names in token order, their tokens): the same for every key, so computed once per ring."""
-    ring = sorted((key_hash(n), n) for n in names)
-    return tuple(n for _, n in ring), tuple(t for t, _ in ring)
+def distribute(ring: tuple[str, ...]) -> tuple[int, ...]:
+    """spigo's Distribute: evenly spaced tokens, member i of n owning [i, i+1) x (0xFFFFFFFF // n) of the hash
+    space, so every member owns the same share of keys."""
+    step = TOKEN_SPACE // len(ring) if ring else 0
+    return tuple(i * step for i in range(len(ring)))
 
 
-def replica_per_zone(ordered: Sequence[str], zones: dict[str, str], owner: str) -> list[str]:
-    """After the owner, the first instance in ring order in each other zone."""
-    seen = {zones.get(owner, "")}
-    replicas = []
-    for name in ordered:
-        zone = zones.get(name, "")
-        if name != owner and zone not in seen:
-            seen.add(zone)
-            replicas.append(name)
-    return replicas
+def ring_owner(ring: tuple[str, ...], key: str) -> str:
+    """The member whose token is the last at or below crc32(key) (spigo's ByToken.Find)."""
+    tokens = distribute(ring)
+    return ring[max(bisect.bisect_right(tokens, key_hash(key)) - 1, 0)]
 
 
 def tier_order(dependencies: Iterable[Dependency]) -> list[Dependency]:
@@ -123,6 +114,37 @@ def choose_endpoint(
         local = [e for e in healthy if same_zone(own_zone, e.zone)]
         healthy = local or healthy
     return rng.choice(healthy) if healthy else None
+
+
+def instance_weights(
+    candidates: Sequence[Sequence[Endpoint]], *, own_zone: str, prefer_zone: bool, ejected: frozenset[str] | set[str]
+) -> list[int]:
+    """How many instances each dependency offers a router, so that choosing a dependency by these weights and
+    then an instance of it uniformly is spigo's `router.Random()` over the instances of all dependencies.
+
+    Healthy instances count (own zone only with `prefer_zone`, unless no dependency has one there — the
+    zone fallback); when none is healthy every known instance counts, so the call still fails fast.
+    """
+    healthy = [[e for e in group if e.key not in ejected] for group in candidates]
+    if prefer_zone:
+        local = [sum(1 for e in group if same_zone(own_zone, e.zone)) for group in healthy]
+        if any(local):
+            return local
+    weights = [len(group) for group in healthy]
+    return weights if any(weights) else [len(group) for group in candidates]
+
+
+def choose_weighted(weights: Sequence[int], rng: random.Random) -> int:
+    """An index drawn with probability proportional to its weight (uniform when every weight is 0)."""
+    total = sum(weights)
+    if total <= 0:
+        return rng.randrange(len(weights))
+    draw = rng.randrange(total)
+    for index, weight in enumerate(weights):
+        draw -= weight
+        if draw < 0:
+            return index
+    raise AssertionError("unreachable: the draw is below the total")
 
 
 def draw_latency_ms(latency: Latency, rng: random.Random) -> float:

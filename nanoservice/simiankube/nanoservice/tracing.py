@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,8 @@ from multidict import CIMultiDictProxy
 MAX_BUFFERED = 10_000
 BATCH = 500
 FLUSH_SECONDS = 1.0
+KV_ROUTE = "/kv/{key}"  # span names carry the route, not the key (low cardinality, as OpenTelemetry names spans)
+_HEX = {32: re.compile(r"[0-9a-f]{32}"), 16: re.compile(r"[0-9a-f]{16}"), 2: re.compile(r"[0-9a-f]{2}")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,13 +35,21 @@ class TraceContext:
     trace_id: str  # 32 hex digits
     span_id: str  # 16 hex digits: this span
     parent_id: str | None  # the caller's span, None at the root
+    sampled: bool = True  # the caller's decision; spans of an unsampled trace are not exported
+    tracestate: str = ""  # W3C vendor state, passed on unchanged
 
     def child(self, rng: random.Random) -> TraceContext:
-        return TraceContext(self.trace_id, new_span_id(rng), self.span_id)
+        return TraceContext(self.trace_id, new_span_id(rng), self.span_id, self.sampled, self.tracestate)
 
     @property
     def traceparent(self) -> str:
-        return f"00-{self.trace_id}-{self.span_id}-01"
+        return f"00-{self.trace_id}-{self.span_id}-{'01' if self.sampled else '00'}"
+
+
+def span_name(method: str, path: str) -> str:
+    """`GET /kv/{key}`: the route, so every key's request has one name."""
+    route = KV_ROUTE if path.startswith("/kv/") else path.split("?")[0]
+    return f"{method.upper()} {route}"
 
 
 # The context of requests whose context nobody reads: a service that neither exports spans nor calls out.
@@ -59,35 +70,50 @@ def new_trace(rng: random.Random) -> TraceContext:
 
 
 def _hex(value: str, length: int) -> str | None:
-    value = value.strip().lower()
+    """Exactly `length` lowercase hex digits, not all zero (W3C and B3 ids); anything else (a 0x prefix,
+    signs, spaces, upper case) is invalid. 64-bit B3 trace ids are widened to 128 bits."""
     if len(value) == 16 and length == 32:
-        value = value.rjust(32, "0")  # 64-bit B3 trace ids
-    if len(value) != length or value.strip("0") == "":
-        return None
-    try:
-        int(value, 16)
-    except ValueError:
+        value = value.rjust(32, "0")
+    if not _HEX[length].fullmatch(value) or value.strip("0") == "":
         return None
     return value
 
 
+def _traceparent(header: str) -> tuple[str | None, str | None, bool]:
+    """W3C traceparent `version-traceid-parentid-flags`: version ff is invalid, version 00 has exactly four
+    fields, later versions may append fields."""
+    parts = header.strip().split("-")
+    if len(parts) < 4 or not _HEX[2].fullmatch(parts[0]) or parts[0] == "ff" or not _HEX[2].fullmatch(parts[3]):
+        return None, None, True
+    if parts[0] == "00" and len(parts) != 4:
+        return None, None, True
+    return _hex(parts[1], 32), _hex(parts[2], 16), bool(int(parts[3], 16) & 1)
+
+
+def _b3_sampled(flag: str) -> bool:
+    return flag.strip() not in ("0", "false")  # "1", "d" (debug), "true" or absent: sampled
+
+
 def incoming_context(headers: CIMultiDictProxy[str], rng: random.Random) -> TraceContext:
-    """This server span's context: a child of the caller's span when the caller sent one."""
-    parent: tuple[str | None, str | None] = (None, None)
+    """This server span's context: a child of the caller's span when the caller sent a valid one."""
+    trace_id: str | None = None
+    span_id: str | None = None
+    sampled = True
+    tracestate = ""
     if "traceparent" in headers:
-        parts = headers["traceparent"].split("-")
-        if len(parts) >= 4:
-            parent = (_hex(parts[1], 32), _hex(parts[2], 16))
+        trace_id, span_id, sampled = _traceparent(headers["traceparent"])
+        tracestate = headers.get("tracestate", "").strip()
     elif "b3" in headers:
-        parts = headers["b3"].split("-")
+        parts = headers["b3"].strip().split("-")
         if len(parts) >= 2:
-            parent = (_hex(parts[0], 32), _hex(parts[1], 16))
+            trace_id, span_id = _hex(parts[0], 32), _hex(parts[1], 16)
+            sampled = len(parts) < 3 or _b3_sampled(parts[2])
     elif "x-b3-traceid" in headers:
-        parent = (_hex(headers["x-b3-traceid"], 32), _hex(headers.get("x-b3-spanid", ""), 16))
-    trace_id, span_id = parent
-    if trace_id is None:
+        trace_id, span_id = _hex(headers["x-b3-traceid"], 32), _hex(headers.get("x-b3-spanid", ""), 16)
+        sampled = _b3_sampled(headers.get("x-b3-sampled", "1"))
+    if trace_id is None or span_id is None:
         return new_trace(rng)
-    return TraceContext(trace_id, new_span_id(rng), span_id)
+    return TraceContext(trace_id, new_span_id(rng), span_id, sampled, tracestate)
 
 
 def zipkin_span(

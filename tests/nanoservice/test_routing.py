@@ -79,3 +79,17 @@ def test_stores_start_with_the_seeded_key(mesh: Mesh) -> None:
     mesh.start_all()
     for node in [*mesh.service("db"), *mesh.service("ring")]:
         assert mesh.call(node, "GET", f"/kv/{SEEDED_KEY}")[1]["value"] == "because..."
+
+
+def test_hit_rate_turns_that_share_of_stored_gets_into_misses(mesh: Mesh) -> None:
+    fast = {"distribution": "constant", "meanMs": 0}
+    mesh.load([
+        {"name": "never", "package": "cache", "count": 1, "behavior": {"latency": fast, "hitRate": 0}},
+        {"name": "half", "package": "store", "count": 1, "behavior": {"latency": fast, "hitRate": 0.5}},
+    ])
+    mesh.start_all()
+    [never], [half] = mesh.service("never"), mesh.service("half")
+    assert {mesh.call(never, "GET", f"/kv/{SEEDED_KEY}")[0] for _ in range(20)} == {404}
+    hits = sum(mesh.call(half, "GET", f"/kv/{SEEDED_KEY}")[0] == 200 for _ in range(400))
+    assert 150 < hits < 250
+    assert mesh.call(half, "GET", "/kv/absent")[0] == 404

@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
-from simiankube.nanoservice.traffic import KeyMix
 from simiankube.nanoservice.packages import SEEDED_KEY
+from simiankube.nanoservice.traffic import KeyMix
+from simiankube.testing.wait import wait_for
 
 from tests.nanoservice.conftest import Mesh
 
@@ -93,3 +94,19 @@ def test_hit_rate_turns_that_share_of_stored_gets_into_misses(mesh: Mesh) -> Non
     hits = sum(mesh.call(half, "GET", f"/kv/{SEEDED_KEY}")[0] == 200 for _ in range(400))
     assert 150 < hits < 250
     assert mesh.call(half, "GET", "/kv/absent")[0] == 404
+
+
+def test_the_denominator_spreads_user_requests_over_dependency_instances(mesh: Mesh) -> None:
+    mesh.load(
+        [
+            {"name": "small", "package": "store", "count": 1},
+            {"name": "large", "package": "store", "count": 3},
+            {"name": "users", "package": "denominator", "count": 0, "regions": 0,
+             "dependencies": ["small", "large"]},
+        ],
+        traffic={"intervalMs": 2},
+    )
+    mesh.start_all()
+    wait_for(lambda: sum(_served(mesh, "small", "large")) >= 800, 30, message="800 user requests")
+    small, large = _served(mesh, "small", "large")
+    assert abs(small / (small + large) - 1 / 4) < 0.05, (small, large)  # 1 of 4 instances; by service: 1/2

@@ -23,7 +23,7 @@ def test_hit_rates_make_three_modes(tmp_path: Path) -> None:
     users = services["web"]["requests"]
     assert users > 250
     # the paths, by the hit rates: all to memcache, 60 % on to mysql, 60 % x 30 % on to the disk
-    assert services["memcache"]["requests"] == users
+    assert abs(services["memcache"]["requests"] - users) <= 0.02 * users  # a few are in flight at the end
     assert abs(services["mysql"]["requests"] / users - 0.6) < 0.08
     assert abs(services["disk"]["requests"] / users - 0.18) < 0.06
 

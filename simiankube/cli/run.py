@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -11,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from simiankube.cli.common import add_file_argument, add_output_argument, add_scale_arguments, load
+from simiankube.localrun.histograms import collect, guesstimate, histograms_document
 from simiankube.localrun.report import format_text
+from simiankube.render.graph import read_spans
 from simiankube.localrun.runner import RunError, run_architecture
 
 
@@ -33,6 +36,10 @@ def parse_duration(text: str) -> float:
 def cmd_run(args: argparse.Namespace) -> int:
     arch = load(args)
     zipkin_file = args.zipkin_file
+    if zipkin_file == "" and (args.histograms or args.guesstimate):
+        print("error: --histograms and --guesstimate are built from the run's spans: drop --zipkin-file ''",
+              file=sys.stderr)
+        return 2
     if zipkin_file is None:
         zipkin_file = str(Path(tempfile.gettempdir()) / f"simiankube-{arch.resource_name}-{os.getpid()}.zipkin.jsonl")
     try:
@@ -44,7 +51,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     sys.stdout.write(report.to_json() if args.output == "json" else format_text(report))
+    if args.histograms or args.guesstimate:
+        write_histograms(arch.name, zipkin_file, args.histograms, args.guesstimate)
     return 0
+
+
+def write_histograms(architecture: str, zipkin_file: str, histograms_path: str | None,
+                     guesstimate_path: str | None) -> None:
+    """Per-service latency histograms (JSON) and the Guesstimate model, from the run's spans."""
+    text = Path(zipkin_file).read_text(encoding="utf-8") if Path(zipkin_file).exists() else ""
+    found = collect(read_spans(text.splitlines(keepends=True)))
+    for path, document in ((histograms_path, histograms_document(architecture, found)),
+                           (guesstimate_path, guesstimate(architecture, found))):
+        if path:
+            Path(path).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
+            print(f"wrote {path}: {len(found)} services", file=sys.stderr)
 
 
 def register(commands: Any) -> None:
@@ -65,5 +86,10 @@ def register(commands: Any) -> None:
     p.add_argument("--workers", type=int, default=max(1, min(2, os.cpu_count() or 1)), metavar="N",
                    help="processes sharing the instances, besides the traffic source's and the victim's "
                         "(default: one per core, at most 2)")
+    p.add_argument("--histograms", metavar="FILE",
+                   help="write per-service latency histograms (ms, from the run's SERVER spans) as JSON, as "
+                        "spigo's -c collects them")
+    p.add_argument("--guesstimate", metavar="FILE",
+                   help="write spigo's Guesstimate model: up to 1000 latency samples (ms) per service")
     add_output_argument(p, ("table", "json"))
     p.set_defaults(handler=cmd_run)

@@ -144,7 +144,7 @@ class TrafficStats:
     requests_per_second: float
     p50_ms: float | None
     p99_ms: float | None
-    # seed style: (from µs, to µs or None for +Inf, count) for every non-empty bucket
+    # seed style: (from ms, to ms or None for +Inf, count) for every non-empty bucket
     histogram: list[tuple[float, float | None, int]] = field(default_factory=list)
 
 
@@ -166,6 +166,8 @@ class Report:
     # Share of user requests that timed out; above SATURATED_TIMEOUT_SHARE the machine could not keep up.
     timeout_share: float | None = None
     saturated: bool = False
+    # Every latency in the report (p50_ms, p99_ms, histogram bounds) is in this unit.
+    latency_unit: str = "ms"
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -188,7 +190,12 @@ def saturated(share: float | None) -> bool:
 
 
 def _ms(seconds: float) -> float | None:
-    return None if math.isnan(seconds) else round(seconds * 1000, 3)
+    """Milliseconds to two significant digits: quantiles are interpolated inside Prometheus buckets whose bounds
+    are 2-2.5x apart, so a third digit would claim a precision the histogram does not have."""
+    if math.isnan(seconds):
+        return None
+    ms = seconds * 1000
+    return float(f"{ms:.2g}") if ms > 0 else 0.0
 
 
 def build_report(
@@ -224,8 +231,8 @@ def build_report(
         previous_bound, previous_count = 0.0, 0.0
         for bound, cumulative in latency:
             if cumulative > previous_count:
-                high = None if math.isinf(bound) else bound * 1e6
-                histogram.append((previous_bound * 1e6, high, int(cumulative - previous_count)))
+                high = None if math.isinf(bound) else bound * 1e3
+                histogram.append((previous_bound * 1e3, high, int(cumulative - previous_count)))
             previous_bound, previous_count = bound, cumulative
         traffic.append(TrafficStats(
             service, requests, total("traffic_errors_total", service), total("traffic_timeouts_total", service),
@@ -257,7 +264,7 @@ def build_report(
 
 
 def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    return "-" if value is None else f"{value:g}"
 
 
 def section_summary(report: Report) -> str:
@@ -289,22 +296,20 @@ def section_services(report: Report) -> str:
 
 
 def section_traffic(report: Report) -> str:
-    """The traffic source's response times, as spigo printed its histograms (µs instead of ns)."""
+    """The traffic source's response times, as spigo printed its histograms (ms instead of ns)."""
     parts = []
     for t in report.traffic:
         total = sum(c for _, _, c in t.histogram) or 1
-        p50 = "-" if t.p50_ms is None else f"{t.p50_ms * 1000:.0f}"
-        p99 = "-" if t.p99_ms is None else f"{t.p99_ms * 1000:.0f}"
         lines = [
             f"name: {report.architecture}.{t.service} user requests: {t.requests} ({t.requests_per_second:g}/s), "
             f"errors: {t.errors}, timeouts: {t.timeouts}",
-            f"quantiles: [{{50 {p50}}} {{99 {p99}}}] (µs)",
-            "From To Count Prob Bar",
+            f"quantiles: [{{50 {_fmt(t.p50_ms)}}} {{99 {_fmt(t.p99_ms)}}}] (ms)",
+            "From To Count Prob Bar (ms)",
         ]
         for low, high, count in t.histogram:
             prob = count / total
-            to = "+Inf" if high is None else f"{high:.0f}"
-            lines.append(f"{low:.0f} {to} {count} {prob:.4f} {'#' * min(50, int(prob * 100)) or ':'}")
+            to = "+Inf" if high is None else f"{high:g}"
+            lines.append(f"{low:g} {to} {count} {prob:.4f} {'#' * min(50, int(prob * 100)) or ':'}")
         parts.append("\n".join(lines))
     return "\n\n".join(parts)
 

@@ -346,7 +346,8 @@ class LocalRun:
             peak_rss_mib=self.peak_rss,
             zipkin_file=self.workers[0].members[0].launch.zipkin_file if self.workers else "",
             expected_reachability=(
-                expected_service_matrix(self.topology) if self.arch.segmentation.mode != "allow-all" else ""
+                expected_service_matrix(self.topology, spigo_names=True)
+                if self.arch.segmentation.mode != "allow-all" else ""
             ),
         )
 

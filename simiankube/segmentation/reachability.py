@@ -438,6 +438,14 @@ class Matrix:
     def pairs(self, symbol: str = ALLOWED) -> list[tuple[str, str]]:
         return [(r, c) for r in self.rows for c in self.columns if self.cells[(r, c)] == symbol]
 
+    def relabeled(self, names: Mapping[str, str]) -> Matrix:
+        """The same table with rows and columns renamed (names not in `names` stay)."""
+        def name(label: str) -> str:
+            return names.get(label, label)
+
+        return Matrix(tuple(map(name, self.rows)), tuple(map(name, self.columns)),
+                      {(name(r), name(c)): v for (r, c), v in self.cells.items()})
+
     def text(self) -> str:
         """Upstream style: a `-` corner, column names, one row per source."""
         table = [["-", *self.columns]] + [[row, *(self.cells[(row, c)] for c in self.columns)] for row in self.rows]

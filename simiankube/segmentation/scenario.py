@@ -144,11 +144,17 @@ def scenario(topology: Topology, settings: RenderSettings = RenderSettings()) ->
     )
 
 
-def expected_service_matrix(arch: Architecture | Topology, settings: RenderSettings = RenderSettings()) -> str:
-    """The service-level truth table the rendered policies should produce, as text (for `simiankube run`)."""
+def expected_service_matrix(arch: Architecture | Topology, settings: RenderSettings = RenderSettings(), *,
+                            spigo_names: bool = False) -> str:
+    """The service-level truth table the rendered policies should produce, as text (for `simiankube run`);
+    `spigo_names` labels services as the architecture names them (as the run's table does), not by their
+    Kubernetes names."""
     topology = arch if isinstance(arch, Topology) else expand(arch)
     case = scenario(topology, settings)
-    return case.matrix(case.model()).text()
+    matrix = case.matrix(case.model())
+    if spigo_names:
+        matrix = matrix.relabeled({s.kube_name: s.name for s in topology.architecture.services})
+    return matrix.text()
 
 
 def explain_json(case: Scenario, matrix: Matrix) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from collections import Counter
 
 import pytest
 
-from simiankube.nanoservice.traffic import KeyMix
 from simiankube.nanoservice.packages import SEEDED_KEY
+from simiankube.nanoservice.traffic import KeyMix
+from simiankube.testing.wait import wait_for
 
 from tests.nanoservice.conftest import Mesh
 
@@ -79,3 +80,33 @@ def test_stores_start_with_the_seeded_key(mesh: Mesh) -> None:
     mesh.start_all()
     for node in [*mesh.service("db"), *mesh.service("ring")]:
         assert mesh.call(node, "GET", f"/kv/{SEEDED_KEY}")[1]["value"] == "because..."
+
+
+def test_hit_rate_turns_that_share_of_stored_gets_into_misses(mesh: Mesh) -> None:
+    fast = {"distribution": "constant", "meanMs": 0}
+    mesh.load([
+        {"name": "never", "package": "cache", "count": 1, "behavior": {"latency": fast, "hitRate": 0}},
+        {"name": "half", "package": "store", "count": 1, "behavior": {"latency": fast, "hitRate": 0.5}},
+    ])
+    mesh.start_all()
+    [never], [half] = mesh.service("never"), mesh.service("half")
+    assert {mesh.call(never, "GET", f"/kv/{SEEDED_KEY}")[0] for _ in range(20)} == {404}
+    hits = sum(mesh.call(half, "GET", f"/kv/{SEEDED_KEY}")[0] == 200 for _ in range(400))
+    assert 150 < hits < 250
+    assert mesh.call(half, "GET", "/kv/absent")[0] == 404
+
+
+def test_the_denominator_spreads_user_requests_over_dependency_instances(mesh: Mesh) -> None:
+    mesh.load(
+        [
+            {"name": "small", "package": "store", "count": 1},
+            {"name": "large", "package": "store", "count": 3},
+            {"name": "users", "package": "denominator", "count": 0, "regions": 0,
+             "dependencies": ["small", "large"]},
+        ],
+        traffic={"intervalMs": 2},
+    )
+    mesh.start_all()
+    wait_for(lambda: sum(_served(mesh, "small", "large")) >= 800, 30, message="800 user requests")
+    small, large = _served(mesh, "small", "large")
+    assert abs(small / (small + large) - 1 / 4) < 0.05, (small, large)  # 1 of 4 instances; by service: 1/2

@@ -91,9 +91,6 @@ def caller_label(request: web.Request) -> str:
     return caller if caller.isascii() and caller.isprintable() else ANONYMOUS
 
 
-COUNTED = "simiankube.counted"  # request key: `serve` counted this answer already
-
-
 def count(edge: Edge, status: int, elapsed: float) -> None:
     """One answer in the server metrics."""
     edge.latency.observe(elapsed)
@@ -113,11 +110,12 @@ def _message(request: web.Request, err: web.HTTPException) -> str:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error is JSON `{"error"}` (routing's 404/405, the body limit's 413 too), every answer is counted,
-    and a bug is a JSON 500 rather than a dropped connection."""
+    """Every error is JSON `{"error"}` (routing's 404/405, the body limit's 413 too) and counted, and a bug is
+    a JSON 500 rather than a dropped connection. Answers that come back normally were counted by `serve` or
+    `answered`: the usual request pays no more than this try."""
     started = time.monotonic()
     try:
-        response = await handler(request)
+        return await handler(request)
     except BadRequest as err:
         response = error(err.status, err.message)
     except web.HTTPException as err:
@@ -129,19 +127,22 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:  # a bug: answered, logged, counted
         logging.getLogger(__name__).exception("%s %s failed", request.method, request.path)
         response = error(500, "internal error")
-    if COUNTED not in request and request.path not in PLATFORM_PATHS:
-        serving = request.app.get(keys.SERVING)
-        if serving is not None:
-            edge = serving.metrics.server(caller_label(request))
-            edge.requests.inc()
-            count(edge, response.status, time.monotonic() - started)
+    return answered(request, response, started)
+
+
+def answered(request: web.Request, response: web.Response, started: float) -> web.Response:
+    """Count an answer that did not go through `serve` (platform endpoints are not counted)."""
+    serving = request.app.get(keys.SERVING)
+    if serving is not None and request.path not in PLATFORM_PATHS:
+        edge = serving.metrics.server(caller_label(request))
+        edge.requests.inc()
+        count(edge, response.status, time.monotonic() - started)
     return response
 
 
 async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Awaitable[Reply]]) -> web.Response:
     """One service request, from budget check to metrics; `work` is the package's part."""
     config, rng = serving.config, serving.rng
-    request[COUNTED] = True
     caller = caller_label(request)
     edge = serving.metrics.server(caller)
     edge.requests.inc()
@@ -180,6 +181,9 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
     except BadHeader as err:
         status = 400
         return error(400, str(err))
+    except Exception:  # a bug: answered and counted here, once
+        logging.getLogger(__name__).exception("%s %s failed", request.method, request.path)
+        return error(500, "internal error")
     finally:
         elapsed = time.monotonic() - started
         count(edge, status, elapsed)
@@ -280,7 +284,7 @@ async def put_key(request: web.Request) -> web.Response:
 async def replicate(request: web.Request) -> web.Response:
     data = await _json_object(request, {"key": str, "value": str})
     if len(data["key"]) > MAX_KEY_LENGTH:
-        return error(400, f"key: at most {MAX_KEY_LENGTH} characters")
+        raise BadRequest(400, f"key: at most {MAX_KEY_LENGTH} characters")
     serving = request.app[keys.SERVING]
     return await serve(serving, request, lambda hop: serving.package.replicate(hop, data["key"], data["value"]))
 
@@ -288,19 +292,21 @@ async def replicate(request: web.Request) -> web.Response:
 async def coins(request: web.Request) -> web.Response:
     data = await _json_object(request, {"coins": int})
     if data["coins"] < 1:
-        return error(400, f"coins: must be >= 1, got {data['coins']}")
+        raise BadRequest(400, f"coins: must be >= 1, got {data['coins']}")
     serving = request.app[keys.SERVING]
     return await serve(serving, request, lambda hop: serving.package.coins(hop, data["coins"]))
 
 
 async def registry(request: web.Request) -> web.Response:
-    return web.json_response(request.app[keys.SERVING].package.view())
+    started = time.monotonic()
+    return answered(request, web.json_response(request.app[keys.SERVING].package.view()), started)
 
 
 async def info(request: web.Request) -> web.Response:
-    config, identity = request.app[keys.CONFIG], request.app[keys.IDENTITY]
-    return web.json_response({"service": config.service, "package": config.package, "region": config.region,
-                              "instance": identity.instance, "zone": identity.zone})
+    started, config, identity = time.monotonic(), request.app[keys.CONFIG], request.app[keys.IDENTITY]
+    return answered(request, web.json_response({
+        "service": config.service, "package": config.package, "region": config.region,
+        "instance": identity.instance, "zone": identity.zone}), started)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -320,12 +326,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def probe(request: web.Request) -> web.Response:
+    started = time.monotonic()
     try:
         targets, timeout_ms = parse_probe_request(await _json(request), request.app[keys.PROBE_SCOPE])
     except ProbeRequestError as err:
-        return error(400, str(err))
+        raise BadRequest(400, str(err)) from None
     results = await probe_all(request.app[keys.RESOLVER], targets, timeout_ms)
-    return web.json_response({"results": results})
+    return answered(request, web.json_response({"results": results}), started)
 
 
 # -- resources: one cleanup context each --------------------------------------------

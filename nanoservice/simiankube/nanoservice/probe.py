@@ -107,7 +107,7 @@ async def probe_one(resolver: Resolver, target: ProbeTarget, timeout: float) -> 
     writer = None
     try:
         async with asyncio.timeout(timeout):
-            endpoints = await resolver.resolve(target.host, target.port)
+            endpoints = await resolver.lookup(target.host, target.port)
             if not endpoints:
                 result.error = f"cannot resolve {target.host!r}"
                 return result

@@ -61,7 +61,10 @@ def test_a_put_is_never_reported_stored_when_it_was_not(mesh: Mesh) -> None:
 
     assert status == 413 and "value" in body["error"], body
     assert mesh.call(db, "GET", "/kv/k")[0] == 404
-    assert mesh.metric(db, "server_requests_total") == 1  # only the GET: nothing was sent on
+    # 24 KB of emoji here, 72 KB as JSON escapes: even a leaf refuses what it could not pass on
+    status, body = mesh.call(db, "PUT", "/kv/k", "\U0001F600".encode() * 6000, TEXT)
+    assert status == 413 and "value" in body["error"], body
+    assert mesh.metric(db, "server_requests_total") == 2  # the GET and the PUT above: nothing was sent on
 
     # A dependency's 4xx comes back as that 4xx: the bank (a store) keeps no coins.
     status, body = mesh.call(pirate, "PUT", "/kv/k", b"give", TEXT)

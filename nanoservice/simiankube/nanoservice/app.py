@@ -251,7 +251,7 @@ async def _json_object(request: web.Request, required: dict[str, type]) -> dict[
 def _forwardable(key: str, value: str) -> str:
     """A value is stored only if every call that carries it (a forward, a replication) fits the body limit:
     JSON escapes can make it several times longer than it arrived."""
-    if 6 * (len(key) + len(value)) + 32 > MAX_BODY_BYTES:  # only then can the JSON form be too long
+    if 12 * (len(key) + len(value)) + 32 > MAX_BODY_BYTES:  # else it fits: 12 bytes per character at most
         size = len(json.dumps({"key": key, "value": value}))
         if size > MAX_BODY_BYTES:
             raise BadRequest(413, f"value: {size} bytes when forwarded as JSON, at most {MAX_BODY_BYTES}")
@@ -341,8 +341,9 @@ async def probe(request: web.Request) -> web.Response:
 async def client_session(app: web.Application) -> AsyncIterator[None]:
     """One keep-alive connection pool per instance; unbounded, as a bound would queue calls behind it
     and turn overload into timeouts of healthy instances."""
-    # Idle connections are let go well before the callee's read timeout would close them under a request.
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=READ_TIMEOUT_SECONDS / 4, use_dns_cache=False)
+    # Idle connections are let go well before a callee's read timeout (the same as ours) would close them under
+    # a request.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=app[keys.READ_TIMEOUT] / 4, use_dns_cache=False)
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",)) as session:
         app[keys.SESSION] = session
         config, identity = app[keys.CONFIG], app[keys.IDENTITY]

@@ -135,6 +135,7 @@ def test_probe_reaches_only_targets_of_this_architecture(mesh: Mesh) -> None:
     [spare] = pick_addresses(1)
     for target, named in [({"host": "example.com", "port": 8080}, "example.com"),
                           ({"host": "8.8.8.8", "port": 8080}, "8.8.8.8"),
+                          ({"host": "169.254.169.254", "port": 8080}, "169.254.169.254"),  # cloud metadata
                           ({"host": db.address, "port": 22}, "port 22"),
                           ({"host": f"{spare}", "port": 9}, "port 9"),
                           ({"host": "other-arch-db", "port": 8080}, "other-arch-db")]:

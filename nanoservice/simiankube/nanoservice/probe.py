@@ -66,6 +66,8 @@ class Scope:
             if host in self.names or (host.startswith(f"{self.architecture}-") and "." not in host):
                 return None
             return f"{host!r} is not a host of architecture {self.architecture!r}"
+        if address.is_link_local or address.is_unspecified or address.is_multicast:  # metadata services, …
+            return f"{host} is not a pod address"
         if address.is_private or address in SHARED_NETWORK:
             return None
         return f"{host} is not a private address"

@@ -72,16 +72,17 @@ def test_a_put_is_never_reported_stored_when_it_was_not(mesh: Mesh) -> None:
     assert mesh.call(pirate, "GET", "/kv/k")[1]["coins"] == 100  # the coin was not given away
 
 
-def test_callers_cannot_raise_the_budget_or_the_hop_limit_above_the_maxima(mesh: Mesh) -> None:
-    mesh.load([{"name": "db", "package": "store", "count": 1}])
+def test_callers_cannot_raise_the_budget_or_the_hop_limit_above_the_configured_ones(mesh: Mesh) -> None:
+    mesh.load([{"name": "db", "package": "store", "count": 1}], traffic={"deadlineMs": 5000, "maxHops": 20})
     mesh.start_all()
-    [db] = mesh.service("db")
-    for header, value in [("x-simiankube-max-hops", str(contract.MAX_HOPS + 1)),
-                          ("x-simiankube-deadline-ms", str(contract.MAX_DEADLINE_MS + 1)),
+    [db] = mesh.service("db")  # not a traffic source: it learns the limits from its configuration
+    for header, value in [("x-simiankube-max-hops", "21"), ("x-simiankube-deadline-ms", "5000.5"),
                           ("x-simiankube-hops", "0")]:
         status, body = mesh.call(db, "GET", "/kv/k", headers={header: value})
         assert (status, header in body.get("error", "")) == (400, True), (header, body)
-    assert mesh.call(db, "GET", "/kv/k", headers={"x-simiankube-max-hops": str(contract.MAX_HOPS)})[0] == 404
+    assert mesh.call(db, "GET", "/kv/k", headers={"x-simiankube-max-hops": "20",
+                                                  "x-simiankube-deadline-ms": "5000"})[0] == 404
+    assert mesh.call(db, "GET", "/kv/k", headers={"x-simiankube-hops": "21", "x-simiankube-max-hops": "20"})[0] == 508
 
 
 def _connect(address: str) -> socket.socket:

@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from simiankube import contract
-from simiankube.contract import NanoserviceConfig, Traffic
+from simiankube.contract import NanoserviceConfig
 from simiankube.nanoservice import keys
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.hop import ANONYMOUS, HEADER_CALLER, BadHeader, Hop, incoming_hop
@@ -43,7 +43,6 @@ MAX_KEY_LENGTH = 256
 KEY_FORBIDDEN = frozenset("?#%/\\") | frozenset(map(chr, [*range(32), 127]))
 READ_TIMEOUT_SECONDS = 10.0  # headers and bodies must arrive within this (slow clients hold no connection forever)
 PLATFORM_PATHS = frozenset({contract.PATH_HEALTH, contract.PATH_READY, contract.PATH_METRICS})  # not counted
-DEFAULTS = Traffic()  # budget and hop limit of requests from outside the architecture
 JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}  # what web.json_response sends
 
 
@@ -151,8 +150,7 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
     hop: Hop | None = None
     try:
         trace = incoming_context(request.headers, rng) if serving.traced else UNTRACED
-        hop = incoming_hop(request.headers, trace, default_budget_ms=serving.traffic.deadline_ms,
-                           default_max_hops=serving.traffic.max_hops)
+        hop = incoming_hop(request.headers, trace, budget_ms=config.deadline_ms, max_hops=config.max_hops)
         if hop.exceeded():
             status = 508
             return error(508, f"hop limit exceeded: hop {hop.hops} of at most {hop.max_hops}")
@@ -355,7 +353,7 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
         exporter = app[keys.EXPORTER]
         app[keys.SERVING] = Serving(
             config=config, identity=identity, rng=app[keys.RNG], metrics=app[keys.METRICS], exporter=exporter,
-            package=package, traffic=config.traffic or DEFAULTS, payload="x" * config.behavior.payload_bytes,
+            package=package, payload="x" * config.behavior.payload_bytes,
             calls_out=package.calls_out, exporting=exporter.enabled, traced=exporter.enabled or package.calls_out,
         )
         yield

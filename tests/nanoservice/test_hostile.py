@@ -5,8 +5,11 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from simiankube import contract
 from simiankube.localrun.runner import pick_addresses
+from simiankube.nanoservice.probe import Scope
 
 from tests.nanoservice.conftest import Mesh
 
@@ -142,3 +145,18 @@ def test_probe_reaches_only_targets_of_this_architecture(mesh: Mesh) -> None:
                           ({"host": "other-arch-db", "port": 8080}, "other-arch-db")]:
         status, body = mesh.call(web, "POST", "/probe", {"targets": [*allowed, target]})
         assert (status, named in body.get("error", "")) == (400, True), (target, body)
+
+
+@pytest.mark.parametrize(("host", "port", "allowed"), [
+    ("t-db-us-east-1", 8080, True),  # a configured host
+    ("t-anything", 8080, True),  # a Service of the architecture, own namespace
+    ("t-db.other-namespace", 8080, False),
+    ("other-db", 8080, False),
+    ("t-db-us-east-1", 22, False),
+    ("10.244.1.7", 8080, True), ("100.64.3.4", 8080, True), ("fd00::7", 8080, True), ("127.0.93.4", 8080, True),
+    ("169.254.169.254", 8080, False), ("fe80::1", 8080, False), ("0.0.0.0", 8080, False),
+    ("224.0.0.1", 8080, False), ("1.1.1.1", 8080, False), ("2001:4860::8888", 8080, False),
+])
+def test_probe_scope(host: str, port: int, allowed: bool) -> None:
+    scope = Scope(frozenset({"t-db-us-east-1"}), "t", 8080)
+    assert (scope.refuses(host, port) is None) == allowed, scope.refuses(host, port)

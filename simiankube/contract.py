@@ -90,11 +90,6 @@ class Behavior:
     hit_rate: float = 1.0
 
 
-# The largest budget and hop limit a spec may configure; every nanoservice rejects larger values from callers.
-MAX_DEADLINE_MS = 600_000.0
-MAX_HOPS = 64
-
-
 @dataclass(frozen=True)
 class Traffic:
     """What a traffic source (denominator) sends."""
@@ -159,6 +154,10 @@ class NanoserviceConfig:
     # Zone-to-zone and region-to-region replication go through the registry.
     registry: bool = False
     port: int = HTTP_PORT
+    # The architecture's budget and hop limit (spec.traffic): what a request arriving without them gets, and
+    # the most any caller may ask for.
+    deadline_ms: float = Traffic.deadline_ms
+    max_hops: int = Traffic.max_hops
 
     def to_json(self) -> str:
         return json.dumps(_plain(self), sort_keys=True, separators=(",", ":"))
@@ -212,4 +211,6 @@ def config_from_dict(data: dict[str, Any]) -> NanoserviceConfig:
         peers=instances(data.get("peers", [])),
         registry=data.get("registry", False),
         port=data.get("port", HTTP_PORT),
+        deadline_ms=data.get("deadline_ms", Traffic.deadline_ms),
+        max_hops=data.get("max_hops", Traffic.max_hops),
     )

@@ -58,4 +58,6 @@ def build_nanoservice_config(topology: Topology, placement: Placement) -> Nanose
         traffic=arch.traffic if service.package in TRAFFIC_SOURCE_PACKAGES else None,
         peers=addressable_instances(placement),
         registry=REGISTRY in service.dependencies,
+        deadline_ms=arch.traffic.deadline_ms,
+        max_hops=arch.traffic.max_hops,
     )

@@ -5,8 +5,11 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
+
 from simiankube import contract
 from simiankube.localrun.runner import pick_addresses
+from simiankube.nanoservice.probe import Scope
 
 from tests.nanoservice.conftest import Mesh
 
@@ -61,7 +64,10 @@ def test_a_put_is_never_reported_stored_when_it_was_not(mesh: Mesh) -> None:
 
     assert status == 413 and "value" in body["error"], body
     assert mesh.call(db, "GET", "/kv/k")[0] == 404
-    assert mesh.metric(db, "server_requests_total") == 1  # only the GET: nothing was sent on
+    # 24 KB of emoji here, 72 KB as JSON escapes: even a leaf refuses what it could not pass on
+    status, body = mesh.call(db, "PUT", "/kv/k", "\U0001F600".encode() * 6000, TEXT)
+    assert status == 413 and "value" in body["error"], body
+    assert mesh.metric(db, "server_requests_total") == 2  # the GET and the PUT above: nothing was sent on
 
     # A dependency's 4xx comes back as that 4xx: the bank (a store) keeps no coins.
     status, body = mesh.call(pirate, "PUT", "/kv/k", b"give", TEXT)
@@ -69,16 +75,17 @@ def test_a_put_is_never_reported_stored_when_it_was_not(mesh: Mesh) -> None:
     assert mesh.call(pirate, "GET", "/kv/k")[1]["coins"] == 100  # the coin was not given away
 
 
-def test_callers_cannot_raise_the_budget_or_the_hop_limit_above_the_maxima(mesh: Mesh) -> None:
-    mesh.load([{"name": "db", "package": "store", "count": 1}])
+def test_callers_cannot_raise_the_budget_or_the_hop_limit_above_the_configured_ones(mesh: Mesh) -> None:
+    mesh.load([{"name": "db", "package": "store", "count": 1}], traffic={"deadlineMs": 5000, "maxHops": 20})
     mesh.start_all()
-    [db] = mesh.service("db")
-    for header, value in [("x-simiankube-max-hops", str(contract.MAX_HOPS + 1)),
-                          ("x-simiankube-deadline-ms", str(contract.MAX_DEADLINE_MS + 1)),
+    [db] = mesh.service("db")  # not a traffic source: it learns the limits from its configuration
+    for header, value in [("x-simiankube-max-hops", "21"), ("x-simiankube-deadline-ms", "5000.5"),
                           ("x-simiankube-hops", "0")]:
         status, body = mesh.call(db, "GET", "/kv/k", headers={header: value})
         assert (status, header in body.get("error", "")) == (400, True), (header, body)
-    assert mesh.call(db, "GET", "/kv/k", headers={"x-simiankube-max-hops": str(contract.MAX_HOPS)})[0] == 404
+    assert mesh.call(db, "GET", "/kv/k", headers={"x-simiankube-max-hops": "20",
+                                                  "x-simiankube-deadline-ms": "5000"})[0] == 404
+    assert mesh.call(db, "GET", "/kv/k", headers={"x-simiankube-hops": "21", "x-simiankube-max-hops": "20"})[0] == 508
 
 
 def _connect(address: str) -> socket.socket:
@@ -132,8 +139,24 @@ def test_probe_reaches_only_targets_of_this_architecture(mesh: Mesh) -> None:
     [spare] = pick_addresses(1)
     for target, named in [({"host": "example.com", "port": 8080}, "example.com"),
                           ({"host": "8.8.8.8", "port": 8080}, "8.8.8.8"),
+                          ({"host": "169.254.169.254", "port": 8080}, "169.254.169.254"),  # cloud metadata
                           ({"host": db.address, "port": 22}, "port 22"),
                           ({"host": f"{spare}", "port": 9}, "port 9"),
                           ({"host": "other-arch-db", "port": 8080}, "other-arch-db")]:
         status, body = mesh.call(web, "POST", "/probe", {"targets": [*allowed, target]})
         assert (status, named in body.get("error", "")) == (400, True), (target, body)
+
+
+@pytest.mark.parametrize(("host", "port", "allowed"), [
+    ("t-db-us-east-1", 8080, True),  # a configured host
+    ("t-anything", 8080, True),  # a Service of the architecture, own namespace
+    ("t-db.other-namespace", 8080, False),
+    ("other-db", 8080, False),
+    ("t-db-us-east-1", 22, False),
+    ("10.244.1.7", 8080, True), ("100.64.3.4", 8080, True), ("fd00::7", 8080, True), ("127.0.93.4", 8080, True),
+    ("169.254.169.254", 8080, False), ("fe80::1", 8080, False), ("0.0.0.0", 8080, False),
+    ("224.0.0.1", 8080, False), ("1.1.1.1", 8080, False), ("2001:4860::8888", 8080, False),
+])
+def test_probe_scope(host: str, port: int, allowed: bool) -> None:
+    scope = Scope(frozenset({"t-db-us-east-1"}), "t", 8080)
+    assert (scope.refuses(host, port) is None) == allowed, scope.refuses(host, port)

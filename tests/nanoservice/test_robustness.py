@@ -168,6 +168,33 @@ def test_sigterm_fails_readiness_first_and_keeps_answering_until_the_listener_cl
     assert _status(readyz) is None  # now the listener is gone
 
 
+def test_no_request_fails_while_an_instance_is_stopped_as_in_a_rollout(mesh: Mesh) -> None:
+    """SIGTERM of one of two instances under steady traffic: draining, then retries elsewhere, hide it."""
+    chain(mesh, FAST, leaf_count=2)
+    first, second = mesh.service("c")
+    leaving = mesh.start(first.name)
+    mesh.start(second.name, "t-b-us-east-1-0")
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            statuses.append(mesh.call("t-b-us-east-1-0", "GET", "/kv/k")[0])
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        wait_for(lambda: mesh.metric(first, "server_requests_total") >= 20, 10, message="traffic on both")
+        leaving.send_signal(signal.SIGTERM)
+        assert leaving.wait(15) == 0
+        count = len(statuses)
+        wait_for(lambda: len(statuses) >= count + 20, 10, message="traffic after the stop")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert set(statuses) == {404}, sorted(set(statuses))  # every request answered by a store
+
+
 def _status(url: str) -> int | None:
     try:
         return http("GET", url, timeout=1)[0]

@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from simiankube import contract
-from simiankube.contract import NanoserviceConfig, Traffic
+from simiankube.contract import NanoserviceConfig
 from simiankube.nanoservice import keys
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.hop import ANONYMOUS, HEADER_CALLER, BadHeader, Hop, incoming_hop
@@ -44,7 +44,6 @@ MAX_KEY_LENGTH = 256
 KEY_FORBIDDEN = frozenset("?#%/\\") | frozenset(map(chr, [*range(32), 127]))
 READ_TIMEOUT_SECONDS = 10.0  # headers and bodies must arrive within this (slow clients hold no connection forever)
 PLATFORM_PATHS = frozenset({contract.PATH_HEALTH, contract.PATH_READY, contract.PATH_METRICS})  # not counted
-DEFAULTS = Traffic()  # budget and hop limit of requests from outside the architecture
 JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}  # what web.json_response sends
 
 
@@ -92,9 +91,6 @@ def caller_label(request: web.Request) -> str:
     return caller if caller.isascii() and caller.isprintable() else ANONYMOUS
 
 
-COUNTED = "simiankube.counted"  # request key: `serve` counted this answer already
-
-
 def count(edge: Edge, status: int, elapsed: float) -> None:
     """One answer in the server metrics."""
     edge.latency.observe(elapsed)
@@ -114,11 +110,12 @@ def _message(request: web.Request, err: web.HTTPException) -> str:
 
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error is JSON `{"error"}` (routing's 404/405, the body limit's 413 too), every answer is counted,
-    and a bug is a JSON 500 rather than a dropped connection."""
+    """Every error is JSON `{"error"}` (routing's 404/405, the body limit's 413 too) and counted, and a bug is
+    a JSON 500 rather than a dropped connection. Answers that come back normally were counted by `serve` or
+    `answered`: the usual request pays no more than this try."""
     started = time.monotonic()
     try:
-        response = await handler(request)
+        return await handler(request)
     except BadRequest as err:
         response = error(err.status, err.message)
     except web.HTTPException as err:
@@ -130,19 +127,22 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except Exception:  # a bug: answered, logged, counted
         logging.getLogger(__name__).exception("%s %s failed", request.method, request.path)
         response = error(500, "internal error")
-    if COUNTED not in request and request.path not in PLATFORM_PATHS:
-        serving = request.app.get(keys.SERVING)
-        if serving is not None:
-            edge = serving.metrics.server(caller_label(request))
-            edge.requests.inc()
-            count(edge, response.status, time.monotonic() - started)
+    return answered(request, response, started)
+
+
+def answered(request: web.Request, response: web.Response, started: float) -> web.Response:
+    """Count an answer that did not go through `serve` (platform endpoints are not counted)."""
+    serving = request.app.get(keys.SERVING)
+    if serving is not None and request.path not in PLATFORM_PATHS:
+        edge = serving.metrics.server(caller_label(request))
+        edge.requests.inc()
+        count(edge, response.status, time.monotonic() - started)
     return response
 
 
 async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Awaitable[Reply]]) -> web.Response:
     """One service request, from budget check to metrics; `work` is the package's part."""
     config, rng = serving.config, serving.rng
-    request[COUNTED] = True
     caller = caller_label(request)
     edge = serving.metrics.server(caller)
     edge.requests.inc()
@@ -151,8 +151,7 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
     hop: Hop | None = None
     try:
         trace = incoming_context(request.headers, rng) if serving.traced else UNTRACED
-        hop = incoming_hop(request.headers, trace, default_budget_ms=serving.traffic.deadline_ms,
-                           default_max_hops=serving.traffic.max_hops)
+        hop = incoming_hop(request.headers, trace, budget_ms=config.deadline_ms, max_hops=config.max_hops)
         if hop.exceeded():
             status = 508
             return error(508, f"hop limit exceeded: hop {hop.hops} of at most {hop.max_hops}")
@@ -181,6 +180,9 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
     except BadHeader as err:
         status = 400
         return error(400, str(err))
+    except Exception:  # a bug: answered and counted here, once
+        logging.getLogger(__name__).exception("%s %s failed", request.method, request.path)
+        return error(500, "internal error")
     finally:
         elapsed = time.monotonic() - started
         count(edge, status, elapsed)
@@ -248,7 +250,7 @@ async def _json_object(request: web.Request, required: dict[str, type]) -> dict[
 def _forwardable(key: str, value: str) -> str:
     """A value is stored only if every call that carries it (a forward, a replication) fits the body limit:
     JSON escapes can make it several times longer than it arrived."""
-    if 6 * (len(key) + len(value)) + 32 > MAX_BODY_BYTES:  # only then can the JSON form be too long
+    if 12 * (len(key) + len(value)) + 32 > MAX_BODY_BYTES:  # else it fits: 12 bytes per character at most
         size = len(json.dumps({"key": key, "value": value}))
         if size > MAX_BODY_BYTES:
             raise BadRequest(413, f"value: {size} bytes when forwarded as JSON, at most {MAX_BODY_BYTES}")
@@ -281,7 +283,7 @@ async def put_key(request: web.Request) -> web.Response:
 async def replicate(request: web.Request) -> web.Response:
     data = await _json_object(request, {"key": str, "value": str})
     if len(data["key"]) > MAX_KEY_LENGTH:
-        return error(400, f"key: at most {MAX_KEY_LENGTH} characters")
+        raise BadRequest(400, f"key: at most {MAX_KEY_LENGTH} characters")
     serving = request.app[keys.SERVING]
     spread = request.query.get("spread", "") in ("1", "true")
     return await serve(serving, request,
@@ -291,7 +293,7 @@ async def replicate(request: web.Request) -> web.Response:
 async def coins(request: web.Request) -> web.Response:
     data = await _json_object(request, {"coins": int})
     if data["coins"] < 1:
-        return error(400, f"coins: must be >= 1, got {data['coins']}")
+        raise BadRequest(400, f"coins: must be >= 1, got {data['coins']}")
     serving = request.app[keys.SERVING]
     return await serve(serving, request, lambda hop: serving.package.coins(hop, data["coins"]))
 
@@ -303,13 +305,15 @@ async def namedrop(request: web.Request) -> web.Response:
 
 
 async def registry(request: web.Request) -> web.Response:
-    return web.json_response(request.app[keys.SERVING].package.view())
+    started = time.monotonic()
+    return answered(request, web.json_response(request.app[keys.SERVING].package.view()), started)
 
 
 async def info(request: web.Request) -> web.Response:
-    config, identity = request.app[keys.CONFIG], request.app[keys.IDENTITY]
-    return web.json_response({"service": config.service, "package": config.package, "region": config.region,
-                              "instance": identity.instance, "zone": identity.zone})
+    started, config, identity = time.monotonic(), request.app[keys.CONFIG], request.app[keys.IDENTITY]
+    return answered(request, web.json_response({
+        "service": config.service, "package": config.package, "region": config.region,
+        "instance": identity.instance, "zone": identity.zone}), started)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -329,12 +333,13 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def probe(request: web.Request) -> web.Response:
+    started = time.monotonic()
     try:
         targets, timeout_ms = parse_probe_request(await _json(request), request.app[keys.PROBE_SCOPE])
     except ProbeRequestError as err:
-        return error(400, str(err))
+        raise BadRequest(400, str(err)) from None
     results = await probe_all(request.app[keys.RESOLVER], targets, timeout_ms)
-    return web.json_response({"results": results})
+    return answered(request, web.json_response({"results": results}), started)
 
 
 # -- resources: one cleanup context each --------------------------------------------
@@ -343,8 +348,9 @@ async def probe(request: web.Request) -> web.Response:
 async def client_session(app: web.Application) -> AsyncIterator[None]:
     """One keep-alive connection pool per instance; unbounded, as a bound would queue calls behind it
     and turn overload into timeouts of healthy instances."""
-    # Idle connections are let go well before the callee's read timeout would close them under a request.
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=READ_TIMEOUT_SECONDS / 4, use_dns_cache=False)
+    # Idle connections are let go well before a callee's read timeout (the same as ours) would close them under
+    # a request.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=app[keys.READ_TIMEOUT] / 4, use_dns_cache=False)
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",)) as session:
         app[keys.SESSION] = session
         config, identity = app[keys.CONFIG], app[keys.IDENTITY]
@@ -356,7 +362,7 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
         exporter = app[keys.EXPORTER]
         app[keys.SERVING] = Serving(
             config=config, identity=identity, rng=app[keys.RNG], metrics=app[keys.METRICS], exporter=exporter,
-            package=package, traffic=config.traffic or DEFAULTS, payload="x" * config.behavior.payload_bytes,
+            package=package, payload="x" * config.behavior.payload_bytes,
             calls_out=package.calls_out, exporting=exporter.enabled, traced=exporter.enabled or package.calls_out,
         )
         yield

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 from multidict import CIMultiDictProxy
 
-from simiankube.contract import MAX_DEADLINE_MS, MAX_HOPS
 from simiankube.nanoservice.tracing import TraceContext
 
 HEADER_BUDGET = "x-simiankube-deadline-ms"  # remaining budget in milliseconds when sent
@@ -67,14 +66,10 @@ def _number(headers: CIMultiDictProxy[str], name: str, default: float, low: floa
     return value
 
 
-def incoming_hop(
-    headers: CIMultiDictProxy[str], trace: TraceContext, *, default_budget_ms: float, default_max_hops: int
-) -> Hop:
-    """The hop of a received request; requests from outside get the defaults.
-
-    No caller may ask for more than a spec can configure (contract.MAX_DEADLINE_MS, MAX_HOPS): a larger budget
-    or hop limit is a 400, and a hop count below 1 (which would buy extra hops) too."""
-    budget_ms = _number(headers, HEADER_BUDGET, default_budget_ms, -1e9, MAX_DEADLINE_MS)
+def incoming_hop(headers: CIMultiDictProxy[str], trace: TraceContext, *, budget_ms: float, max_hops: int) -> Hop:
+    """The hop of a received request. The architecture's budget and hop limit are what a request from outside
+    gets and the most any caller may ask for: more is a 400, and so is a hop count below 1 (extra hops)."""
+    budget = _number(headers, HEADER_BUDGET, budget_ms, -1e9, budget_ms)
     hops = int(_number(headers, HEADER_HOPS, 1, 1, 1_000_000))
-    max_hops = int(_number(headers, HEADER_MAX_HOPS, default_max_hops, 1, MAX_HOPS))
-    return Hop(time.monotonic() + budget_ms / 1000.0, hops, max_hops, trace)
+    limit = int(_number(headers, HEADER_MAX_HOPS, max_hops, 1, max_hops))
+    return Hop(time.monotonic() + budget / 1000.0, hops, limit, trace)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from simiankube.contract import NanoserviceConfig, Traffic
+from simiankube.contract import NanoserviceConfig
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.packages import Package
@@ -43,7 +43,6 @@ class Serving:
     metrics: Metrics
     exporter: SpanExporter
     package: Package
-    traffic: Traffic  # budget and hop limit of requests that arrive without them
     payload: str  # behavior.payload_bytes of filler, built once
     calls_out: bool  # the package may call another instance (Package.calls_out)
     exporting: bool  # spans are exported

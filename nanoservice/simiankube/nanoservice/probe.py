@@ -66,6 +66,8 @@ class Scope:
             if host in self.names or (host.startswith(f"{self.architecture}-") and "." not in host):
                 return None
             return f"{host!r} is not a host of architecture {self.architecture!r}"
+        if address.is_link_local or address.is_unspecified or address.is_multicast:  # metadata services, …
+            return f"{host} is not a pod address"
         if address.is_private or address in SHARED_NETWORK:
             return None
         return f"{host} is not a private address"
@@ -107,7 +109,7 @@ async def probe_one(resolver: Resolver, target: ProbeTarget, timeout: float) -> 
     writer = None
     try:
         async with asyncio.timeout(timeout):
-            endpoints = await resolver.resolve(target.host, target.port)
+            endpoints = await resolver.lookup(target.host, target.port)
             if not endpoints:
                 result.error = f"cannot resolve {target.host!r}"
                 return result

@@ -16,10 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from simiankube.nanoservice.policy import Endpoint
 
@@ -55,20 +54,12 @@ def load_hosts_table(path: str | Path, port: int) -> HostsTable:
 # (EAI_AGAIN: a timed-out or SERVFAIL lookup) says nothing about the instances and keeps the last answer.
 NO_SUCH_NAME = frozenset(getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name))
 
-AddrInfo = list[tuple[Any, Any, Any, Any, tuple[Any, ...]]]
-Lookup = Callable[[str, int], Awaitable[AddrInfo]]
-
-
-async def _getaddrinfo(host: str, port: int) -> AddrInfo:
-    return await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-
 
 class Resolver:
     """host → endpoints, from the hosts table when present, else DNS (cached, refreshed)."""
 
-    def __init__(self, table: HostsTable | None = None, lookup: Lookup | None = None) -> None:
+    def __init__(self, table: HostsTable | None = None) -> None:
         self.table = table
-        self._lookup = lookup or _getaddrinfo
         self._cache: dict[tuple[str, int], tuple[Endpoint, ...]] = {}
         self._table_cache: dict[tuple[str, int], tuple[Endpoint, ...]] = {}  # the table never changes
 
@@ -83,21 +74,24 @@ class Resolver:
             return found
         return self._cache.get((host, port), ())
 
-    async def resolve(self, host: str, port: int) -> tuple[Endpoint, ...]:
-        """Resolve now (DNS names are cached for the next `cached` call)."""
+    async def lookup(self, host: str, port: int) -> tuple[Endpoint, ...] | None:
+        """Resolve now without remembering it (probes: names chosen by the caller must not grow the cache);
+        None when the lookup failed without saying whether the name exists."""
         if self.table is not None and host in self.table:
             return self.cached(host, port)
         try:
-            infos = await self._lookup(host, port)
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as err:
-            if err.errno not in NO_SUCH_NAME:  # a transient failure: keep serving the last good answer
-                return self._cache.get((host, port), ())
-            found: tuple[Endpoint, ...] = ()
+            return () if err.errno in NO_SUCH_NAME else None
         except UnicodeError:
-            found = ()
-        else:
-            addresses = sorted({str(info[4][0]) for info in infos})
-            found = tuple(Endpoint(a, port, "", a) for a in addresses)
+            return ()
+        return tuple(Endpoint(a, port, "", a) for a in sorted({str(info[4][0]) for info in infos}))
+
+    async def resolve(self, host: str, port: int) -> tuple[Endpoint, ...]:
+        """Resolve now and remember it for `cached`; a transient failure keeps the last good answer."""
+        found = await self.lookup(host, port)
+        if found is None:
+            return self._cache.get((host, port), ())
         self._cache[(host, port)] = found
         return found
 

@@ -200,7 +200,10 @@ class Kube:
             query = [("labelSelector", selector)] if selector else []
             accept = "application/json" if whole else METADATA_ACCEPT
             result = await self._call("GET", RESOURCES[kind].path(namespace), query=query, accept=accept)
-            children.extend(LiveObject.from_item(kind, item, whole=whole) for item in result.get("items") or [])
+            # A list's items carry neither kind nor apiVersion: put them back, the plan compares whole objects.
+            typed = {"apiVersion": RESOURCES[kind].api_version, "kind": kind}
+            children.extend(LiveObject.from_item(kind, {**typed, **item}, whole=whole)
+                            for item in result.get("items") or [])
         return children
 
     async def watch(self, kind: str, namespace: str | None, selector: str) -> AsyncIterator[tuple[str, Object]]:
@@ -242,14 +245,16 @@ class Kube:
                 raise KubeError(0, str(err) or type(err).__name__) from None
 
     async def verify_segmentation(self, namespace: str, architecture: str,
-                                  settle: Callable[[float], Awaitable[None]]) -> VerificationReport:
+                                  settle: Callable[[float], Awaitable[None]],
+                                  rendered: Sequence[Mapping[str, Any]]) -> VerificationReport:
         """Verify the namespace's segmentation live (`simiankube.segmentation.kube`): reads and pod-proxy probes.
 
         ``architecture`` is the resource name (the pods' architecture label);
-        ``settle`` waits until the newest NetworkPolicy may have taken effect.
+        ``settle`` waits until the newest NetworkPolicy may have taken effect;
+        ``rendered``, the Architecture's policies, is what the result is judged against.
         """
         try:
-            return await verify_namespace(self._api, namespace, architecture, sleep=settle)
+            return await verify_namespace(self._api, namespace, architecture, sleep=settle, rendered=rendered)
         except ApiException as err:
             raise KubeError(int(err.status or 0), _reason(err)) from None
         except OSError as err:

@@ -123,6 +123,24 @@ async def test_the_look_alike_is_never_a_candidate(kube: Any) -> None:
     assert sorted(p.name for p in pods) == [f"lamp-webserver-abc-{i}" for i in range(3)]
 
 
+async def test_pods_of_another_deployment_or_statefulset_are_never_candidates(kube: Any) -> None:
+    """The safety claim: same labels, controlled by a workload that is not this Architecture's (uid)."""
+    cluster = Cluster(kube)
+    kube.add({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
+        "name": "other-rs", "namespace": "demo", "uid": "other-rs-uid",
+        "ownerReferences": [{"kind": "Deployment", "name": "lamp-webserver", "uid": "another-deployment-uid",
+                             "controller": True}]}})
+    cluster.pod("other-deployments-pod", "other-rs", "other-rs-uid")
+    kube.add({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "other-statefulsets-pod", "namespace": "demo", "uid": "uid-sts-pod", "labels": LABELS,
+        "creationTimestamp": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "ownerReferences": [{"kind": "StatefulSet", "name": "lamp-webserver", "uid": "another-statefulset-uid",
+                             "controller": True}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
+    pods = await cluster.controller.owned_pods(OWNER, cluster.view, "lamp", "webserver", "webserver")
+    assert sorted(p.name for p in pods) == [f"lamp-webserver-abc-{i}" for i in range(3)]
+
+
 async def test_dry_run_and_guards_delete_nothing(kube: Any) -> None:
     cluster = Cluster(kube, ready_pods=1)
     for body, outcome in (

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+
+import pytest
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -113,8 +115,37 @@ async def test_a_kill_deletes_one_owned_pod_and_records_the_recovery(kube: Any) 
     assert chaos["lastRecoverySeconds"] == 1.0
     assert [reason for _, reason, _ in cluster.events] == ["Killing", "Recovered"]
     sample = cluster.metrics.registry.get_sample_value(
-        "simiankube_chaos_pods_deleted_total", {"architecture": "lamp", "service": "webserver"})
+        "simiankube_chaos_pods_deleted_total", {"namespace": "demo", "architecture": "lamp", "service": "webserver"})
     assert sample == 1
+
+
+async def test_a_kill_is_counted_before_the_delete_so_max_kills_holds_across_crashes(kube: Any) -> None:
+    cluster = Cluster(kube)
+    body = cluster.body(maxKills=1)
+
+    async def crash(*_: Any, **__: Any) -> bool:
+        raise RuntimeError("the operator died here")
+
+    kube.delete = crash
+    with pytest.raises(RuntimeError):
+        await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
+                                       cluster.sleep_and_replace, body)
+    status = kube.objects[("Architecture", "demo", "lamp")]["status"]
+    assert status["chaos"]["kills"] == 1, "a restarted operator must see the kill it may have made"
+
+
+async def test_a_victim_gone_by_itself_is_not_counted(kube: Any) -> None:
+    cluster = Cluster(kube)
+    body = cluster.body()
+
+    async def gone(*_: Any, **__: Any) -> bool:
+        return False
+
+    kube.delete = gone
+    assert await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
+                                          cluster.sleep_and_replace, body)
+    chaos = kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]
+    assert chaos["kills"] == 0 and "went away by itself" in chaos["lastOutcome"]
 
 
 async def test_the_look_alike_is_never_a_candidate(kube: Any) -> None:

@@ -38,6 +38,7 @@ CHILD_RESOURCES = ("networkpolicies", "configmaps", "services", "statefulsets", 
 KIND_OF = {"networkpolicies": "NetworkPolicy", "configmaps": "ConfigMap", "services": "Service",
            "statefulsets": "StatefulSet", "deployments": "Deployment"}
 READY_TIMEOUT = 240.0
+CHAOS_ON = ["--chaos=on"]  # the operator's default is dry-run; these tests kill
 
 Body = dict[str, Any]
 
@@ -51,7 +52,7 @@ def operator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
         control_plane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     workdir = tmp_path_factory.mktemp("operator")
     kubeconfig = install_operator_identity(control_plane, SYSTEM, WATCHED, workdir)
-    process = OperatorProcess(kubeconfig, WATCHED, workdir / "operator.log", image=IMAGE)
+    process = OperatorProcess(kubeconfig, WATCHED, workdir / "operator.log", image=IMAGE, extra_args=CHAOS_ON)
     process.start()
     try:
         yield process
@@ -437,7 +438,7 @@ def test_killed_mid_reconcile_restarts_without_duplicates_or_orphans(
     body = yaml.safe_load(generated.read_text())
     body["spec"]["scale"] = {"percent": 1}
     total = len(expected_objects(body, namespace))
-    operator.restart(extra_args=["--apply-concurrency=1"])  # a slow apply, to be cut short
+    operator.restart(extra_args=[*CHAOS_ON, "--apply-concurrency=1"])  # a slow apply, to be cut short
     try:
         cluster.apply(namespace, body)
 
@@ -449,7 +450,7 @@ def test_killed_mid_reconcile_restarts_without_duplicates_or_orphans(
         operator.kill()
         assert applied < total, "the apply finished before the kill; nothing was cut short"
     finally:
-        operator.restart(extra_args=[])
+        operator.restart(extra_args=CHAOS_ON)
     cluster.wait_ready(namespace, "big")
     assert_matches_render(cluster, namespace, body)
     rendered = {o["metadata"]["name"] for o in expected_objects(body, namespace)}

@@ -164,21 +164,26 @@ class ChaosController:
             await self._outcome(owner, body, f"dry run: would delete pod {victim.name}")
             return True
         killed_at = self._clock()
-        if not await self._kube.delete("Pod", owner.namespace, victim.name, victim.uid, chaos.grace_period_seconds):
-            return True  # it went away by itself meanwhile
-        self._metrics.pods_deleted.labels(owner.name, service).inc()
-        self._announce(owner, "Normal", "Killing",
-                       f"chaos: deleted pod {victim.name} of {service} ({decision.ready} ready before)")
+        # Counted before the delete: an operator that dies between the two has counted a kill that did not
+        # happen, never killed one it did not count, so maxKills holds across crashes.
         last_kill = {"pod": victim.name, "service": service, "time": _rfc3339(killed_at)}
         await self._keeper.update(owner, lambda s: _with_chaos(
-            s, kills=kills + 1, lastKill=last_kill, lastOutcome=f"deleted pod {victim.name}"), body.get("status"))
+            s, kills=kills + 1, lastKill=last_kill, lastOutcome=f"deleting pod {victim.name}"), body.get("status"))
+        if not await self._kube.delete("Pod", owner.namespace, victim.name, victim.uid, chaos.grace_period_seconds):
+            await self._keeper.update(owner, lambda s: _with_chaos(
+                s, kills=kills, lastOutcome=f"skipped: pod {victim.name} went away by itself"))
+            return True
+        await self._keeper.update(owner, lambda s: _with_chaos(s, lastOutcome=f"deleted pod {victim.name}"))
+        self._metrics.pods_deleted.labels(owner.namespace, owner.name, service).inc()
+        self._announce(owner, "Normal", "Killing",
+                       f"chaos: deleted pod {victim.name} of {service} ({decision.ready} ready before)")
         recovered = await self.await_recovery(owner, view, arch.resource_name, service, kube_name, victim.uid,
                                               decision.ready, sleep)
         if recovered is None:
             return False
         seconds = round((self._clock() - killed_at).total_seconds(), 3)
         if recovered:
-            self._metrics.recovery_seconds.labels(owner.name, service).observe(seconds)
+            self._metrics.recovery_seconds.labels(owner.namespace, owner.name, service).observe(seconds)
             self._announce(owner, "Normal", "Recovered", f"chaos: {service} recovered in {seconds}s after "
                                                          f"losing {victim.name}")
             await self._keeper.update(owner, lambda s: _with_chaos(s, lastRecoverySeconds=seconds))

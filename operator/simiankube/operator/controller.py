@@ -70,7 +70,9 @@ class OperatorConfig:
     field_manager: str = contract.MANAGED_BY  # the one server-side-apply field manager
     apply_concurrency: int = 16  # parallel applies within one kind (1,000 services in seconds, not minutes)
     status_delay_seconds: float = 1.0  # workload events within this window make one status write
-    chaos_mode: str = "on"  # on | dry-run | off: an operator-wide switch over every spec.chaos
+    # on | dry-run | off: an operator-wide switch over every spec.chaos. Dry-run by default, as
+    # chaoskube: killing pods is opted into (--chaos=on, Helm value chaos.mode=on).
+    chaos_mode: str = "dry-run"
     # How long startup waits for the CRD to be served before exiting non-zero (below the chart's
     # liveness budget of ~70 s, so the clear message, not the probe, ends the pod).
     crd_timeout_seconds: float = 60.0

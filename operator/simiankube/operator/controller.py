@@ -33,6 +33,7 @@ from simiankube import contract
 from simiankube.operator import metrics as metrics_module
 from simiankube.operator.chaos import ChaosController, Sleep
 from simiankube.operator.kube import CHILD_KINDS, Kube, KubeError
+from simiankube.operator.leader import LeaseTerms, keep
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import AlreadyOwned, Owner, reconcile
 from simiankube.operator.segmentation import SegmentationVerifier
@@ -80,6 +81,7 @@ class OperatorConfig:
     # this is the safety net for a missed watch event).
     resync_seconds: float = 60.0
     verification: bool = True  # periodic segmentation verification (needs pods/proxy)
+    lease: LeaseTerms | None = None  # leader election (several replicas); None: this is the only one
 
 
 def now() -> datetime:
@@ -144,6 +146,11 @@ class Controller:
         kube = await Kube.connect(config.field_manager, metrics.count_write)
         runner = await metrics_module.serve(metrics, config.metrics_port) if config.metrics_port else None
         return cls(config, kube, metrics, runner, view)
+
+    def hold_lease(self) -> None:
+        """Renew the Lease this replica acquired before kopf started; exit the process if it is lost."""
+        if self.config.lease is not None:
+            self._tasks.append(asyncio.create_task(keep(self.kube, self.config.lease, now)))
 
     def watch_children(self) -> None:
         """Watch every child kind (server-side label selector) and resync periodically, in the background."""

@@ -66,6 +66,7 @@ RESOURCES: Mapping[str, Resource] = {
     "StatefulSet": Resource("apps", "v1", "statefulsets"),
     "ReplicaSet": Resource("apps", "v1", "replicasets"),
     "NetworkPolicy": Resource("networking.k8s.io", "v1", "networkpolicies"),
+    "Lease": Resource("coordination.k8s.io", "v1", "leases"),
     contract.KIND: Resource(contract.API_GROUP, contract.API_VERSION, contract.PLURAL),
 }
 # Every kind the render step can produce, in apply order (see simiankube.render.KIND_ORDER).
@@ -284,6 +285,17 @@ class Kube:
             raise
         self._on_write("delete", kind)
         return True
+
+    async def get_lease(self, namespace: str, name: str) -> Object | None:
+        return await self.get("Lease", namespace, name)
+
+    async def write_lease(self, lease: Object) -> None:
+        """Create the Lease, or replace it at the resourceVersion read (409 when someone wrote since)."""
+        meta = lease["metadata"]
+        if meta.get("resourceVersion"):
+            await self._call("PUT", RESOURCES["Lease"].path(meta["namespace"], meta["name"]), body=lease)
+        else:
+            await self._call("POST", RESOURCES["Lease"].path(meta["namespace"]), body=lease)
 
     async def patch_status(self, namespace: str, name: str, patch: Object) -> None:
         """A JSON merge patch of an Architecture's status subresource."""

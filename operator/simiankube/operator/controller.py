@@ -185,6 +185,19 @@ class Controller:
                 logged = waited
             await asyncio.sleep(CRD_POLL_SECONDS)
 
+    async def release_finalizers(self, finalizer: str) -> None:
+        """On shutdown: nothing stays stuck Terminating behind an operator that is gone (helm uninstall first).
+
+        kopf holds the finalizer only so it can stop the chaos and verification
+        daemons, which are stopped by now; a restarted operator adds it again.
+        """
+        for owner in list(self._known.values()):
+            try:
+                if await self.kube.remove_finalizer(contract.KIND, owner.namespace, owner.name, finalizer):
+                    log.info("released the finalizer of %s/%s", owner.namespace, owner.name)
+            except KubeError as err:
+                log.warning("finalizer of %s/%s not released: %s", owner.namespace, owner.name, err)
+
     async def close(self) -> None:
         tasks = [*self._tasks, *self._repairs.values()]
         for task in tasks:

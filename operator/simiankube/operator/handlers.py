@@ -46,8 +46,9 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
 
 
 @kopf.on.cleanup()
-async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
+async def on_cleanup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     if "controller" in memo:
+        await memo.controller.release_finalizers(settings.persistence.finalizer)
         await memo.controller.close()
 
 

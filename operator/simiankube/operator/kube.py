@@ -297,6 +297,18 @@ class Kube:
         else:
             await self._call("POST", RESOURCES["Lease"].path(meta["namespace"]), body=lease)
 
+    async def remove_finalizer(self, kind: str, namespace: str, name: str, finalizer: str) -> bool:
+        """Drop one finalizer (at the resourceVersion read: a concurrent change makes it 409); False if absent."""
+        obj = await self.get(kind, namespace, name)
+        finalizers = list((obj or {}).get("metadata", {}).get("finalizers") or [])
+        if obj is None or finalizer not in finalizers:
+            return False
+        rest = [f for f in finalizers if f != finalizer]
+        patch = {"metadata": {"finalizers": rest or None, "resourceVersion": obj["metadata"]["resourceVersion"]}}
+        await self._call("PATCH", RESOURCES[kind].path(namespace, name), body=patch, content_type=MERGE_CONTENT_TYPE)
+        self._on_write("patch", kind)
+        return True
+
     async def patch_status(self, namespace: str, name: str, patch: Object) -> None:
         """A JSON merge patch of an Architecture's status subresource."""
         path = RESOURCES[contract.KIND].path(namespace, name, "status")

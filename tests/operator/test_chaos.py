@@ -126,7 +126,7 @@ async def test_a_kill_is_counted_before_the_delete_so_max_kills_holds_across_cra
     async def crash(*_: Any, **__: Any) -> bool:
         raise RuntimeError("the operator died here")
 
-    kube.delete = crash
+    kube.evict = crash
     with pytest.raises(RuntimeError):
         await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
                                        cluster.sleep_and_replace, body)
@@ -138,14 +138,29 @@ async def test_a_victim_gone_by_itself_is_not_counted(kube: Any) -> None:
     cluster = Cluster(kube)
     body = cluster.body()
 
-    async def gone(*_: Any, **__: Any) -> bool:
-        return False
+    async def gone(*_: Any, **__: Any) -> str:
+        return "gone"
 
-    kube.delete = gone
+    kube.evict = gone
     assert await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
                                           cluster.sleep_and_replace, body)
     chaos = kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]
     assert chaos["kills"] == 0 and "went away by itself" in chaos["lastOutcome"]
+
+
+async def test_a_pod_disruption_budget_that_forbids_it_is_respected(kube: Any) -> None:
+    cluster = Cluster(kube)
+    body = cluster.body()
+
+    async def blocked(*_: Any, **__: Any) -> str:
+        return "blocked: HTTP 429: Cannot evict pod as it would violate the pod's disruption budget."
+
+    kube.evict = blocked
+    assert await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
+                                          cluster.sleep_and_replace, body)
+    chaos = kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]
+    assert chaos["kills"] == 0 and "PodDisruptionBudget forbids it" in chaos["lastOutcome"]
+    assert len(cluster.pod_names()) == 4 and not [e for e in cluster.events if e[1] == "Killing"]
 
 
 async def test_the_look_alike_is_never_a_candidate(kube: Any) -> None:

@@ -106,7 +106,8 @@ RULES = {
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
     ("apps", "statefulsets"): {"list", "watch", "create", "patch", "delete"},
     ("networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"list", "delete"},
+    ("", "pods"): {"list"},
+    ("", "pods/eviction"): {"create"},
     ("apps", "replicasets"): {"get"},
     ("", "events"): {"create"},
 }

@@ -192,7 +192,8 @@ def assert_matches_render(cluster: Cluster, namespace: str, body: Body) -> None:
 
 
 @pytest.mark.parametrize(("verb", "resource", "namespace", "allowed"), [
-    ("delete", "pods", WATCHED[0], True),
+    ("create", "pods/eviction", WATCHED[0], True),  # chaos evicts, so PodDisruptionBudgets hold
+    ("delete", "pods", WATCHED[0], False),
     ("patch", "architectures.simiankube.io", WATCHED[1], True),
     ("patch", "deployments.apps", WATCHED[0], True),
     ("create", "events", WATCHED[0], True),

@@ -7,7 +7,8 @@ must carry the architecture's and the victim service's labels AND be
 controlled by one of this Architecture's workloads (Pod → ReplicaSet →
 Deployment, or Pod → StatefulSet, each link checked by uid); a look-alike
 pod is never touched. It must be older than ``minPodAgeSeconds``, and the
-kill must leave at least ``minReady`` ready instances of the service. After
+kill must leave at least ``minReady`` ready instances of the service, and
+it is an eviction: a PodDisruptionBudget that forbids it is respected. After
 a kill the controller measures the recovery: seconds until the service has
 as many ready instances as before the kill.
 """
@@ -42,8 +43,7 @@ class PodClient(Protocol):
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    async def delete(self, kind: str, namespace: str, name: str, uid: str,
-                     grace_seconds: int | None = None) -> bool: ...
+    async def evict(self, namespace: str, name: str, uid: str, grace_seconds: int) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -164,14 +164,17 @@ class ChaosController:
             await self._outcome(owner, body, f"dry run: would delete pod {victim.name}")
             return True
         killed_at = self._clock()
-        # Counted before the delete: an operator that dies between the two has counted a kill that did not
+        # Counted before the eviction: an operator that dies between the two has counted a kill that did not
         # happen, never killed one it did not count, so maxKills holds across crashes.
         last_kill = {"pod": victim.name, "service": service, "time": _rfc3339(killed_at)}
         await self._keeper.update(owner, lambda s: _with_chaos(
             s, kills=kills + 1, lastKill=last_kill, lastOutcome=f"deleting pod {victim.name}"), body.get("status"))
-        if not await self._kube.delete("Pod", owner.namespace, victim.name, victim.uid, chaos.grace_period_seconds):
+        # An eviction, not a delete: a PodDisruptionBudget that forbids it now is respected.
+        result = await self._kube.evict(owner.namespace, victim.name, victim.uid, chaos.grace_period_seconds)
+        if result != "evicted":
+            why = "went away by itself" if result == "gone" else f"a PodDisruptionBudget forbids it ({result})"
             await self._keeper.update(owner, lambda s: _with_chaos(
-                s, kills=kills, lastOutcome=f"skipped: pod {victim.name} went away by itself"))
+                s, kills=kills, lastOutcome=f"skipped: pod {victim.name} {why}"))
             return True
         await self._keeper.update(owner, lambda s: _with_chaos(s, lastOutcome=f"deleted pod {victim.name}"))
         self._metrics.pods_deleted.labels(owner.namespace, owner.name, service).inc()

@@ -286,6 +286,22 @@ class Kube:
         self._on_write("delete", kind)
         return True
 
+    async def evict(self, namespace: str, name: str, uid: str, grace_seconds: int) -> str:
+        """Evict exactly this pod: "evicted", "gone" (404/409: not there, or replaced), or "blocked: <why>"
+        when a PodDisruptionBudget forbids it now (429) — what `kubectl drain` respects."""
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace},
+                "deleteOptions": {"preconditions": {"uid": uid}, "gracePeriodSeconds": grace_seconds}}
+        try:
+            await self._call("POST", RESOURCES["Pod"].path(namespace, name, "eviction"), body=body)
+        except KubeError as err:
+            if err.status in (404, 409):
+                return "gone"
+            if err.status == 429:
+                return f"blocked: {err}"
+            raise
+        self._on_write("evict", "Pod")
+        return "evicted"
+
     async def get_lease(self, namespace: str, name: str) -> Object | None:
         return await self.get("Lease", namespace, name)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-
-import pytest
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
+
 from simiankube import contract
-from simiankube.operator.chaos import ChaosController, PodFacts, decide, next_delay
+from simiankube.operator.chaos import ChaosController, PodFacts, decide, excluded, next_delay
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, parse_body
 from simiankube.operator.status import WorkloadState
@@ -228,3 +228,26 @@ async def test_operator_wide_switch_overrides_the_spec(kube: Any) -> None:
                                        cluster.sleep_and_replace, body)
         assert kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]["lastOutcome"].startswith(outcome)
         assert [verb for verb, _, _ in kube.writes if verb == "delete"] == []
+
+
+def test_excluded_weekdays_and_times_of_day_in_the_time_zone() -> None:
+    chaos = Chaos(timezone="Europe/Berlin", excluded_weekdays=("Sun",), excluded_times_of_day=("22:00-08:00",))
+    saturday_noon = datetime(2026, 1, 3, 11, 0, tzinfo=timezone.utc)  # 12:00 in Berlin
+    assert excluded(chaos, saturday_noon) == ""
+    assert excluded(chaos, datetime(2026, 1, 3, 21, 30, tzinfo=timezone.utc)) == \
+        "22:30 is in the excluded window 22:00-08:00 (Europe/Berlin)"
+    assert excluded(chaos, datetime(2026, 1, 3, 6, 59, tzinfo=timezone.utc)).startswith("07:59 is in")
+    assert excluded(chaos, datetime(2026, 1, 3, 7, 0, tzinfo=timezone.utc)) == ""  # 08:00: the window ended
+    assert excluded(chaos, datetime(2026, 1, 3, 23, 0, tzinfo=timezone.utc)) == "Sun is excluded (Europe/Berlin)"
+    assert excluded(Chaos(excluded_times_of_day=("09:00-17:00",)), saturday_noon).startswith("11:00 is in")
+
+
+async def test_no_kill_in_an_excluded_window(kube: Any) -> None:
+    cluster = Cluster(kube)
+    weekday = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[cluster.clock.weekday()]
+    body = cluster.body(excludedWeekdays=[weekday])
+    assert await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
+                                          cluster.sleep_and_replace, body)
+    assert [verb for verb, _, _ in kube.writes if verb == "delete"] == []
+    outcome = kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]["lastOutcome"]
+    assert outcome == f"skipped: {weekday} is excluded (UTC)"

@@ -212,6 +212,8 @@ def test_rbac_grants_what_the_operator_needs_and_nothing_more(
     control_plane: ControlPlane, operator: OperatorProcess, verb: str, resource: str, namespace: str, allowed: bool
 ) -> None:
     scope = ["-n", namespace] if namespace else []
+    resource, _, subresource = resource.partition("/")
+    scope += [f"--subresource={subresource}"] if subresource else []
     result = control_plane.kubectl("auth", "can-i", verb, resource, *scope, check=False,
                                    kubeconfig=operator.kubeconfig)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, namespace, result.stderr)

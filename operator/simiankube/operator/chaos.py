@@ -16,6 +16,7 @@ as many ready instances as before the kill.
 from __future__ import annotations
 
 import random
+import zoneinfo
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ from simiankube import contract
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, parse_body
 from simiankube.operator.tracking import StatusKeeper, WorkloadView
-from simiankube.model.spec import Architecture, Chaos, SpecError
+from simiankube.model.spec import WEEKDAYS, Architecture, Chaos, SpecError, parse_time_window
 
 # Stop measuring a recovery that never completes; the next kill waits for it.
 RECOVERY_TIMEOUT_SECONDS = 600.0
@@ -98,6 +99,20 @@ def decide(pods: Sequence[PodFacts], chaos: Chaos, rng: random.Random) -> Decisi
     return Decision(rng.choice(allowed), ready, "")
 
 
+def excluded(chaos: Chaos, now: datetime) -> str:
+    """Why no pod may die at ``now`` (an excluded weekday or time of day, local to chaos.timezone), or ""."""
+    local = now.astimezone(zoneinfo.ZoneInfo(chaos.timezone))
+    day = WEEKDAYS[local.weekday()]
+    if day in chaos.excluded_weekdays:
+        return f"{day} is excluded ({chaos.timezone})"
+    minute = local.hour * 60 + local.minute
+    for window in chaos.excluded_times_of_day:
+        start, end = parse_time_window(window) or (0, 0)
+        if (start <= minute < end) if start <= end else (minute >= start or minute < end):
+            return f"{local:%H:%M} is in the excluded window {window} ({chaos.timezone})"
+    return ""
+
+
 def next_delay(rng: random.Random, mean: float) -> float:
     return min(rng.expovariate(1.0 / mean), MAX_DELAY_FACTOR * mean)
 
@@ -151,6 +166,10 @@ class ChaosController:
             return True
         if chaos.max_kills and kills >= chaos.max_kills:
             await self._outcome(owner, body, f"skipped: maxKills {chaos.max_kills} reached")
+            return True
+        quiet = excluded(chaos, self._clock())
+        if quiet:
+            await self._outcome(owner, body, f"skipped: {quiet}")
             return True
         kube_name = arch.service(service).kube_name
         pods = await self.owned_pods(owner, view, arch.resource_name, service, kube_name)

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from simiankube.operator.kube import KubeError
-from simiankube.operator.leader import LeaseTerms, claim, keep, micro_time, try_hold
+from simiankube.operator.leader import LeaseTerms, claim, keep, micro_time, release, try_hold
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 TERMS = LeaseTerms("system", "simiankube", "me", renew_seconds=0.01, deadline_seconds=0.05)
@@ -67,3 +67,13 @@ async def test_a_leader_whose_lease_was_taken_stops() -> None:
     leases = Leases(lease("you", datetime.now(timezone.utc)))
     await asyncio.wait_for(keep(leases, TERMS, lambda: datetime.now(timezone.utc), lambda: lost.append(True)), 5)
     assert lost == [True] and leases.written == []
+
+
+async def test_a_clean_shutdown_gives_the_lease_up() -> None:
+    leases = Leases(lease("me", NOW))
+    await release(leases, TERMS)
+    assert leases.written[0]["spec"]["holderIdentity"] == ""
+    assert claim(leases.written[0], LeaseTerms("system", "simiankube", "you"), NOW) is not None
+    others = Leases(lease("you", NOW))
+    await release(others, TERMS)
+    assert others.written == [], "never someone else's"

@@ -33,7 +33,7 @@ from simiankube import contract
 from simiankube.operator import metrics as metrics_module
 from simiankube.operator.chaos import ChaosController, Sleep
 from simiankube.operator.kube import CHILD_KINDS, Kube, KubeError
-from simiankube.operator.leader import LeaseTerms, keep
+from simiankube.operator.leader import LeaseTerms, keep, release
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import AlreadyOwned, Owner, reconcile
 from simiankube.operator.segmentation import SegmentationVerifier
@@ -204,6 +204,11 @@ class Controller:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.keeper.close()
+        if self.config.lease is not None:
+            try:
+                await release(self.kube, self.config.lease)  # after the last write of this replica
+            except KubeError as err:
+                log.warning("lease not released (the next leader waits out its term): %s", err)
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
         await self.kube.close()

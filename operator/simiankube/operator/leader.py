@@ -138,6 +138,15 @@ async def keep(kube: LeaseClient, terms: LeaseTerms, clock: Clock,
             return
 
 
+async def release(kube: LeaseClient, terms: LeaseTerms) -> None:
+    """On a clean shutdown: give the Lease up, so a standby leads at once instead of after its term."""
+    lease = await kube.get_lease(terms.namespace, terms.name)
+    spec = (lease or {}).get("spec") or {}
+    if lease is None or spec.get("holderIdentity") != terms.identity:
+        return
+    await kube.write_lease({**lease, "spec": {**spec, "holderIdentity": ""}})
+
+
 async def _taken(kube: LeaseClient, terms: LeaseTerms) -> bool:
     try:
         lease = await kube.get_lease(terms.namespace, terms.name)

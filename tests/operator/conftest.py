@@ -77,6 +77,9 @@ class FakeKube:
         self.writes.append(("delete", kind, name))
         return True
 
+    async def close(self) -> None:
+        pass
+
     async def evict(self, namespace: str, name: str, uid: str, grace_seconds: int) -> str:
         return "evicted" if await self.delete("Pod", namespace, name, uid, grace_seconds) else "gone"
 

@@ -2,7 +2,9 @@
 
 Figures: the operator's peak RSS (VmHWM) after lamp is Ready, watching one
 namespace that also holds N unrelated Deployments (default 1,000, replicas 0,
-so no pods) and N unrelated ConfigMaps, against the same run with none. The
+so no pods) and N unrelated ConfigMaps, against the same run with none; and
+the seconds from a `kubectl scale` of one of lamp's Deployments until the
+operator has restored its replicas (drift repair), in each. The
 operator's own child watches filter by label on the server; kopf's workload
 watches (readiness indexes) filter in the client, so what remains is theirs.
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,7 @@ def unrelated(namespace: str, count: int) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "List", "items": items}
 
 
-def run(cp: ControlPlane, workdir: Path, namespace: str, count: int) -> float:
+def run(cp: ControlPlane, workdir: Path, namespace: str, count: int) -> tuple[float, float]:
     cp.kubectl("create", "namespace", namespace)
     if count:
         cp.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(unrelated(namespace, count)), timeout=600)
@@ -65,8 +68,19 @@ def run(cp: ControlPlane, workdir: Path, namespace: str, count: int) -> float:
                        for c in (arch.get("status") or {}).get("conditions") or [])
 
         wait_for(ready, 300, interval=0.5, message="lamp Ready")
+        workload = "lamp-webserver-us-east-1"
+
+        def replicas() -> int:
+            return int(json.loads(cp.kubectl("-n", namespace, "get", "deployment", workload, "-o", "json").stdout)[
+                "spec"]["replicas"])
+
+        rendered = replicas()
+        began = time.monotonic()
+        cp.kubectl("-n", namespace, "scale", "deployment", workload, f"--replicas={rendered + 5}")
+        wait_for(lambda: replicas() == rendered, 60, interval=0.1, message="the scale undone")
+        repair = time.monotonic() - began
         assert operator.process is not None
-        return peak_rss_mib(operator.process.pid)
+        return peak_rss_mib(operator.process.pid), repair
     finally:
         operator.stop()
 
@@ -82,12 +96,13 @@ def main() -> None:
         try:
             install_crd(cp)
             cp.kubectl("create", "namespace", SYSTEM)
-            alone = run(cp, workdir, "bench-alone", 0)
-            crowded = run(cp, workdir, "bench-crowded", args.unrelated)
+            alone, alone_repair = run(cp, workdir, "bench-alone", 0)
+            crowded, crowded_repair = run(cp, workdir, "bench-crowded", args.unrelated)
         finally:
             cp.stop()
-    print(f"operator peak RSS, lamp alone:                              {alone:.0f} MiB")
-    print(f"operator peak RSS, lamp + {args.unrelated} unrelated Deployments and ConfigMaps: {crowded:.0f} MiB")
+    print(f"lamp alone: operator peak RSS {alone:.0f} MiB; kubectl scale undone in {alone_repair:.1f} s")
+    print(f"lamp + {args.unrelated} unrelated Deployments and ConfigMaps: operator peak RSS {crowded:.0f} MiB; "
+          f"kubectl scale undone in {crowded_repair:.1f} s")
 
 
 if __name__ == "__main__":

@@ -43,25 +43,24 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def architecture_name(value: str) -> str:
-    """An architecture's resource name, or the file that defines it."""
-    return load_file(value).resource_name if Path(value).is_file() else value
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     from simiankube.segmentation.kube import verify_with_kubeconfig  # the Kubernetes client only where needed
 
-    name = architecture_name(args.architecture)
+    arch = load_file(args.architecture) if Path(args.architecture).is_file() else None
+    name = arch.resource_name if arch is not None else args.architecture
     options: dict[str, Any] = {"by_pod": args.pods, "settle_seconds": args.settle, "timeout_ms": args.timeout_ms}
     try:
-        report = asyncio.run(verify_with_kubeconfig(args.kubeconfig, args.namespace, name, **options))
+        report = asyncio.run(verify_with_kubeconfig(args.kubeconfig, args.namespace, name, arch, **options))
     except Exception as err:  # noqa: BLE001 - any failure to reach the cluster ends here
         print(f"error: cannot verify {name} in namespace {args.namespace}: {err}", file=sys.stderr)
         return EXIT_CLUSTER
     if not report.expected.rows:
         print(f"error: no running pods of architecture {name!r} in namespace {args.namespace!r}", file=sys.stderr)
         return EXIT_CLUSTER
-    sys.stdout.write(report.text())
+    if report.judged_against == "present":
+        print(f"note: Architecture {name!r} not readable in {args.namespace!r}: judged against the "
+              "NetworkPolicies present (pass its file to judge against what it renders)", file=sys.stderr)
+    sys.stdout.write(report.text() if args.output == "text" else common.dump(report.to_dict(), args.output))
     return exit_code(report)
 
 
@@ -93,7 +92,9 @@ def register(commands: Any) -> None:
     p = commands.add_parser(
         "verify",
         help="prove on a live cluster that the NetworkPolicies hold",
-        description="Compute the expected reachability from the NetworkPolicies present in the namespace, probe "
+        description="Compute the expected reachability from the NetworkPolicies the architecture renders (from "
+                    "FILE, else the Architecture resource; the namespace's other policies count too), report "
+                    "rendered policies missing from the namespace, probe "
                     "every pod of the architecture from every other (each source pod's nanoservice, reached "
                     "through the API server's pod proxy) and compare. Exit codes: 0 as expected, "
                     f"{EXIT_MISMATCH} mismatch, {EXIT_NOT_ENFORCED} network plugin does not enforce "
@@ -107,4 +108,5 @@ def register(commands: Any) -> None:
                    help="wait until the newest policy is this old before probing (default %(default)s)")
     p.add_argument("--timeout-ms", type=int, default=1000, metavar="MS",
                    help="connect + HTTP timeout of each probe (default %(default)s)")
+    common.add_output_argument(p, ("text", "json", "yaml"))
     p.set_defaults(handler=cmd_verify)

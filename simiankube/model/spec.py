@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import re
+import zoneinfo
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import yaml
@@ -107,6 +108,11 @@ class Chaos:
     min_pod_age_seconds: float = 60.0
     grace_period_seconds: int = 10
     min_ready: int = 1  # never kill when fewer ready instances would remain
+    # When not to kill (as chaoskube): weekdays (Mon..Sun) and times of day ("22:00-08:00" wraps past
+    # midnight), both in this IANA time zone.
+    timezone: str = "UTC"
+    excluded_weekdays: tuple[str, ...] = ()
+    excluded_times_of_day: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -524,7 +530,43 @@ def _chaos(data: dict[str, Any], path: str, read: _Reader, names: set[str]) -> C
         min_pod_age_seconds=read.number(data, "minPodAgeSeconds", path, base.min_pod_age_seconds, 0.0),
         grace_period_seconds=read.integer(data, "gracePeriodSeconds", path, base.grace_period_seconds, 0),
         min_ready=read.integer(data, "minReady", path, base.min_ready, 0),
+        timezone=_timezone(read.field(data, "timezone", path, str, base.timezone), f"{path}timezone", read),
+        excluded_weekdays=_listed(data, "excludedWeekdays", path, read, lambda v: v in WEEKDAYS,
+                                  f"one of {', '.join(WEEKDAYS)}"),
+        excluded_times_of_day=_listed(data, "excludedTimesOfDay", path, read,
+                                      lambda v: parse_time_window(v) is not None, 'a window "HH:MM-HH:MM"'),
     )
+
+
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_WINDOW = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)-([01]\d|2[0-3]):([0-5]\d)$")
+
+
+def parse_time_window(value: str) -> tuple[int, int] | None:
+    """``"22:00-08:00"`` → (1320, 480): minutes of the day, start and end (end < start wraps midnight)."""
+    match = _WINDOW.match(value)
+    if not match:
+        return None
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    return h1 * 60 + m1, h2 * 60 + m2
+
+
+def _timezone(name: str, path: str, read: _Reader) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        read.problems.append(f"{path}: unknown time zone {quote(name)} (an IANA name, e.g. Europe/Berlin)")
+        return "UTC"
+    return name
+
+
+def _listed(data: dict[str, Any], key: str, path: str, read: _Reader, valid: Callable[[str], bool],
+            expected: str) -> tuple[str, ...]:
+    values = read.field(data, key, path, list, [])
+    for i, value in enumerate(values):
+        if not isinstance(value, str) or not valid(value):
+            read.problems.append(f"{path}{key}[{i}]: expected {expected}, got {quote(value)}")
+    return tuple(v for v in values if isinstance(v, str) and valid(v))
 
 
 def _segmentation(data: dict[str, Any], path: str, read: _Reader) -> Segmentation:

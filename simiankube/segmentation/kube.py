@@ -10,6 +10,7 @@ under test; no `kubectl exec`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from kubernetes_asyncio import client, config
 from kubernetes_asyncio.client import ApiClient, ApiException
 
 from simiankube import contract
+from simiankube.model.spec import Architecture, parse_document
+from simiankube.model.topology import expand
+from simiankube.render import RenderSettings, render
 from simiankube.segmentation.reachability import ContainerPort, Namespace, Pod
 from simiankube.segmentation.verify import ProbeResult, ProbeTarget, VerificationReport, parse_probe_response, probe_request, verify
 
@@ -129,21 +133,67 @@ async def verify_namespace(
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
     timeout_ms: int = DEFAULT_TIMEOUT_MS,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rendered: Sequence[Mapping[str, Any]] | None = None,
 ) -> VerificationReport:
-    """Verify the live namespace: for the operator (`report.status()`) and the CLI."""
+    """Verify the live namespace: for the operator (`report.status()`) and the CLI.
+
+    ``rendered``: the NetworkPolicies the Architecture renders. Expected
+    reachability then comes from them (plus the namespace's other policies),
+    not from the live copies, so a policy deleted or edited by hand is found
+    (``missing_policies``, and the probes that now pass) instead of trusted.
+    """
     state = await read_namespace(api, namespace, architecture)
     wait = settle_remaining(state.newest_policy, dt.datetime.now(dt.timezone.utc), settle_seconds)
     if wait:
         await sleep(wait)
-    return await verify(
-        state.pods, state.namespaces, state.policies, PodProxyProber(api, timeout_ms), by_pod=by_pod
-    )
+    policies, missing = judged_policies(state.policies, rendered, architecture)
+    report = await verify(state.pods, state.namespaces, policies, PodProxyProber(api, timeout_ms), by_pod=by_pod)
+    return dataclasses.replace(report, missing_policies=missing,
+                               judged_against="present" if rendered is None else "rendered")
+
+
+def judged_policies(
+    live: Sequence[Mapping[str, Any]], rendered: Sequence[Mapping[str, Any]] | None, architecture: str
+) -> tuple[list[Mapping[str, Any]], tuple[str, ...]]:
+    """The policies to judge against, and the rendered ones missing from ``live``.
+
+    The architecture's live policies are replaced by the rendered ones (an
+    edited or deleted copy counts as what it should be); other policies of
+    the namespace stay, they act on the same pods. No render: what is live.
+    """
+    if rendered is None:
+        return list(live), ()
+    ours = [p for p in live if (p["metadata"].get("labels") or {}).get(contract.LABEL_ARCHITECTURE) == architecture]
+    present = {p["metadata"]["name"] for p in ours}
+    missing = tuple(sorted(p["metadata"]["name"] for p in rendered if p["metadata"]["name"] not in present))
+    return [p for p in live if p not in ours] + list(rendered), missing
+
+
+def rendered_policies(arch: Architecture, namespace: str) -> list[dict[str, Any]]:
+    """The NetworkPolicies an architecture renders into ``namespace``: what verification judges against."""
+    return [obj for obj in render(expand(arch), RenderSettings(namespace=namespace)) if obj["kind"] == "NetworkPolicy"]
+
+
+async def read_architecture(api: ApiClient, namespace: str, name: str) -> Architecture | None:
+    """The Architecture resource's model; None when it is not there or not readable (403)."""
+    try:
+        body = await client.CustomObjectsApi(api).get_namespaced_custom_object(
+            contract.API_GROUP, contract.API_VERSION, namespace, contract.PLURAL, name)
+    except ApiException as err:
+        if err.status in (403, 404):
+            return None
+        raise
+    return parse_document({**body, "metadata": {"name": body["metadata"]["name"]}})
 
 
 async def verify_with_kubeconfig(
-    kubeconfig: str | None, namespace: str, architecture: str, **options: Any
+    kubeconfig: str | None, namespace: str, architecture: str, arch: Architecture | None = None, **options: Any
 ) -> VerificationReport:
-    """The CLI's entry: a kubeconfig file, else the in-cluster config, else the default kubeconfig."""
+    """The CLI's entry: a kubeconfig file, else the in-cluster config, else the default kubeconfig.
+
+    Judged against the policies ``arch`` renders (the file given), else those
+    of the Architecture resource, else (not readable) those present.
+    """
     configuration = client.Configuration()
     if kubeconfig is None:
         try:
@@ -153,4 +203,7 @@ async def verify_with_kubeconfig(
     else:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     async with ApiClient(configuration) as api:
-        return await verify_namespace(api, namespace, architecture, **options)
+        if arch is None:
+            arch = await read_architecture(api, namespace, architecture)
+        rendered = rendered_policies(arch, namespace) if arch is not None else None
+        return await verify_namespace(api, namespace, architecture, rendered=rendered, **options)

@@ -134,10 +134,34 @@ class VerificationReport:
     unknown: int
     enforced: bool | None
     time: str
+    # Rendered NetworkPolicies of the architecture absent from the namespace (deleted by hand, say):
+    # expected is judged against the render, so their absence is a finding, never a pass.
+    missing_policies: tuple[str, ...] = ()
+    judged_against: str = "present"  # "rendered": the Architecture's own policies; "present": what the namespace has
 
     @property
     def ok(self) -> bool:
-        return self.incorrect == 0
+        return self.incorrect == 0 and not self.missing_policies
+
+    def to_dict(self) -> dict[str, Any]:
+        """The machine-readable report (`simiankube verify -o json|yaml`)."""
+
+        def table(matrix: Matrix) -> dict[str, Any]:
+            return {"rows": list(matrix.rows), "columns": list(matrix.columns),
+                    "cells": [[matrix.cells[(row, column)] for column in matrix.columns] for row in matrix.rows]}
+
+        return {
+            "time": self.time,
+            "ok": self.ok,
+            "legend": LEGEND,
+            "counts": {"correct": self.correct, "incorrect": self.incorrect, "unobserved": self.unknown},
+            "enforced": self.enforced,
+            "judgedAgainst": self.judged_against,
+            "missingPolicies": list(self.missing_policies),
+            "expected": table(self.expected),
+            "observed": table(self.observed),
+            "comparison": table(self.comparison),
+        }
 
     def status(self) -> SegmentationStatus:
         return SegmentationStatus(self.time, self.correct, self.incorrect, self.enforced)
@@ -153,6 +177,8 @@ class VerificationReport:
             parts.append(f"not observed: {self.unknown} (probe requests failed twice; counted as incorrect)")
         if self.enforced is False:
             parts.append(f"NOT ENFORCED: {NOT_ENFORCED_HELP}")
+        if self.missing_policies:
+            parts.append(f"MISSING NetworkPolicies the architecture renders: {', '.join(self.missing_policies)}")
         parts.append(f"reachability: correct:{self.correct}, incorrect:{self.incorrect}")
         return "\n".join(parts) + "\n"
 

@@ -77,6 +77,12 @@ class FakeKube:
         self.writes.append(("delete", kind, name))
         return True
 
+    async def close(self) -> None:
+        pass
+
+    async def evict(self, namespace: str, name: str, uid: str, grace_seconds: int) -> str:
+        return "evicted" if await self.delete("Pod", namespace, name, uid, grace_seconds) else "gone"
+
     async def patch_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         obj = self.objects.get(("Architecture", namespace, name))
         if obj is None:

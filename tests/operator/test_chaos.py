@@ -6,8 +6,10 @@ import random
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
+
 from simiankube import contract
-from simiankube.operator.chaos import ChaosController, PodFacts, decide, next_delay
+from simiankube.operator.chaos import ChaosController, PodFacts, decide, excluded, next_delay
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, parse_body
 from simiankube.operator.status import WorkloadState
@@ -113,12 +115,74 @@ async def test_a_kill_deletes_one_owned_pod_and_records_the_recovery(kube: Any) 
     assert chaos["lastRecoverySeconds"] == 1.0
     assert [reason for _, reason, _ in cluster.events] == ["Killing", "Recovered"]
     sample = cluster.metrics.registry.get_sample_value(
-        "simiankube_chaos_pods_deleted_total", {"architecture": "lamp", "service": "webserver"})
+        "simiankube_chaos_pods_deleted_total", {"namespace": "demo", "architecture": "lamp", "service": "webserver"})
     assert sample == 1
+
+
+async def test_a_kill_is_counted_before_the_delete_so_max_kills_holds_across_crashes(kube: Any) -> None:
+    cluster = Cluster(kube)
+    body = cluster.body(maxKills=1)
+
+    async def crash(*_: Any, **__: Any) -> bool:
+        raise RuntimeError("the operator died here")
+
+    kube.evict = crash
+    with pytest.raises(RuntimeError):
+        await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
+                                       cluster.sleep_and_replace, body)
+    status = kube.objects[("Architecture", "demo", "lamp")]["status"]
+    assert status["chaos"]["kills"] == 1, "a restarted operator must see the kill it may have made"
+
+
+async def test_a_victim_gone_by_itself_is_not_counted(kube: Any) -> None:
+    cluster = Cluster(kube)
+    body = cluster.body()
+
+    async def gone(*_: Any, **__: Any) -> str:
+        return "gone"
+
+    kube.evict = gone
+    assert await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
+                                          cluster.sleep_and_replace, body)
+    chaos = kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]
+    assert chaos["kills"] == 0 and "went away by itself" in chaos["lastOutcome"]
+
+
+async def test_a_pod_disruption_budget_that_forbids_it_is_respected(kube: Any) -> None:
+    cluster = Cluster(kube)
+    body = cluster.body()
+
+    async def blocked(*_: Any, **__: Any) -> str:
+        return "blocked: HTTP 429: Cannot evict pod as it would violate the pod's disruption budget."
+
+    kube.evict = blocked
+    assert await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
+                                          cluster.sleep_and_replace, body)
+    chaos = kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]
+    assert chaos["kills"] == 0 and "PodDisruptionBudget forbids it" in chaos["lastOutcome"]
+    assert len(cluster.pod_names()) == 4 and not [e for e in cluster.events if e[1] == "Killing"]
 
 
 async def test_the_look_alike_is_never_a_candidate(kube: Any) -> None:
     cluster = Cluster(kube)
+    pods = await cluster.controller.owned_pods(OWNER, cluster.view, "lamp", "webserver", "webserver")
+    assert sorted(p.name for p in pods) == [f"lamp-webserver-abc-{i}" for i in range(3)]
+
+
+async def test_pods_of_another_deployment_or_statefulset_are_never_candidates(kube: Any) -> None:
+    """The safety claim: same labels, controlled by a workload that is not this Architecture's (uid)."""
+    cluster = Cluster(kube)
+    kube.add({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
+        "name": "other-rs", "namespace": "demo", "uid": "other-rs-uid",
+        "ownerReferences": [{"kind": "Deployment", "name": "lamp-webserver", "uid": "another-deployment-uid",
+                             "controller": True}]}})
+    cluster.pod("other-deployments-pod", "other-rs", "other-rs-uid")
+    kube.add({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "other-statefulsets-pod", "namespace": "demo", "uid": "uid-sts-pod", "labels": LABELS,
+        "creationTimestamp": NOW.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "ownerReferences": [{"kind": "StatefulSet", "name": "lamp-webserver", "uid": "another-statefulset-uid",
+                             "controller": True}]},
+        "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
     pods = await cluster.controller.owned_pods(OWNER, cluster.view, "lamp", "webserver", "webserver")
     assert sorted(p.name for p in pods) == [f"lamp-webserver-abc-{i}" for i in range(3)]
 
@@ -164,3 +228,26 @@ async def test_operator_wide_switch_overrides_the_spec(kube: Any) -> None:
                                        cluster.sleep_and_replace, body)
         assert kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]["lastOutcome"].startswith(outcome)
         assert [verb for verb, _, _ in kube.writes if verb == "delete"] == []
+
+
+def test_excluded_weekdays_and_times_of_day_in_the_time_zone() -> None:
+    chaos = Chaos(timezone="Europe/Berlin", excluded_weekdays=("Sun",), excluded_times_of_day=("22:00-08:00",))
+    saturday_noon = datetime(2026, 1, 3, 11, 0, tzinfo=timezone.utc)  # 12:00 in Berlin
+    assert excluded(chaos, saturday_noon) == ""
+    assert excluded(chaos, datetime(2026, 1, 3, 21, 30, tzinfo=timezone.utc)) == \
+        "22:30 is in the excluded window 22:00-08:00 (Europe/Berlin)"
+    assert excluded(chaos, datetime(2026, 1, 3, 6, 59, tzinfo=timezone.utc)).startswith("07:59 is in")
+    assert excluded(chaos, datetime(2026, 1, 3, 7, 0, tzinfo=timezone.utc)) == ""  # 08:00: the window ended
+    assert excluded(chaos, datetime(2026, 1, 3, 23, 0, tzinfo=timezone.utc)) == "Sun is excluded (Europe/Berlin)"
+    assert excluded(Chaos(excluded_times_of_day=("09:00-17:00",)), saturday_noon).startswith("11:00 is in")
+
+
+async def test_no_kill_in_an_excluded_window(kube: Any) -> None:
+    cluster = Cluster(kube)
+    weekday = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[cluster.clock.weekday()]
+    body = cluster.body(excludedWeekdays=[weekday])
+    assert await cluster.controller.round(OWNER, parse_body(body), cluster.view, random.Random(0),
+                                          cluster.sleep_and_replace, body)
+    assert [verb for verb, _, _ in kube.writes if verb == "delete"] == []
+    outcome = kube.objects[("Architecture", "demo", "lamp")]["status"]["chaos"]["lastOutcome"]
+    assert outcome == f"skipped: {weekday} is excluded (UTC)"

@@ -49,7 +49,8 @@ def template(helm_bin: Path, *values: str) -> list[dict[str, Any]]:
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] == kind]
+    """Objects of one kind, the leader election's Role and RoleBinding aside (see their own test)."""
+    return [d for d in docs if d["kind"] == kind and not d["metadata"]["name"].endswith("-leader")]
 
 
 def test_chart_crd_is_the_crd() -> None:
@@ -105,7 +106,8 @@ RULES = {
     ("apps", "deployments"): {"list", "watch", "create", "patch", "delete"},
     ("apps", "statefulsets"): {"list", "watch", "create", "patch", "delete"},
     ("networking.k8s.io", "networkpolicies"): {"list", "watch", "create", "patch", "delete"},
-    ("", "pods"): {"list", "delete"},
+    ("", "pods"): {"list"},
+    ("", "pods/eviction"): {"create"},
     ("apps", "replicasets"): {"get"},
     ("", "events"): {"create"},
 }
@@ -131,7 +133,8 @@ def test_pod_proxy_only_when_verification_is_enabled(helm_bin: Path) -> None:
 
 def test_names_pull_secrets_and_pod_annotations(helm_bin: Path) -> None:
     docs = template(helm_bin, "fullnameOverride=ops", "imagePullSecrets[0].name=regcred", "podAnnotations.team=sre")
-    assert {d["metadata"]["name"] for d in docs if d["kind"] != "CustomResourceDefinition"} == {"ops", "ops-metrics"}
+    assert {d["metadata"]["name"] for d in docs if d["kind"] != "CustomResourceDefinition"} == {
+        "ops", "ops-metrics", "ops-leader"}
     (deployment,) = by_kind(docs, "Deployment")
     pod = deployment["spec"]["template"]
     assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
@@ -143,6 +146,20 @@ def test_names_pull_secrets_and_pod_annotations(helm_bin: Path) -> None:
     assert deployment["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"] == "chaos-operator"
 
 
+def test_replicas_elect_a_leader_over_a_lease(helm_bin: Path) -> None:
+    docs = template(helm_bin, "replicaCount=2")
+    (deployment,) = by_kind(docs, "Deployment")
+    assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--leader-election=$(POD_NAMESPACE)/sk-simiankube" in args
+    assert build_parser().parse_args(["operator", *args]).leader_election == ("$(POD_NAMESPACE)", "sk-simiankube")
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "sk-simiankube-leader"]
+    assert role["metadata"]["namespace"] == "simiankube-system"
+    assert granted(role) == {("coordination.k8s.io", "leases"): {"get", "create", "update"}}
+    (single,) = by_kind(template(helm_bin), "Deployment")
+    assert single["spec"]["replicas"] == 1 and single["spec"]["strategy"]["type"] == "Recreate"
+
+
 @pytest.mark.parametrize(("value", "complaint"), [
     ("chaos.mode=sometimes", "/chaos/mode"),
     ("applyConcurrency=0", "/applyConcurrency"),
@@ -150,7 +167,8 @@ def test_names_pull_secrets_and_pod_annotations(helm_bin: Path) -> None:
     ("verification.enabled=maybe", "/verification/enabled"),
     ("metrics.port=70000", "/metrics/port"),
     ("chaos.mod=off", "mod"),
-    ("replicaCount=2", "replicaCount"),
+    ("replicaCount=0", "/replicaCount"),
+    ("replicas=2", "replicas"),
 ])
 def test_bad_values_fail_at_install(helm_bin: Path, value: str, complaint: str) -> None:
     result = run_helm(helm_bin, "template", "sk", str(CHART), "--set", value)

@@ -38,6 +38,7 @@ CHILD_RESOURCES = ("networkpolicies", "configmaps", "services", "statefulsets", 
 KIND_OF = {"networkpolicies": "NetworkPolicy", "configmaps": "ConfigMap", "services": "Service",
            "statefulsets": "StatefulSet", "deployments": "Deployment"}
 READY_TIMEOUT = 240.0
+CHAOS_ON = ["--chaos=on"]  # the operator's default is dry-run; these tests kill
 
 Body = dict[str, Any]
 
@@ -51,7 +52,7 @@ def operator(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
         control_plane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     workdir = tmp_path_factory.mktemp("operator")
     kubeconfig = install_operator_identity(control_plane, SYSTEM, WATCHED, workdir)
-    process = OperatorProcess(kubeconfig, WATCHED, workdir / "operator.log", image=IMAGE)
+    process = OperatorProcess(kubeconfig, WATCHED, workdir / "operator.log", image=IMAGE, extra_args=CHAOS_ON)
     process.start()
     try:
         yield process
@@ -191,7 +192,8 @@ def assert_matches_render(cluster: Cluster, namespace: str, body: Body) -> None:
 
 
 @pytest.mark.parametrize(("verb", "resource", "namespace", "allowed"), [
-    ("delete", "pods", WATCHED[0], True),
+    ("create", "pods/eviction", WATCHED[0], True),  # chaos evicts, so PodDisruptionBudgets hold
+    ("delete", "pods", WATCHED[0], False),
     ("patch", "architectures.simiankube.io", WATCHED[1], True),
     ("patch", "deployments.apps", WATCHED[0], True),
     ("create", "events", WATCHED[0], True),
@@ -210,6 +212,8 @@ def test_rbac_grants_what_the_operator_needs_and_nothing_more(
     control_plane: ControlPlane, operator: OperatorProcess, verb: str, resource: str, namespace: str, allowed: bool
 ) -> None:
     scope = ["-n", namespace] if namespace else []
+    resource, _, subresource = resource.partition("/")
+    scope += [f"--subresource={subresource}"] if subresource else []
     result = control_plane.kubectl("auth", "can-i", verb, resource, *scope, check=False,
                                    kubeconfig=operator.kubeconfig)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, namespace, result.stderr)
@@ -437,7 +441,7 @@ def test_killed_mid_reconcile_restarts_without_duplicates_or_orphans(
     body = yaml.safe_load(generated.read_text())
     body["spec"]["scale"] = {"percent": 1}
     total = len(expected_objects(body, namespace))
-    operator.restart(extra_args=["--apply-concurrency=1"])  # a slow apply, to be cut short
+    operator.restart(extra_args=[*CHAOS_ON, "--apply-concurrency=1"])  # a slow apply, to be cut short
     try:
         cluster.apply(namespace, body)
 
@@ -449,7 +453,7 @@ def test_killed_mid_reconcile_restarts_without_duplicates_or_orphans(
         operator.kill()
         assert applied < total, "the apply finished before the kill; nothing was cut short"
     finally:
-        operator.restart(extra_args=[])
+        operator.restart(extra_args=CHAOS_ON)
     cluster.wait_ready(namespace, "big")
     assert_matches_render(cluster, namespace, body)
     rendered = {o["metadata"]["name"] for o in expected_objects(body, namespace)}

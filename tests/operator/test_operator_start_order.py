@@ -1,4 +1,5 @@
-"""The operator started before its CRD: it serves Architectures once the CRD is established, or exits 1.
+"""How the operator starts: before its CRD (it serves Architectures once established, or exits 1), and
+as two replicas (one leads over a Lease; the other takes over when it dies).
 
 These tests delete the CRD of the session's control plane (clearing finalizers
 of Architectures another module's operator may have left) and install it again
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from simiankube import contract
 from simiankube.operator.testing import CRD, OperatorProcess, install_crd, install_operator_identity
@@ -79,14 +81,8 @@ def test_started_before_the_crd_it_serves_architectures_once_established(
         process.wait_healthy(60)
         control_plane.kubectl("-n", WATCHED, "apply", "-f", "-", input=json.dumps(ARCHITECTURE))
 
-        def ready() -> bool:
-            arch = json.loads(control_plane.kubectl("-n", WATCHED, "get", CRD_NAME, "early", "-o", "json").stdout)
-            status = arch.get("status") or {}
-            return any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or []) \
-                and status.get("observedGeneration") == arch["metadata"]["generation"]
-
         try:
-            wait_for(ready, 180, interval=0.5, message="the Architecture Ready")
+            wait_ready(control_plane, generation=1)
         finally:
             control_plane.kubectl("-n", WATCHED, "delete", CRD_NAME, "early", "--wait=true", "--timeout=60s",
                                   check=False)
@@ -101,3 +97,97 @@ def test_without_the_crd_it_exits_non_zero_with_the_reason(
         log = process.log_tail()
         assert f"simiankube operator: the CRD {CRD_NAME} is not served" in log
         assert "install crds/architecture.yaml" in log
+
+
+def test_two_replicas_one_leads_and_the_other_takes_over(
+    control_plane: ControlPlane, identity: Path, tmp_path: Path
+) -> None:
+    """Only the Lease holder reconciles; when it dies the standby leads within the Lease's term."""
+    lease = f"--leader-election={SYSTEM}/sk-leader"
+    first = OperatorProcess(identity, [WATCHED], tmp_path / "first.log", extra_args=[lease])
+    second = OperatorProcess(identity, [WATCHED], tmp_path / "second.log", extra_args=[lease])
+
+    def log(process: OperatorProcess) -> str:
+        return process.log_tail(100_000)
+
+    try:
+        first.start()
+        wait_for(lambda: "leading: holding lease" in log(first), 60, message="the first replica leading")
+        second.start()  # healthy as a standby
+        wait_for(lambda: "waiting to lead" in log(second), 60, message="the second replica waiting")
+        body = json.loads(json.dumps(ARCHITECTURE))
+        control_plane.kubectl("-n", WATCHED, "apply", "-f", "-", input=json.dumps(body))
+        wait_ready(control_plane, generation=1)
+        assert "applied" in log(first) and "applied" not in log(second)
+        assert "leading" not in log(second)
+
+        first.kill()
+        wait_for(lambda: "leading: holding lease" in log(second), 60, message="the standby taking over")
+        body["spec"]["services"][0]["count"] = 2
+        control_plane.kubectl("-n", WATCHED, "apply", "-f", "-", input=json.dumps(body))
+        wait_ready(control_plane, generation=2)
+        assert "applied" in log(second)
+    finally:
+        control_plane.kubectl("-n", WATCHED, "delete", CRD_NAME, "early", "--wait=true", "--timeout=60s",
+                              check=False)
+        first.stop()
+        second.stop()
+
+
+def wait_ready(control_plane: ControlPlane, generation: int) -> None:
+    def ready() -> bool:
+        arch = json.loads(control_plane.kubectl("-n", WATCHED, "get", CRD_NAME, "early", "-o", "json").stdout)
+        status = arch.get("status") or {}
+        return status.get("observedGeneration") == generation == arch["metadata"]["generation"] and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+
+    wait_for(ready, 180, interval=0.5, message=f"generation {generation} Ready")
+
+
+def test_an_operator_stopped_first_leaves_nothing_stuck_terminating(
+    control_plane: ControlPlane, identity: Path, tmp_path: Path
+) -> None:
+    """`helm uninstall` before deleting Architectures: the chaos daemon's finalizer is released on shutdown."""
+    body = json.loads(json.dumps(ARCHITECTURE))
+    body["metadata"]["name"] = "late"
+    body["spec"].update(arch="late", victim="web", chaos={"enabled": True, "dryRun": True})
+    process = OperatorProcess(identity, [WATCHED], tmp_path / "operator.log")
+    process.start()
+    try:
+        control_plane.kubectl("-n", WATCHED, "apply", "-f", "-", input=json.dumps(body))
+
+        def finalizers() -> list[str]:
+            arch = json.loads(control_plane.kubectl("-n", WATCHED, "get", CRD_NAME, "late", "-o", "json").stdout)
+            return list(arch["metadata"].get("finalizers") or [])
+
+        wait_for(lambda: f"{contract.API_GROUP}/chaos" in finalizers(), 60, message="the chaos daemon's finalizer")
+    finally:
+        process.stop()
+    assert finalizers() == []
+    control_plane.kubectl("-n", WATCHED, "delete", CRD_NAME, "late", "--wait=true", "--timeout=30s")
+
+
+def test_crd_upgrade_keeps_architectures_and_serves_new_fields(
+    control_plane: ControlPlane, identity: Path, without_crd: None  # identity: the namespaces exist
+) -> None:
+    """The documented upgrade (Helm never upgrades crds/): `kubectl apply --server-side` of the new CRD."""
+    old = yaml.safe_load(CRD.read_text())
+    del old["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["traffic"]
+    control_plane.kubectl("apply", "--server-side", "-f", "-", input=json.dumps(old))
+    wait_for(lambda: control_plane.kubectl("get", CRD_NAME, "-A", check=False).returncode == 0, 60,
+             message="the old CRD served")
+    kept = json.loads(json.dumps(ARCHITECTURE))
+    kept["metadata"]["name"] = kept["spec"]["arch"] = "kept"
+    control_plane.kubectl("-n", WATCHED, "apply", "-f", "-", input=json.dumps(kept))
+    uid = json.loads(control_plane.kubectl("-n", WATCHED, "get", CRD_NAME, "kept", "-o", "json").stdout)[
+        "metadata"]["uid"]
+    kept["spec"]["traffic"] = {"intervalMs": 50}
+    refused = control_plane.kubectl("-n", WATCHED, "apply", "--validate=strict", "-f", "-",
+                                    input=json.dumps(kept), check=False)
+    assert refused.returncode != 0 and "traffic" in refused.stderr
+
+    install_crd(control_plane)  # kubectl apply --server-side --force-conflicts -f crds/architecture.yaml
+    control_plane.kubectl("-n", WATCHED, "apply", "--validate=strict", "-f", "-", input=json.dumps(kept))
+    after = json.loads(control_plane.kubectl("-n", WATCHED, "get", CRD_NAME, "kept", "-o", "json").stdout)
+    assert after["metadata"]["uid"] == uid and after["spec"]["traffic"] == {"intervalMs": 50}
+    control_plane.kubectl("-n", WATCHED, "delete", CRD_NAME, "kept")

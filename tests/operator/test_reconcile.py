@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from simiankube import contract
+from simiankube.operator.kube import KubeError
 from simiankube.operator.reconcile import (
     ANNOTATION_APPLIED_HASH, AlreadyOwned, Owner, build_children, contains, parse_body, reconcile)
 from simiankube.model.spec import SpecError
@@ -172,3 +174,22 @@ def test_contains_ignores_defaults_and_dropped_empty_values() -> None:
     assert not contains({"a": 1}, {"a": 2})
     assert not contains({"l": [1, 2]}, {"l": [1]})
     assert not contains({}, {"x": {"y": 1}})
+
+
+async def test_a_failed_apply_leaves_no_apply_running_behind_it(kube: Any) -> None:
+    running = 0
+    apply = kube.apply
+
+    async def slow_or_failing(obj: dict[str, Any]) -> None:
+        nonlocal running
+        if obj["metadata"]["name"] == "lamp-memcache":
+            raise KubeError(403, "forbidden")
+        running += 1
+        await asyncio.sleep(0.05)
+        await apply(obj)
+        running -= 1
+
+    kube.apply = slow_or_failing
+    with pytest.raises(KubeError):
+        await reconcile(architecture(), kube, IMAGE, 4)
+    assert running == 0

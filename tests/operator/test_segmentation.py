@@ -54,7 +54,8 @@ class VerifyingKube(FakeKube):
         self.reports: list[VerificationReport | KubeError] = []
         self.verified: list[tuple[str, str]] = []
 
-    async def verify_segmentation(self, namespace: str, architecture: str, settle: Settle) -> VerificationReport:
+    async def verify_segmentation(self, namespace: str, architecture: str, settle: Settle,
+                                  rendered: Any) -> VerificationReport:
         self.verified.append((namespace, architecture))
         await settle(1.0)
         outcome = self.reports.pop(0)

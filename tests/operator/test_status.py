@@ -90,3 +90,25 @@ def test_events_for_condition_flips() -> None:
     restored = build_status(degraded, [workload("web", 2, 2)], now="T3")
     assert sorted(e[1] for e in transition_events(degraded, restored)) == ["Ready", "Restored"]
     assert transition_events(restored, restored) == []
+
+
+def test_a_failed_reconcile_is_reconciled_false_with_its_reason_and_ready_false() -> None:
+    ok = build_status({}, [workload("web", 1, 1)], now="T1", generation=1, desired={"web": 1}, problems=[],
+                      failure=("", ""))
+    assert statuses(ok)["Reconciled"] == "True" and (condition(ok, "Reconciled") or {})["reason"] == "Applied"
+    failed = build_status(ok, [workload("web", 1, 1)], now="T2", generation=2,
+                          failure=("Forbidden", "HTTP 403: deployments.apps is forbidden"))
+    reconciled = condition(failed, "Reconciled") or {}
+    assert (reconciled["status"], reconciled["reason"], reconciled["lastTransitionTime"]) == ("False", "Forbidden", "T2")
+    assert "403" in reconciled["message"]
+    ready = condition(failed, "Ready") or {}
+    assert (ready["status"], ready["reason"]) == ("False", "Forbidden")
+    # A workload event keeps the failure until a reconcile succeeds.
+    assert statuses(build_status(failed, [workload("web", 1, 1)], now="T3"))["Ready"] == "False"
+    healed = build_status(failed, [workload("web", 1, 1)], now="T4", generation=2, failure=("", ""))
+    assert statuses(healed)["Ready"] == "True" and statuses(healed)["Reconciled"] == "True"
+
+
+def test_observed_generation_never_goes_backwards() -> None:
+    newer = build_status({}, [workload("web", 1, 1)], now="T1", generation=5, desired={"web": 1}, problems=[])
+    assert build_status(newer, [workload("web", 1, 1)], now="T2", generation=4)["observedGeneration"] == 5

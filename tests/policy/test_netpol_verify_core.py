@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
 from kubernetes_asyncio import client
 
-from simiankube.segmentation.kube import PodProxyProber, newest_creation, pod_from_api, probeable, settle_remaining
+from simiankube import contract
+from simiankube.segmentation.kube import (
+    PodProxyProber, judged_policies, newest_creation, pod_from_api, probeable, settle_remaining)
 from simiankube.segmentation.reachability import ContainerPort, Namespace, Pod
 from simiankube.segmentation.verify import ProbeResult, ProbeTarget, enforcement, verify
 
@@ -115,3 +118,24 @@ async def test_pod_proxy_prober_posts_to_the_pods_proxy_subresource(aiohttp_serv
     assert seen[0][0] == "/api/v1/namespaces/ns/pods/a:8080/proxy/probe"
     assert seen[0][1]["timeout_ms"] == 700
     assert [(r.name, r.connected, r.http_status) for r in results] == [("ns/a", False, None), ("ns/b", True, 200)]
+
+
+async def test_a_deleted_policy_is_judged_against_the_render_and_reported() -> None:
+    """Deleted by hand: expected still blocks, the open path is a mismatch, and the policy is named."""
+    ours = {**DENY_B, "metadata": {**DENY_B["metadata"], "labels": {contract.LABEL_ARCHITECTURE: "shop"}}}
+    theirs = {"metadata": {"name": "team-policy", "namespace": "ns", "labels": {}},
+              "spec": {"podSelector": {"matchLabels": {"app": "nobody"}}, "policyTypes": ["Ingress"]}}
+    policies, missing = judged_policies([theirs], [ours], "shop")
+    assert missing == ("deny-b",) and policies == [theirs, ours]
+    assert judged_policies([theirs, ours], [ours], "shop") == ([theirs, ours], ())
+    assert judged_policies([theirs], None, "shop") == ([theirs], ())
+    open_network = Scripted({("ns/a", "ns/b"), ("ns/b", "ns/a")})
+    report = replace(await verify(PODS, [Namespace("ns")], policies, open_network, by_pod=True),
+                     missing_policies=missing, judged_against="rendered")
+    assert report.expected.text() == "- a b\na . X\nb . .\n"
+    assert not report.ok and report.incorrect == 1
+    assert "MISSING NetworkPolicies the architecture renders: deny-b" in report.text()
+    data = report.to_dict()
+    assert data["missingPolicies"] == ["deny-b"] and data["judgedAgainst"] == "rendered" and data["ok"] is False
+    assert data["expected"] == {"rows": ["a", "b"], "columns": ["a", "b"], "cells": [[".", "X"], [".", "."]]}
+    assert data["counts"] == {"correct": 3, "incorrect": 1, "unobserved": 0}

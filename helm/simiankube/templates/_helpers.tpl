@@ -60,10 +60,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [networking.k8s.io]
   resources: [networkpolicies]
   verbs: [list, watch, create, patch, delete]
-# Chaos: victims are listed and deleted; ReplicaSets are read to prove a pod is ours.
+# Chaos: victims are listed and evicted (PodDisruptionBudgets respected); ReplicaSets are read to prove
+# a pod is ours.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, delete]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [pods/eviction]
+  verbs: [create]
 - apiGroups: [apps]
   resources: [replicasets]
   verbs: [get]

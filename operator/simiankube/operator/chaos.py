@@ -7,7 +7,8 @@ must carry the architecture's and the victim service's labels AND be
 controlled by one of this Architecture's workloads (Pod → ReplicaSet →
 Deployment, or Pod → StatefulSet, each link checked by uid); a look-alike
 pod is never touched. It must be older than ``minPodAgeSeconds``, and the
-kill must leave at least ``minReady`` ready instances of the service. After
+kill must leave at least ``minReady`` ready instances of the service, and
+it is an eviction: a PodDisruptionBudget that forbids it is respected. After
 a kill the controller measures the recovery: seconds until the service has
 as many ready instances as before the kill.
 """
@@ -15,6 +16,7 @@ as many ready instances as before the kill.
 from __future__ import annotations
 
 import random
+import zoneinfo
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -24,7 +26,7 @@ from simiankube import contract
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, parse_body
 from simiankube.operator.tracking import StatusKeeper, WorkloadView
-from simiankube.model.spec import Architecture, Chaos, SpecError
+from simiankube.model.spec import WEEKDAYS, Architecture, Chaos, SpecError, parse_time_window
 
 # Stop measuring a recovery that never completes; the next kill waits for it.
 RECOVERY_TIMEOUT_SECONDS = 600.0
@@ -42,8 +44,7 @@ class PodClient(Protocol):
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
-    async def delete(self, kind: str, namespace: str, name: str, uid: str,
-                     grace_seconds: int | None = None) -> bool: ...
+    async def evict(self, namespace: str, name: str, uid: str, grace_seconds: int) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,20 @@ def decide(pods: Sequence[PodFacts], chaos: Chaos, rng: random.Random) -> Decisi
     if not allowed:
         return Decision(None, ready, f"only {ready} ready instance(s); minReady is {chaos.min_ready}")
     return Decision(rng.choice(allowed), ready, "")
+
+
+def excluded(chaos: Chaos, now: datetime) -> str:
+    """Why no pod may die at ``now`` (an excluded weekday or time of day, local to chaos.timezone), or ""."""
+    local = now.astimezone(zoneinfo.ZoneInfo(chaos.timezone))
+    day = WEEKDAYS[local.weekday()]
+    if day in chaos.excluded_weekdays:
+        return f"{day} is excluded ({chaos.timezone})"
+    minute = local.hour * 60 + local.minute
+    for window in chaos.excluded_times_of_day:
+        start, end = parse_time_window(window) or (0, 0)
+        if (start <= minute < end) if start <= end else (minute >= start or minute < end):
+            return f"{local:%H:%M} is in the excluded window {window} ({chaos.timezone})"
+    return ""
 
 
 def next_delay(rng: random.Random, mean: float) -> float:
@@ -152,6 +167,10 @@ class ChaosController:
         if chaos.max_kills and kills >= chaos.max_kills:
             await self._outcome(owner, body, f"skipped: maxKills {chaos.max_kills} reached")
             return True
+        quiet = excluded(chaos, self._clock())
+        if quiet:
+            await self._outcome(owner, body, f"skipped: {quiet}")
+            return True
         kube_name = arch.service(service).kube_name
         pods = await self.owned_pods(owner, view, arch.resource_name, service, kube_name)
         decision = decide(pods, chaos, rng)
@@ -164,21 +183,29 @@ class ChaosController:
             await self._outcome(owner, body, f"dry run: would delete pod {victim.name}")
             return True
         killed_at = self._clock()
-        if not await self._kube.delete("Pod", owner.namespace, victim.name, victim.uid, chaos.grace_period_seconds):
-            return True  # it went away by itself meanwhile
-        self._metrics.pods_deleted.labels(owner.name, service).inc()
-        self._announce(owner, "Normal", "Killing",
-                       f"chaos: deleted pod {victim.name} of {service} ({decision.ready} ready before)")
+        # Counted before the eviction: an operator that dies between the two has counted a kill that did not
+        # happen, never killed one it did not count, so maxKills holds across crashes.
         last_kill = {"pod": victim.name, "service": service, "time": _rfc3339(killed_at)}
         await self._keeper.update(owner, lambda s: _with_chaos(
-            s, kills=kills + 1, lastKill=last_kill, lastOutcome=f"deleted pod {victim.name}"), body.get("status"))
+            s, kills=kills + 1, lastKill=last_kill, lastOutcome=f"deleting pod {victim.name}"), body.get("status"))
+        # An eviction, not a delete: a PodDisruptionBudget that forbids it now is respected.
+        result = await self._kube.evict(owner.namespace, victim.name, victim.uid, chaos.grace_period_seconds)
+        if result != "evicted":
+            why = "went away by itself" if result == "gone" else f"a PodDisruptionBudget forbids it ({result})"
+            await self._keeper.update(owner, lambda s: _with_chaos(
+                s, kills=kills, lastOutcome=f"skipped: pod {victim.name} {why}"))
+            return True
+        await self._keeper.update(owner, lambda s: _with_chaos(s, lastOutcome=f"deleted pod {victim.name}"))
+        self._metrics.pods_deleted.labels(owner.namespace, owner.name, service).inc()
+        self._announce(owner, "Normal", "Killing",
+                       f"chaos: deleted pod {victim.name} of {service} ({decision.ready} ready before)")
         recovered = await self.await_recovery(owner, view, arch.resource_name, service, kube_name, victim.uid,
                                               decision.ready, sleep)
         if recovered is None:
             return False
         seconds = round((self._clock() - killed_at).total_seconds(), 3)
         if recovered:
-            self._metrics.recovery_seconds.labels(owner.name, service).observe(seconds)
+            self._metrics.recovery_seconds.labels(owner.namespace, owner.name, service).observe(seconds)
             self._announce(owner, "Normal", "Recovered", f"chaos: {service} recovered in {seconds}s after "
                                                          f"losing {victim.name}")
             await self._keeper.update(owner, lambda s: _with_chaos(s, lastRecoverySeconds=seconds))

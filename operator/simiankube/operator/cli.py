@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import importlib
 import os
+import socket
 import sys
+import uuid
 from typing import Any
 
 import kopf
 
 from simiankube.operator.chaos import CHAOS_MODES
-from simiankube.operator.controller import OperatorConfig
+from simiankube.operator.controller import OperatorConfig, now
+from simiankube.operator.kube import Kube
+from simiankube.operator.leader import LeaseTerms, acquire
 from simiankube.render import RenderSettings
 
 ENV_IMAGE = "SIMIANKUBE_NANOSERVICE_IMAGE"
@@ -41,11 +46,34 @@ def register(commands: Any) -> None:
     p.add_argument("--crd-timeout", type=float, default=OperatorConfig.crd_timeout_seconds, metavar="SECONDS",
                    help="wait this long at startup for the Architecture CRD to be served, then exit 1 "
                         "(default %(default)s)")
+    p.add_argument("--leader-election", metavar="NAMESPACE/NAME", type=lease_name,
+                   help="run as one of several replicas: only the holder of this Lease reconciles and kills "
+                        "(the others wait, answering --liveness); default: off, the only replica")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(handler=run)
 
 
+def lease_name(value: str) -> tuple[str, str]:
+    namespace, _, name = value.partition("/")
+    if not namespace or not name:
+        raise argparse.ArgumentTypeError(f"expected NAMESPACE/NAME, got {value!r}")
+    return namespace, name
+
+
+async def lead(terms: LeaseTerms, liveness: str) -> None:
+    kube = await Kube.connect("simiankube-leader", lambda verb, kind: None)
+    try:
+        await acquire(kube, terms, now, liveness)
+    finally:
+        await kube.close()
+
+
 def run(args: argparse.Namespace) -> int:
+    lease = None
+    if args.leader_election:
+        identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+        namespace, name = args.leader_election
+        lease = LeaseTerms(namespace, name, identity)
     config = OperatorConfig(
         namespaces=tuple(args.namespace),
         metrics_port=args.metrics_port,
@@ -55,9 +83,12 @@ def run(args: argparse.Namespace) -> int:
         chaos_mode=args.chaos,
         crd_timeout_seconds=args.crd_timeout,
         verification=args.verification,
+        lease=lease,
     )
     importlib.import_module("simiankube.operator.handlers")  # registers the handlers
     kopf.configure(verbose=args.verbose)
+    if lease is not None:
+        asyncio.run(lead(lease, config.liveness))  # before kopf: a standby neither watches nor writes
     try:
         kopf.run(
             standalone=True,  # one replica, no peering objects to grant RBAC for

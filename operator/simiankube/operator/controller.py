@@ -33,6 +33,7 @@ from simiankube import contract
 from simiankube.operator import metrics as metrics_module
 from simiankube.operator.chaos import ChaosController, Sleep
 from simiankube.operator.kube import CHILD_KINDS, Kube, KubeError
+from simiankube.operator.leader import LeaseTerms, keep, release
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import AlreadyOwned, Owner, reconcile
 from simiankube.operator.segmentation import SegmentationVerifier
@@ -70,7 +71,9 @@ class OperatorConfig:
     field_manager: str = contract.MANAGED_BY  # the one server-side-apply field manager
     apply_concurrency: int = 16  # parallel applies within one kind (1,000 services in seconds, not minutes)
     status_delay_seconds: float = 1.0  # workload events within this window make one status write
-    chaos_mode: str = "on"  # on | dry-run | off: an operator-wide switch over every spec.chaos
+    # on | dry-run | off: an operator-wide switch over every spec.chaos. Dry-run by default, as
+    # chaoskube: killing pods is opted into (--chaos=on, Helm value chaos.mode=on).
+    chaos_mode: str = "dry-run"
     # How long startup waits for the CRD to be served before exiting non-zero (below the chart's
     # liveness budget of ~70 s, so the clear message, not the probe, ends the pod).
     crd_timeout_seconds: float = 60.0
@@ -78,6 +81,7 @@ class OperatorConfig:
     # this is the safety net for a missed watch event).
     resync_seconds: float = 60.0
     verification: bool = True  # periodic segmentation verification (needs pods/proxy)
+    lease: LeaseTerms | None = None  # leader election (several replicas); None: this is the only one
 
 
 def now() -> datetime:
@@ -143,6 +147,11 @@ class Controller:
         runner = await metrics_module.serve(metrics, config.metrics_port) if config.metrics_port else None
         return cls(config, kube, metrics, runner, view)
 
+    def hold_lease(self) -> None:
+        """Renew the Lease this replica acquired before kopf started; exit the process if it is lost."""
+        if self.config.lease is not None:
+            self._tasks.append(asyncio.create_task(keep(self.kube, self.config.lease, now)))
+
     def watch_children(self) -> None:
         """Watch every child kind (server-side label selector) and resync periodically, in the background."""
         for kind in CHILD_KINDS:
@@ -176,12 +185,30 @@ class Controller:
                 logged = waited
             await asyncio.sleep(CRD_POLL_SECONDS)
 
+    async def release_finalizers(self, finalizer: str) -> None:
+        """On shutdown: nothing stays stuck Terminating behind an operator that is gone (helm uninstall first).
+
+        kopf holds the finalizer only so it can stop the chaos and verification
+        daemons, which are stopped by now; a restarted operator adds it again.
+        """
+        for owner in list(self._known.values()):
+            try:
+                if await self.kube.remove_finalizer(contract.KIND, owner.namespace, owner.name, finalizer):
+                    log.info("released the finalizer of %s/%s", owner.namespace, owner.name)
+            except KubeError as err:
+                log.warning("finalizer of %s/%s not released: %s", owner.namespace, owner.name, err)
+
     async def close(self) -> None:
         tasks = [*self._tasks, *self._repairs.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.keeper.close()
+        if self.config.lease is not None:
+            try:
+                await release(self.kube, self.config.lease)  # after the last write of this replica
+            except KubeError as err:
+                log.warning("lease not released (the next leader waits out its term): %s", err)
         if self._metrics_runner is not None:
             await self._metrics_runner.cleanup()
         await self.kube.close()

@@ -37,6 +37,7 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
     # kopf passes its (live) indexes to startup handlers too: the controller keeps the view.
     memo.controller = await Controller.start(config, WorkloadView(kwargs["deployments_by_owner"],
                                                                   kwargs["statefulsets_by_owner"]))
+    memo.controller.hold_lease()
     try:
         await memo.controller.wait_until_served(config.crd_timeout_seconds)
     except NotServed as err:
@@ -45,8 +46,9 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
 
 
 @kopf.on.cleanup()
-async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
+async def on_cleanup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     if "controller" in memo:
+        await memo.controller.release_finalizers(settings.persistence.finalizer)
         await memo.controller.close()
 
 

@@ -66,6 +66,7 @@ RESOURCES: Mapping[str, Resource] = {
     "StatefulSet": Resource("apps", "v1", "statefulsets"),
     "ReplicaSet": Resource("apps", "v1", "replicasets"),
     "NetworkPolicy": Resource("networking.k8s.io", "v1", "networkpolicies"),
+    "Lease": Resource("coordination.k8s.io", "v1", "leases"),
     contract.KIND: Resource(contract.API_GROUP, contract.API_VERSION, contract.PLURAL),
 }
 # Every kind the render step can produce, in apply order (see simiankube.render.KIND_ORDER).
@@ -200,7 +201,10 @@ class Kube:
             query = [("labelSelector", selector)] if selector else []
             accept = "application/json" if whole else METADATA_ACCEPT
             result = await self._call("GET", RESOURCES[kind].path(namespace), query=query, accept=accept)
-            children.extend(LiveObject.from_item(kind, item, whole=whole) for item in result.get("items") or [])
+            # A list's items carry neither kind nor apiVersion: put them back, the plan compares whole objects.
+            typed = {"apiVersion": RESOURCES[kind].api_version, "kind": kind}
+            children.extend(LiveObject.from_item(kind, {**typed, **item}, whole=whole)
+                            for item in result.get("items") or [])
         return children
 
     async def watch(self, kind: str, namespace: str | None, selector: str) -> AsyncIterator[tuple[str, Object]]:
@@ -242,14 +246,16 @@ class Kube:
                 raise KubeError(0, str(err) or type(err).__name__) from None
 
     async def verify_segmentation(self, namespace: str, architecture: str,
-                                  settle: Callable[[float], Awaitable[None]]) -> VerificationReport:
+                                  settle: Callable[[float], Awaitable[None]],
+                                  rendered: Sequence[Mapping[str, Any]]) -> VerificationReport:
         """Verify the namespace's segmentation live (`simiankube.segmentation.kube`): reads and pod-proxy probes.
 
         ``architecture`` is the resource name (the pods' architecture label);
-        ``settle`` waits until the newest NetworkPolicy may have taken effect.
+        ``settle`` waits until the newest NetworkPolicy may have taken effect;
+        ``rendered``, the Architecture's policies, is what the result is judged against.
         """
         try:
-            return await verify_namespace(self._api, namespace, architecture, sleep=settle)
+            return await verify_namespace(self._api, namespace, architecture, sleep=settle, rendered=rendered)
         except ApiException as err:
             raise KubeError(int(err.status or 0), _reason(err)) from None
         except OSError as err:
@@ -278,6 +284,45 @@ class Kube:
                 return False
             raise
         self._on_write("delete", kind)
+        return True
+
+    async def evict(self, namespace: str, name: str, uid: str, grace_seconds: int) -> str:
+        """Evict exactly this pod: "evicted", "gone" (404/409: not there, or replaced), or "blocked: <why>"
+        when a PodDisruptionBudget forbids it now (429) — what `kubectl drain` respects."""
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": namespace},
+                "deleteOptions": {"preconditions": {"uid": uid}, "gracePeriodSeconds": grace_seconds}}
+        try:
+            await self._call("POST", RESOURCES["Pod"].path(namespace, name, "eviction"), body=body)
+        except KubeError as err:
+            if err.status in (404, 409):
+                return "gone"
+            if err.status == 429:
+                return f"blocked: {err}"
+            raise
+        self._on_write("evict", "Pod")
+        return "evicted"
+
+    async def get_lease(self, namespace: str, name: str) -> Object | None:
+        return await self.get("Lease", namespace, name)
+
+    async def write_lease(self, lease: Object) -> None:
+        """Create the Lease, or replace it at the resourceVersion read (409 when someone wrote since)."""
+        meta = lease["metadata"]
+        if meta.get("resourceVersion"):
+            await self._call("PUT", RESOURCES["Lease"].path(meta["namespace"], meta["name"]), body=lease)
+        else:
+            await self._call("POST", RESOURCES["Lease"].path(meta["namespace"]), body=lease)
+
+    async def remove_finalizer(self, kind: str, namespace: str, name: str, finalizer: str) -> bool:
+        """Drop one finalizer (at the resourceVersion read: a concurrent change makes it 409); False if absent."""
+        obj = await self.get(kind, namespace, name)
+        finalizers = list((obj or {}).get("metadata", {}).get("finalizers") or [])
+        if obj is None or finalizer not in finalizers:
+            return False
+        rest = [f for f in finalizers if f != finalizer]
+        patch = {"metadata": {"finalizers": rest or None, "resourceVersion": obj["metadata"]["resourceVersion"]}}
+        await self._call("PATCH", RESOURCES[kind].path(namespace, name), body=patch, content_type=MERGE_CONTENT_TYPE)
+        self._on_write("patch", kind)
         return True
 
     async def patch_status(self, namespace: str, name: str, patch: Object) -> None:

@@ -33,10 +33,10 @@ class Metrics:
             "(a no-op resync adds none).", ["verb", "kind"], registry=r)
         self.pods_deleted = Counter(
             "simiankube_chaos_pods_deleted", "Pods deleted by the chaos controller.",
-            ["architecture", "service"], registry=r)
+            ["namespace", "architecture", "service"], registry=r)
         self.recovery_seconds = Histogram(
             "simiankube_chaos_recovery_seconds", "Seconds from a chaos kill until the victim "
-            "service is as ready as before.", ["architecture", "service"], buckets=RECOVERY_BUCKETS, registry=r)
+            "service is as ready as before.", ["namespace", "architecture", "service"], buckets=RECOVERY_BUCKETS, registry=r)
         # Gauges of the last verification; namespace too, so equal names in two namespaces do not collide.
         where = ["namespace", "architecture"]
         self.segmentation_correct = Gauge(

@@ -195,7 +195,12 @@ async def execute(plan: Plan, kube: ChildClient, namespace: str, concurrency: in
             await kube.apply(obj)
 
     for kind in CHILD_KINDS:
-        await asyncio.gather(*(apply(obj) for obj in plan.apply if obj["kind"] == kind))
+        # Every apply of a kind ends before an error is raised: none runs on behind the reconcile's lock.
+        results = await asyncio.gather(*(apply(obj) for obj in plan.apply if obj["kind"] == kind),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
     for obj in plan.prune:
         await kube.delete(obj.kind, namespace, obj.name, obj.uid)
 

@@ -16,7 +16,7 @@ status, so an operator restart does not verify again before its time.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,6 +27,7 @@ from simiankube.operator.reconcile import Owner, parse_body
 from simiankube.operator.status import condition
 from simiankube.operator.tracking import StatusKeeper
 from simiankube.model.spec import Architecture, SpecError
+from simiankube.segmentation.kube import rendered_policies
 from simiankube.segmentation.verify import VerificationReport
 
 # Longest single wait: an interval shortened in the spec, or readiness reached, is noticed this soon.
@@ -41,8 +42,8 @@ log = logging.getLogger(__name__)
 
 
 class SegmentationClient(Protocol):
-    async def verify_segmentation(self, namespace: str, architecture: str,
-                                  settle: Settle) -> VerificationReport: ...
+    async def verify_segmentation(self, namespace: str, architecture: str, settle: Settle,
+                                  rendered: Sequence[Mapping[str, Any]]) -> VerificationReport: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ def judge(report: VerificationReport) -> Verdict:
         return Verdict("not_enforced", "Warning", "NotEnforced",
                        f"segmentation not enforced: the network plugin left open every path the "
                        f"NetworkPolicies block; {counts}")
+    if report.missing_policies:
+        return Verdict("mismatch", "Warning", "SegmentationMismatch",
+                       f"NetworkPolicies the architecture renders are missing: "
+                       f"{', '.join(report.missing_policies)}; {counts}")
     if report.incorrect:
         return Verdict("mismatch", "Warning", "SegmentationMismatch", f"segmentation differs from the policies: "
                                                                       f"{counts}")
@@ -161,7 +166,8 @@ class SegmentationVerifier:
             stopped = stopped or await sleep(seconds)
 
         try:
-            report = await self._kube.verify_segmentation(owner.namespace, arch.resource_name, settle)
+            report = await self._kube.verify_segmentation(owner.namespace, arch.resource_name, settle,
+                                                          rendered_policies(arch, owner.namespace))
         except KubeError as err:
             self._metrics.segmentation_verifications.labels(owner.namespace, owner.name, "error").inc()
             log.warning("segmentation of %s/%s not verified: %s", owner.namespace, owner.name, err)

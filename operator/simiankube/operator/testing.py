@@ -37,7 +37,14 @@ IDENTITY_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "Clust
 
 def install_crd(cp: ControlPlane) -> None:
     cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cp.kubectl("wait", "crd/architectures.simiankube.io", "--for=condition=Established", "--timeout=60s")
+
+    def established() -> bool:
+        # Polled, not `kubectl wait`: that fails outright while the new CRD has no conditions yet.
+        crd = json.loads(cp.kubectl("get", "crd", "architectures.simiankube.io", "-o", "json").stdout)
+        return any(c["type"] == "Established" and c["status"] == "True"
+                   for c in (crd.get("status") or {}).get("conditions") or [])
+
+    wait_for(established, 60, interval=0.2, message="the CRD Established")
 
 
 def render_chart(cp: ControlPlane, namespace: str, *values: str) -> list[dict[str, Any]]:

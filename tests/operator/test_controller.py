@@ -1,0 +1,98 @@
+"""The controller against a fake API: repairs retried until they succeed, one reconcile at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from typing import Any
+
+
+from simiankube.operator import controller as controller_module
+from simiankube.operator.controller import Controller, OperatorConfig, owner_of
+from simiankube.operator.kube import KubeError
+from simiankube.operator.metrics import Metrics
+from simiankube.operator.tracking import WorkloadView
+from tests.operator.test_reconcile import architecture
+
+
+def controller(kube: Any) -> Controller:
+    return Controller(OperatorConfig(status_delay_seconds=0), kube, Metrics(), None, WorkloadView({}, {}))
+
+
+async def settle(predicate: Any, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_failing_repair_is_retried_with_backoff_until_it_succeeds(kube: Any, monkeypatch: Any) -> None:
+    monkeypatch.setattr(controller_module, "REPAIR_DELAY_SECONDS", 0.01)
+    monkeypatch.setattr(controller_module, "REPAIR_BACKOFF_MAX_SECONDS", 0.02)
+    body = kube.add({**architecture(), "kind": "Architecture"})
+    failures = [KubeError(403, "deployments.apps is forbidden"), KubeError(422, "invalid"), KubeError(409, "conflict")]
+    reasons: list[str] = []
+    list_children = kube.list_children
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:  # once per reconcile, before any write
+        if failures:
+            raise failures.pop(0)
+        return await list_children(*args, **kwargs)
+
+    async def patch_status(namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await original_patch(namespace, name, patch)
+        reconciled = [c for c in kube.objects[("Architecture", namespace, name)]["status"].get("conditions") or []
+                      if c["type"] == "Reconciled"]
+        reasons.extend(c["reason"] for c in reconciled)
+
+    original_patch = kube.patch_status
+    kube.list_children, kube.patch_status = flaky, patch_status
+    control = controller(kube)
+    control.repair_soon(owner_of(body))
+    await settle(lambda: not control._repairs)
+    assert failures == []
+    assert [r for i, r in enumerate(reasons) if i == 0 or reasons[i - 1] != r] == [
+        "Forbidden", "Unprocessable", "Conflict", "Applied"]
+    assert any(kind == "Deployment" for (kind, _, _) in kube.objects)
+    await control.close()
+
+
+async def test_reconciles_of_one_architecture_never_overlap(kube: Any) -> None:
+    body = kube.add({**architecture(), "kind": "Architecture"})
+    running = 0
+    most = 0
+    list_children = kube.list_children
+
+    async def slow_list(*args: Any, **kwargs: Any) -> Any:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+        try:
+            return await list_children(*args, **kwargs)
+        finally:
+            running -= 1
+
+    kube.list_children = slow_list
+    control = controller(kube)
+    logger = logging.getLogger("test")
+    await asyncio.gather(*(control.reconcile(copy.deepcopy(body), logger) for _ in range(3)))
+    assert most == 1
+    await control.close()
+
+
+async def test_an_older_generation_is_never_reconciled_after_a_newer_one(kube: Any) -> None:
+    body = kube.add({**architecture(), "kind": "Architecture"})
+    newer = copy.deepcopy(body)
+    newer["metadata"]["generation"] = 2
+    newer["spec"]["scale"] = {"percent": 50}
+    control = controller(kube)
+    logger = logging.getLogger("test")
+    await control.reconcile(newer, logger)
+    kube.writes.clear()
+    await control.reconcile(body, logger)  # generation 1, arriving late: its spec must not come back
+    assert kube.writes == []
+    assert kube.objects[("Deployment", "demo", "lamp-webserver-us-east-1")]["spec"]["replicas"] == 9
+    assert kube.objects[("Architecture", "demo", "lamp")]["status"]["observedGeneration"] == 2
+    await control.close()

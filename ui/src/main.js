@@ -1,0 +1,480 @@
+// The live traffic view of simiankube: Vizceral's three levels (global, region, service) drawn with
+// cytoscape.js, fed by server-sent events from /api/events (the graph once, then a frame a second).
+// The tables beside the picture carry the same figures for screen readers and tests.
+import cytoscape from "cytoscape";
+
+const $ = (selector) => document.querySelector(selector);
+const state = { graph: null, frame: null, level: { kind: "global" }, frames: 0, lastFrameAt: 0, drawn: "" };
+const UPDATE_MS = []; // how long applying each frame took (the benchmark reads it)
+
+// -- the picture --------------------------------------------------------------------------------
+
+const cy = cytoscape({
+  container: $("#graph"),
+  minZoom: 0.05,
+  maxZoom: 3,
+  wheelSensitivity: 0.3,
+  textureOnViewport: true,
+  hideEdgesOnViewport: false,
+  style: [
+    { selector: "node", style: {
+      "background-color": "#1f3a5c", "border-width": 2, "border-color": "#36c5d6",
+      label: "data(label)", color: "#d7e1ef", "font-size": 13, "text-wrap": "wrap",
+      "text-valign": "bottom", "text-margin-y": 6, "text-outline-color": "#0d1420", "text-outline-width": 2,
+      width: "data(size)", height: "data(size)",
+    } },
+    { selector: "node.source", style: { shape: "round-rectangle", "background-color": "#24456b" } },
+    { selector: "node.store", style: { shape: "barrel" } },
+    { selector: "node.victim", style: { "border-style": "double", "border-width": 5 } },
+    { selector: "node.down", style: { "border-color": "#ff5d6c", "background-color": "#5c1f2a" } },
+    { selector: "node.errors", style: { "border-color": "#ff8a3d" } },
+    { selector: "node:selected", style: { "overlay-color": "#36c5d6", "overlay-opacity": 0.15 } },
+    { selector: "node.zone", style: {
+      shape: "round-rectangle", "background-color": "#121c2b", "background-opacity": 1, "border-width": 1,
+      "border-color": "#2c3e5a", label: "data(label)", "text-valign": "top", "text-margin-y": -4,
+      color: "#8394ad", "font-size": 11,
+    } },
+    { selector: "node.focus", style: {
+      shape: "round-rectangle", "background-color": "#0f1826", "border-color": "#36c5d6", "border-width": 2,
+      "text-valign": "top", "text-margin-y": -6, "font-size": 14, "font-weight": 600,
+    } },
+    { selector: "node.instance", style: {
+      width: 18, height: 18, "background-color": "#3ddc84", "border-width": 0, "font-size": 9, color: "#8394ad",
+    } },
+    { selector: "node.instance.down", style: { "background-color": "#ff5d6c" } },
+    { selector: "edge", style: {
+      width: "data(width)", "line-color": "#36c5d6", "target-arrow-color": "#36c5d6", "target-arrow-shape": "triangle",
+      "arrow-scale": 0.9, "curve-style": "bezier", opacity: 0.85, label: "data(label)", "font-size": 10,
+      color: "#b8c7dc", "text-background-color": "#0d1420", "text-background-opacity": 0.85,
+      "text-background-padding": 2, "text-rotation": "autorotate",
+    } },
+    { selector: "edge.idle", style: { "line-color": "#2f4f6a", "target-arrow-color": "#2f4f6a", opacity: 0.7 } },
+    { selector: "edge.errors", style: { "line-color": "#ff8a3d", "target-arrow-color": "#ff8a3d" } },
+    { selector: "edge.denied", style: { "line-color": "#ff5d6c", "target-arrow-color": "#ff5d6c", "line-style": "dashed" } },
+    { selector: "edge.undeclared", style: {
+      "line-color": "#ffb020", "target-arrow-color": "#ffb020", "line-style": "dashed" } },
+    { selector: "edge.nolabel", style: { label: "" } },
+  ],
+});
+cy.on("tap", "node", (event) => {
+  const service = event.target.data("service");
+  if (service && !(state.level.kind === "service" && state.level.service === service)) go({ kind: "service", service });
+});
+
+// Columns by depth from the traffic sources, as Vizceral and simianviz lay traffic left to right.
+function depths(services, edges) {
+  const depth = new Map(services.map((s) => [s.name, s.source ? 0 : null]));
+  const callees = new Map(services.map((s) => [s.name, []]));
+  for (const e of edges) callees.get(e.source)?.push(e.target);
+  const queue = services.filter((s) => s.source).map((s) => s.name);
+  while (queue.length) {
+    const name = queue.shift();
+    for (const callee of callees.get(name) || []) {
+      if (depth.get(callee) === null) { depth.set(callee, depth.get(name) + 1); queue.push(callee); }
+    }
+  }
+  const deepest = Math.max(0, ...[...depth.values()].filter((d) => d !== null));
+  for (const [name, d] of depth) if (d === null) depth.set(name, deepest + 1); // unreachable: last column
+  return depth;
+}
+
+function serviceLabel(service, figures) {
+  const ready = figures ? `${figures.ready}/${figures.total}` : `${service.instances}`;
+  return `${service.name}\n${service.package} · ${ready}`;
+}
+
+function drawServices(services, edges) {
+  const depth = depths(services, edges);
+  const columns = new Map();
+  for (const s of services) {
+    const d = depth.get(s.name);
+    if (!columns.has(d)) columns.set(d, []);
+    columns.get(d).push(s);
+  }
+  const rowGap = services.length > 200 ? 60 : 110;
+  const elements = [];
+  for (const [d, column] of columns) {
+    column.forEach((s, i) => {
+      const classes = [s.source ? "source" : "", ["store", "cache", "volume", "priamCassandra", "riak"].includes(s.package) ? "store" : "",
+        s.name === state.graph.victim ? "victim" : ""].filter(Boolean).join(" ");
+      elements.push({ group: "nodes", classes, position: { x: d * 230, y: (i - (column.length - 1) / 2) * rowGap },
+        data: { id: `s:${s.name}`, service: s.name, label: serviceLabel(s), size: 30 + 8 * Math.log2(1 + s.instances) } });
+    });
+  }
+  const names = new Set(services.map((s) => s.name));
+  for (const e of edges) {
+    if (names.has(e.source) && names.has(e.target)) {
+      elements.push({ group: "edges", classes: e.policy === "denied" ? "denied" : "",
+        data: { id: `e:${e.source}→${e.target}`, source: `s:${e.source}`, target: `s:${e.target}`, width: 1.5, label: "" } });
+    }
+  }
+  return elements;
+}
+
+function drawFocus(name) {
+  const g = state.graph;
+  const service = g.services.find((s) => s.name === name);
+  const callers = g.edges.filter((e) => e.target === name).map((e) => e.source);
+  const callees = g.edges.filter((e) => e.source === name).map((e) => e.target);
+  const instances = g.instances.filter((i) => i.service === name);
+  const zones = [...new Set(instances.map((i) => `${i.region}/${i.zone}`))];
+  const elements = [{ group: "nodes", classes: "focus" + (name === g.victim ? " victim" : ""),
+    data: { id: `s:${name}`, service: name, label: `${name} (${service.package})`, size: 40 } }];
+  zones.forEach((zone, z) => {
+    elements.push({ group: "nodes", classes: "zone", data: { id: `z:${zone}`, parent: `s:${name}`, label: zone, size: 20 } });
+    instances.filter((i) => `${i.region}/${i.zone}` === zone).forEach((i, n) => {
+      elements.push({ group: "nodes", classes: "instance", position: { x: (n % 6) * 34, y: z * 150 + Math.floor(n / 6) * 34 },
+        data: { id: `i:${i.name}`, parent: `z:${zone}`, label: i.name.split("-").pop(), size: 18 } });
+    });
+  });
+  const height = zones.length * 150;
+  const side = (list, x) => list.forEach((other, n) => {
+    const s = g.services.find((t) => t.name === other);
+    elements.push({ group: "nodes", classes: s.source ? "source" : "", position: { x, y: (n - (list.length - 1) / 2) * 100 + height / 2 - 40 },
+      data: { id: `s:${other}@${x}`, service: other, label: serviceLabel(s), size: 30 } });
+  });
+  side(callers, -420);
+  side(callees, 620);
+  for (const e of g.edges) {
+    if (e.target === name) elements.push({ group: "edges", classes: e.policy === "denied" ? "denied" : "",
+      data: { id: `e:${e.source}→${e.target}`, source: `s:${e.source}@-420`, target: `s:${name}`, width: 1.5, label: "" } });
+    if (e.source === name) elements.push({ group: "edges", classes: e.policy === "denied" ? "denied" : "",
+      data: { id: `e:${e.source}→${e.target}`, source: `s:${name}`, target: `s:${e.target}@620`, width: 1.5, label: "" } });
+  }
+  return elements;
+}
+
+function visibleServices() {
+  const g = state.graph;
+  if (state.level.kind === "region") return g.services.filter((s) => s.regions.includes(state.level.region));
+  return g.services;
+}
+
+function redraw() {
+  const key = JSON.stringify(state.level);
+  if (state.drawn === key) return;
+  state.drawn = key;
+  const elements = state.level.kind === "service" ? drawFocus(state.level.service) : drawServices(visibleServices(), state.graph.edges);
+  cy.batch(() => { cy.elements().remove(); cy.add(elements); });
+  cy.layout({ name: "preset", fit: true, padding: 50 }).run();
+  if (cy.zoom() > 1.4) { cy.zoom(1.4); cy.center(); }
+  buildTables();
+  applyFrame();
+}
+
+// -- figures ------------------------------------------------------------------------------------
+
+function scope() {
+  const f = state.frame;
+  if (!f) return null;
+  if (state.level.kind === "region") return f.regions[state.level.region] || f.all;
+  return f.all;
+}
+
+const fmt = (v, digits = 1) => (v === null || v === undefined ? "–" : v >= 100 ? v.toFixed(0) : v.toFixed(digits));
+
+function edgeLabel(e) {
+  if (!e || !e.rps) return "";
+  const errors = e.eps ? ` · ${fmt((100 * e.eps) / e.rps)}% err` : "";
+  return `${fmt(e.rps)}/s${errors}`;
+}
+
+function applyFrame() {
+  const s = scope();
+  if (!s || !state.graph) return;
+  const started = performance.now();
+  const down = new Set(Object.entries(state.frame.instances).filter(([, i]) => !i.ready).map(([n]) => n));
+  const edgeMap = new Map(s.edges.map((e) => [`${e.source}→${e.target}`, e]));
+  const busiest = Math.max(1, ...s.edges.map((e) => e.rps));
+  const many = cy.edges().length > 400;
+  cy.batch(() => {
+    cy.nodes().forEach((node) => {
+      const name = node.data("service");
+      if (node.hasClass("instance")) { node.toggleClass("down", down.has(node.id().slice(2))); return; }
+      if (!name || node.hasClass("focus")) return;
+      const figures = s.services[name];
+      const service = state.graph.services.find((t) => t.name === name);
+      node.data("label", serviceLabel(service, figures));
+      node.toggleClass("down", Boolean(figures && figures.ready < figures.total));
+      node.toggleClass("errors", Boolean(figures && figures.eps > 0.01 * Math.max(figures.rps, 1)));
+    });
+    cy.edges().forEach((edge) => {
+      const e = edgeMap.get(edge.id().slice(2));
+      const rps = e ? e.rps : 0;
+      edge.data("width", rps ? 1.5 + 7 * Math.sqrt(rps / busiest) : 1.2);
+      edge.data("label", edgeLabel(e));
+      edge.toggleClass("idle", !rps);
+      edge.toggleClass("errors", Boolean(e && e.eps > 0.01 * e.rps));
+      edge.toggleClass("nolabel", many);
+    });
+    // Traffic on a pair nobody declared: draw it, it should never happen.
+    for (const e of s.edges) {
+      const id = `e:${e.source}→${e.target}`;
+      if (!e.declared && e.rps && state.level.kind !== "service" && !cy.getElementById(id).length
+          && cy.getElementById(`s:${e.source}`).length && cy.getElementById(`s:${e.target}`).length) {
+        cy.add({ group: "edges", classes: "undeclared", data: { id, source: `s:${e.source}`, target: `s:${e.target}`, width: 2, label: edgeLabel(e) } });
+      }
+    }
+  });
+  updateTables(s, down);
+  updateTimeline();
+  updateSegmentation();
+  UPDATE_MS.push(performance.now() - started);
+  if (UPDATE_MS.length > 600) UPDATE_MS.shift();
+}
+
+// -- tables -------------------------------------------------------------------------------------
+
+function cell(row, text, field) {
+  const td = document.createElement(row.children.length ? "td" : "th");
+  if (!row.children.length) td.scope = "row";
+  if (field) td.dataset.field = field;
+  if (text instanceof Node) td.append(text); else td.textContent = text;
+  row.append(td);
+  return td;
+}
+
+function link(text, level) {
+  const a = document.createElement("a");
+  a.href = hashOf(level);
+  a.textContent = text;
+  return a;
+}
+
+function tableEdges() {
+  const g = state.graph;
+  if (state.level.kind === "service") return g.edges.filter((e) => e.source === state.level.service || e.target === state.level.service);
+  const names = new Set(visibleServices().map((s) => s.name));
+  return g.edges.filter((e) => names.has(e.source) && names.has(e.target));
+}
+
+function buildTables() {
+  const services = $("#services tbody");
+  services.replaceChildren();
+  const shown = state.level.kind === "service"
+    ? state.graph.services.filter((s) => s.name === state.level.service || tableEdges().some((e) => e.source === s.name || e.target === s.name))
+    : visibleServices();
+  for (const s of shown) {
+    const row = document.createElement("tr");
+    row.dataset.service = s.name;
+    if (state.level.kind === "service" && s.name === state.level.service) row.classList.add("focus");
+    cell(row, link(s.name, { kind: "service", service: s.name }));
+    cell(row, s.package);
+    for (const field of ["ready", "rps", "eps", "p50", "p99"]) cell(row, "–", field);
+    services.append(row);
+  }
+  const edges = $("#edges tbody");
+  edges.replaceChildren();
+  for (const e of tableEdges()) edges.append(edgeRow(e, true, e.policy));
+  $("#instances-panel").hidden = state.level.kind !== "service";
+}
+
+function edgeRow(e, declared, policy) {
+  const row = document.createElement("tr");
+  row.dataset.edge = `${e.source}→${e.target}`;
+  cell(row, e.source);
+  cell(row, e.target);
+  const p = cell(row, declared ? policy : "undeclared", "policy");
+  p.className = declared ? `policy-${policy}` : "undeclared";
+  for (const field of ["rps", "eps", "p50", "p99"]) cell(row, "–", field);
+  return row;
+}
+
+function setCell(row, field, value, text) {
+  const td = row.querySelector(`[data-field="${field}"]`);
+  if (!td) return;
+  if (td.textContent !== text) td.textContent = text;
+  td.dataset.value = value === null || value === undefined ? "" : String(value);
+  td.classList.toggle("zero", !value);
+}
+
+function updateTables(s, down) {
+  for (const row of $("#services tbody").children) {
+    const f = s.services[row.dataset.service];
+    if (!f) continue;
+    setCell(row, "ready", f.ready, `${f.ready}/${f.total}`);
+    row.querySelector('[data-field="ready"]').classList.toggle("zero", false);
+    setCell(row, "rps", f.rps, fmt(f.rps));
+    setCell(row, "eps", f.eps, fmt(f.eps));
+    row.querySelector('[data-field="eps"]').classList.toggle("errs", f.eps > 0);
+    setCell(row, "p50", f.p50, fmt(f.p50, 2));
+    setCell(row, "p99", f.p99, fmt(f.p99, 2));
+    row.classList.toggle("down", f.ready < f.total);
+  }
+  const body = $("#edges tbody");
+  const rows = new Map([...body.children].map((r) => [r.dataset.edge, r]));
+  for (const e of s.edges) {
+    let row = rows.get(`${e.source}→${e.target}`);
+    if (!row && !e.declared && e.rps) { row = edgeRow(e, false, ""); body.append(row); }
+    if (!row) continue;
+    setCell(row, "rps", e.rps, fmt(e.rps));
+    setCell(row, "eps", e.eps, fmt(e.eps));
+    row.querySelector('[data-field="eps"]').classList.toggle("errs", e.eps > 0);
+    setCell(row, "p50", e.p50, fmt(e.p50, 2));
+    setCell(row, "p99", e.p99, fmt(e.p99, 2));
+  }
+  if (state.level.kind === "service") updateZones(down);
+}
+
+function updateZones(down) {
+  const instances = state.graph.instances.filter((i) => i.service === state.level.service);
+  const zones = new Map();
+  for (const i of instances) {
+    const key = `${i.region} / ${i.zone}`;
+    if (!zones.has(key)) zones.set(key, []);
+    zones.get(key).push(i);
+  }
+  const box = $("#zones");
+  box.replaceChildren();
+  for (const [zone, members] of zones) {
+    const div = document.createElement("div");
+    div.className = "zone";
+    const h = document.createElement("h3");
+    h.textContent = zone;
+    const list = document.createElement("ul");
+    for (const i of members) {
+      const li = document.createElement("li");
+      li.dataset.instance = i.name;
+      li.dataset.ready = String(!down.has(i.name));
+      li.className = down.has(i.name) ? "down" : "";
+      const rps = state.frame.instances[i.name]?.rps ?? 0;
+      li.innerHTML = '<i class="dot"></i>';
+      li.title = i.name;
+      li.append(`#${i.name.split("-").pop()} ${down.has(i.name) ? "down" : "ready"} · ${fmt(rps)}/s`);
+      list.append(li);
+    }
+    div.append(h, list);
+    box.append(div);
+  }
+}
+
+// -- segmentation and chaos ---------------------------------------------------------------------
+
+function updateSegmentation() {
+  const g = state.graph;
+  const denied = g.edges.filter((e) => e.policy === "denied").length;
+  const undeclared = scope().edges.filter((e) => !e.declared && e.rps).length;
+  const v = state.frame.verification || g.verification;
+  const parts = [`<h2>Segmentation</h2><strong>${g.segmentation}</strong>: ${g.edges.length - denied} declared edges allowed by the NetworkPolicies`];
+  if (denied) parts.push(`, <span class="bad">${denied} declared edges denied</span>`);
+  parts.push(`; every other pair is ${g.segmentation === "allow-all" ? "open" : "denied"}.`);
+  parts.push(undeclared ? ` <span class="bad">${undeclared} undeclared pairs carry traffic.</span>` : " No undeclared pair carries traffic.");
+  if (v) {
+    const verdict = v.enforced === false ? '<span class="bad">not enforced by the network plugin</span>'
+      : v.incorrect ? `<span class="bad">${v.incorrect} cells unexpectedly open or blocked</span>` : '<span class="good">every cell as expected</span>';
+    parts.push(`<br>Last verify (${v.time}): ${v.correct} correct, ${verdict}.`);
+  } else {
+    parts.push(`<br>Last verify: none (${g.source}).`);
+  }
+  const html = parts.join("");
+  if ($("#segmentation").innerHTML !== html) $("#segmentation").innerHTML = html;
+}
+
+function describe(event) {
+  const details = Object.entries(event).filter(([k]) => !["t_s", "event", "instance"].includes(k))
+    .map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`).join(", ");
+  return `${fmt(event.t_s, 1)} s  ${event.event} ${event.instance || ""}${details ? ` (${details})` : ""}`;
+}
+
+function updateTimeline() {
+  const events = state.frame.events;
+  const list = $("#timeline");
+  if (list.children.length !== events.length) {
+    list.replaceChildren(...events.map((e) => {
+      const li = document.createElement("li");
+      li.className = e.event;
+      li.dataset.event = e.event;
+      li.dataset.instance = e.instance || "";
+      li.textContent = describe(e);
+      return li;
+    }));
+  }
+  const span = Math.max(state.frame.t, ...events.map((e) => e.t_s), 1);
+  const strip = $("#strip");
+  strip.replaceChildren(...events.map((e) => {
+    const mark = document.createElement("i");
+    mark.className = ["kill", "ready", "recovered"].includes(e.event) ? e.event : "other";
+    mark.style.left = `${(100 * e.t_s) / span}%`;
+    mark.title = describe(e);
+    return mark;
+  }));
+  const now = document.createElement("b");
+  now.style.left = `${(100 * state.frame.t) / span}%`;
+  strip.append(now);
+}
+
+// -- levels and navigation ----------------------------------------------------------------------
+
+function hashOf(level) {
+  if (level.kind === "region") return `#/region/${encodeURIComponent(level.region)}`;
+  if (level.kind === "service") return `#/service/${encodeURIComponent(level.service)}`;
+  return "#/";
+}
+
+function levelOf(hash) {
+  const [, kind, name] = hash.split("/").map(decodeURIComponent);
+  if (kind === "region" && state.graph?.regions.includes(name)) return { kind, region: name };
+  if (kind === "service" && state.graph?.services.some((s) => s.name === name)) return { kind, service: name };
+  return { kind: "global" };
+}
+
+function go(level) { location.hash = hashOf(level); }
+
+function breadcrumb() {
+  const nav = $("#breadcrumb");
+  const items = [["all regions", { kind: "global" }]];
+  for (const region of state.graph.regions.length > 1 ? state.graph.regions : []) items.push([region, { kind: "region", region }]);
+  if (state.level.kind === "service") items.push([state.level.service, state.level]);
+  nav.replaceChildren(...items.flatMap(([text, level], n) => {
+    const button = document.createElement("button");
+    button.textContent = text;
+    button.dataset.level = hashOf(level);
+    if (hashOf(level) === hashOf(state.level)) button.setAttribute("aria-current", "page");
+    button.onclick = () => go(level);
+    if (!n) return [button];
+    const sep = document.createElement("span");
+    sep.className = "sep";
+    sep.textContent = level.kind === "service" ? "›" : "·";
+    return [sep, button];
+  }));
+}
+
+window.addEventListener("hashchange", () => {
+  state.level = levelOf(location.hash);
+  breadcrumb();
+  redraw();
+});
+
+// -- the feed -----------------------------------------------------------------------------------
+
+function connect() {
+  const source = new EventSource("/api/events");
+  source.addEventListener("graph", (message) => {
+    state.graph = JSON.parse(message.data);
+    $("#arch").textContent = state.graph.architecture;
+    $("#description").textContent = `${state.graph.description} — ${state.graph.services.length} services, ${state.graph.instances.length} instances · ${state.graph.source}`;
+    document.title = `${state.graph.architecture} · simiankube`;
+    state.level = levelOf(location.hash);
+    state.drawn = "";
+    breadcrumb();
+    redraw();
+  });
+  source.addEventListener("frame", (message) => {
+    state.frame = JSON.parse(message.data);
+    state.frames += 1;
+    state.lastFrameAt = Date.now();
+    if (state.graph) applyFrame();
+    const s = scope();
+    const total = s ? Object.values(s.services).filter((f) => f).reduce((sum, f) => sum + (f.rps || 0), 0) : 0;
+    $("#status").textContent = `live · t ${fmt(state.frame.t, 0)} s · ${fmt(total)} req/s across services`;
+    $("#status").className = "";
+  });
+  source.onerror = () => { $("#status").textContent = "disconnected, retrying…"; $("#status").className = "stale"; };
+}
+
+setInterval(() => {
+  if (state.lastFrameAt && Date.now() - state.lastFrameAt > 5000) { $("#status").textContent = "no update for 5 s (run over?)"; $("#status").className = "stale"; }
+}, 1000);
+
+window.simiankube = { cy, state, updateMs: UPDATE_MS, applyFrame };
+connect();

@@ -27,7 +27,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "nanoservice": {"contract"},
     "localrun": {"contract", "model", "render", "segmentation", "nanoservice"},
     "operator": {"contract", "model", "render", "segmentation", "testing"},
-    "cli": {"contract", "model", "render", "segmentation", "localrun", "operator"},
+    "ui": {"contract", "model", "render", "segmentation", "localrun"},
+    "cli": {"contract", "model", "render", "segmentation", "localrun", "operator", "ui"},
     "testing": set(),
 }
 # Third-party packages that make a module I/O-bound or framework-bound.

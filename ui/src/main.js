@@ -63,18 +63,24 @@ cy.on("tap", "node", (event) => {
 
 // Columns by depth from the traffic sources, as Vizceral and simianviz lay traffic left to right.
 function depths(services, edges) {
-  const depth = new Map(services.map((s) => [s.name, s.source ? 0 : null]));
+  const names = new Set(services.map((s) => s.name));
+  const inner = edges.filter((e) => names.has(e.source) && names.has(e.target) && e.source !== e.target);
+  const called = new Set(inner.map((e) => e.target));
+  // Traffic enters at the sources; in a region without one, at the services nobody there calls.
+  const entries = services.filter((s) => s.source || !called.has(s.name)).map((s) => s.name);
+  const depth = new Map(services.map((s) => [s.name, null]));
   const callees = new Map(services.map((s) => [s.name, []]));
-  for (const e of edges) callees.get(e.source)?.push(e.target);
-  const queue = services.filter((s) => s.source).map((s) => s.name);
+  for (const e of inner) callees.get(e.source).push(e.target);
+  for (const name of entries) depth.set(name, 0);
+  const queue = [...entries];
   while (queue.length) {
     const name = queue.shift();
-    for (const callee of callees.get(name) || []) {
+    for (const callee of callees.get(name)) {
       if (depth.get(callee) === null) { depth.set(callee, depth.get(name) + 1); queue.push(callee); }
     }
   }
   const deepest = Math.max(0, ...[...depth.values()].filter((d) => d !== null));
-  for (const [name, d] of depth) if (d === null) depth.set(name, deepest + 1); // unreachable: last column
+  for (const [name, d] of depth) if (d === null) depth.set(name, deepest + 1); // only reachable in a cycle
   return depth;
 }
 

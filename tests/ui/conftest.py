@@ -23,6 +23,9 @@ CHROMIUM_ARGS = [
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
+        "markers", "npm: rebuilds the web bundle with npm ci (needs the npm registry or its cache)."
+    )
+    config.addinivalue_line(
         "markers", 'browser: drives a real headless Chromium (Debian package chromium). Skip with -m "not browser".'
     )
 

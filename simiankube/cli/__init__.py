@@ -28,6 +28,7 @@ EXIT_INVALID = 1
 EXTENSIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("simiankube.cli.segmentation", ("policy", "verify")),
     ("simiankube.cli.run", ("run",)),
+    ("simiankube.cli.ui", ("ui",)),
     ("simiankube.operator.cli", ("operator",)),
 )
 # Which extra brings each third-party package a command may need.

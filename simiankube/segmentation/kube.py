@@ -140,10 +140,8 @@ async def verify_namespace(
     )
 
 
-async def verify_with_kubeconfig(
-    kubeconfig: str | None, namespace: str, architecture: str, **options: Any
-) -> VerificationReport:
-    """The CLI's entry: a kubeconfig file, else the in-cluster config, else the default kubeconfig."""
+async def api_configuration(kubeconfig: str | None) -> client.Configuration:
+    """A kubeconfig file, else the in-cluster config, else the default kubeconfig ($KUBECONFIG, ~/.kube/config)."""
     configuration = client.Configuration()
     if kubeconfig is None:
         try:
@@ -152,5 +150,12 @@ async def verify_with_kubeconfig(
             await config.load_kube_config(client_configuration=configuration)
     else:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    async with ApiClient(configuration) as api:
+    return configuration
+
+
+async def verify_with_kubeconfig(
+    kubeconfig: str | None, namespace: str, architecture: str, **options: Any
+) -> VerificationReport:
+    """The CLI's entry: the user's credentials (see `api_configuration`)."""
+    async with ApiClient(await api_configuration(kubeconfig)) as api:
         return await verify_namespace(api, namespace, architecture, **options)

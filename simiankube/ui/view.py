@@ -135,6 +135,12 @@ class Live:
             if not ready:
                 state.rates = {}
 
+    def replaced(self, instance: str) -> None:
+        """A new process (pod) now stands for `instance`: its counters start again, unready until seen."""
+        state = self.instances.get(instance)
+        if state is not None:
+            state.ready, state.seen, state.last, state.rates = False, None, {}, {}
+
     def event(self, event: Mapping[str, Any]) -> None:
         """A chaos event: `event` (kill, ready, recovered, ...), `instance`, `t_s` and details."""
         self.events.append(dict(event))

@@ -382,13 +382,16 @@ function describe(event) {
   return `${fmt(event.t_s, 1)} s  ${event.event} ${event.instance || ""}${details ? ` (${details})` : ""}`;
 }
 
+// Local runs report kill/ready/recovered; on a cluster the view sees pods deleted and created.
+const EVENT_CLASS = { kill: "kill", "pod deleted": "kill", ready: "ready", recovered: "ready", "pod created": "ready" };
+
 function updateTimeline() {
   const events = state.frame.events;
   const list = $("#timeline");
   if (list.children.length !== events.length) {
     list.replaceChildren(...events.map((e) => {
       const li = document.createElement("li");
-      li.className = e.event;
+      li.className = EVENT_CLASS[e.event] || "other";
       li.dataset.event = e.event;
       li.dataset.instance = e.instance || "";
       li.textContent = describe(e);
@@ -399,7 +402,7 @@ function updateTimeline() {
   const strip = $("#strip");
   strip.replaceChildren(...events.map((e) => {
     const mark = document.createElement("i");
-    mark.className = ["kill", "ready", "recovered"].includes(e.event) ? e.event : "other";
+    mark.className = EVENT_CLASS[e.event] || "other";
     mark.style.left = `${(100 * e.t_s) / span}%`;
     mark.title = describe(e);
     return mark;

@@ -41,11 +41,14 @@ class Ticker:
 
     async def run(self) -> None:
         assert self.changed is not None
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
             self.render()
             async with self.changed:
                 self.changed.notify_all()
-            await asyncio.sleep(self.interval)
+            due = max(due + self.interval, loop.time())  # a fixed rate, not interval + render time
+            await asyncio.sleep(due - loop.time())
 
 
 LIVE = web.AppKey("live", Live)

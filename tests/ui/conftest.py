@@ -36,9 +36,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Chromium, headless; fails (not skips) when it is missing: scripts/bootstrap.sh system installs it."""
+    """Chromium, headless; fails (not skips) when it is missing: scripts/bootstrap.sh system installs it.
+
+    Module scope: Playwright's sync API keeps an event loop running while it is open, which the
+    asyncio tests of other modules must not find."""
     from playwright.sync_api import sync_playwright
 
     if not os.path.exists(CHROMIUM):

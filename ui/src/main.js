@@ -6,6 +6,7 @@ import cytoscape from "cytoscape";
 const $ = (selector) => document.querySelector(selector);
 const state = { graph: null, frame: null, level: { kind: "global" }, frames: 0, lastFrameAt: 0, drawn: "" };
 const UPDATE_MS = []; // how long applying each frame took (the benchmark reads it)
+const BULK_EDGES = 400; // above this many edges the picture drops arrows and edge labels
 
 // -- the picture --------------------------------------------------------------------------------
 
@@ -21,6 +22,7 @@ const cy = cytoscape({
       "background-color": "#1f3a5c", "border-width": 2, "border-color": "#36c5d6",
       label: "data(label)", color: "#d7e1ef", "font-size": 13, "text-wrap": "wrap",
       "text-valign": "bottom", "text-margin-y": 6, "text-outline-color": "#0d1420", "text-outline-width": 2,
+      "min-zoomed-font-size": 7,
       width: "data(size)", height: "data(size)",
     } },
     { selector: "node.source", style: { shape: "round-rectangle", "background-color": "#24456b" } },
@@ -46,14 +48,16 @@ const cy = cytoscape({
       width: "data(width)", "line-color": "#36c5d6", "target-arrow-color": "#36c5d6", "target-arrow-shape": "triangle",
       "arrow-scale": 0.9, "curve-style": "bezier", opacity: 0.85, label: "data(label)", "font-size": 10,
       color: "#b8c7dc", "text-background-color": "#0d1420", "text-background-opacity": 0.85,
-      "text-background-padding": 2, "text-rotation": "autorotate",
+      "text-background-padding": 2, "text-rotation": "autorotate", "min-zoomed-font-size": 7,
     } },
     { selector: "edge.idle", style: { "line-color": "#2f4f6a", "target-arrow-color": "#2f4f6a", opacity: 0.7 } },
     { selector: "edge.errors", style: { "line-color": "#ff8a3d", "target-arrow-color": "#ff8a3d" } },
     { selector: "edge.denied", style: { "line-color": "#ff5d6c", "target-arrow-color": "#ff5d6c", "line-style": "dashed" } },
     { selector: "edge.undeclared", style: {
       "line-color": "#ffb020", "target-arrow-color": "#ffb020", "line-style": "dashed" } },
-    { selector: "edge.nolabel", style: { label: "" } },
+    // A big graph: straight edges without arrows (direction reads left to right) and no edge labels
+    // (the table has the figures); cytoscape draws these several times faster.
+    { selector: "edge.bulk", style: { "curve-style": "haystack", "haystack-radius": 0, label: "" } },
   ],
 });
 cy.on("tap", "node", (event) => {
@@ -119,7 +123,7 @@ function drawServices(services, edges) {
 
 function drawFocus(name) {
   const g = state.graph;
-  const service = g.services.find((s) => s.name === name);
+  const service = state.byName.get(name);
   const callers = g.edges.filter((e) => e.target === name).map((e) => e.source);
   const callees = g.edges.filter((e) => e.source === name).map((e) => e.target);
   const instances = g.instances.filter((i) => i.service === name);
@@ -135,7 +139,7 @@ function drawFocus(name) {
   });
   const height = zones.length * 150;
   const side = (list, x) => list.forEach((other, n) => {
-    const s = g.services.find((t) => t.name === other);
+    const s = state.byName.get(other);
     elements.push({ group: "nodes", classes: s.source ? "source" : "", position: { x, y: (n - (list.length - 1) / 2) * 100 + height / 2 - 40 },
       data: { id: `s:${other}@${x}`, service: other, label: serviceLabel(s), size: 30 } });
   });
@@ -185,33 +189,41 @@ function edgeLabel(e) {
   return `${fmt(e.rps)}/s${errors}`;
 }
 
+// Only what changed: every data() call makes cytoscape restyle the element.
+function setData(element, key, value) {
+  if (element.data(key) !== value) element.data(key, value);
+}
+
+function toggle(element, name, on) {
+  if (element.hasClass(name) !== on) element.toggleClass(name, on);
+}
+
 function applyFrame() {
   const s = scope();
   if (!s || !state.graph) return;
   const started = performance.now();
   const down = new Set(Object.entries(state.frame.instances).filter(([, i]) => !i.ready).map(([n]) => n));
   const edgeMap = new Map(s.edges.map((e) => [`${e.source}→${e.target}`, e]));
-  const busiest = Math.max(1, ...s.edges.map((e) => e.rps));
-  const many = cy.edges().length > 400;
+  const busiest = s.edges.reduce((most, e) => Math.max(most, e.rps), 1);
+  const many = cy.edges().length > BULK_EDGES;
   cy.batch(() => {
     cy.nodes().forEach((node) => {
       const name = node.data("service");
-      if (node.hasClass("instance")) { node.toggleClass("down", down.has(node.id().slice(2))); return; }
+      if (node.hasClass("instance")) { toggle(node, "down", down.has(node.id().slice(2))); return; }
       if (!name || node.hasClass("focus")) return;
       const figures = s.services[name];
-      const service = state.graph.services.find((t) => t.name === name);
-      node.data("label", serviceLabel(service, figures));
-      node.toggleClass("down", Boolean(figures && figures.ready < figures.total));
-      node.toggleClass("errors", Boolean(figures && figures.eps > 0.01 * Math.max(figures.rps, 1)));
+      setData(node, "label", serviceLabel(state.byName.get(name), figures));
+      toggle(node, "down", Boolean(figures && figures.ready < figures.total));
+      toggle(node, "errors", Boolean(figures && figures.eps > 0.01 * Math.max(figures.rps, 1)));
     });
     cy.edges().forEach((edge) => {
       const e = edgeMap.get(edge.id().slice(2));
       const rps = e ? e.rps : 0;
-      edge.data("width", rps ? 1.5 + 7 * Math.sqrt(rps / busiest) : 1.2);
-      edge.data("label", edgeLabel(e));
-      edge.toggleClass("idle", !rps);
-      edge.toggleClass("errors", Boolean(e && e.eps > 0.01 * e.rps));
-      edge.toggleClass("nolabel", many);
+      setData(edge, "width", rps ? Math.round(10 * (1.5 + 7 * Math.sqrt(rps / busiest))) / 10 : 1.2);
+      setData(edge, "label", edgeLabel(e));
+      toggle(edge, "idle", !rps);
+      toggle(edge, "errors", Boolean(e && e.eps > 0.01 * e.rps));
+      if (many !== edge.hasClass("bulk")) edge.toggleClass("bulk", many);
     });
     // Traffic on a pair nobody declared: draw it, it should never happen.
     for (const e of s.edges) {
@@ -234,7 +246,7 @@ function applyFrame() {
 function cell(row, text, field) {
   const td = document.createElement(row.children.length ? "td" : "th");
   if (!row.children.length) td.scope = "row";
-  if (field) td.dataset.field = field;
+  if (field) { td.dataset.field = field; row.cellsByField = { ...row.cellsByField, [field]: td }; }
   if (text instanceof Node) td.append(text); else td.textContent = text;
   row.append(td);
   return td;
@@ -271,7 +283,12 @@ function buildTables() {
   }
   const edges = $("#edges tbody");
   edges.replaceChildren();
-  for (const e of tableEdges()) edges.append(edgeRow(e, true, e.policy));
+  state.edgeRows = new Map();
+  for (const e of tableEdges()) {
+    const row = edgeRow(e, true, e.policy);
+    edges.append(row);
+    state.edgeRows.set(row.dataset.edge, row);
+  }
   $("#instances-panel").hidden = state.level.kind !== "service";
 }
 
@@ -287,9 +304,9 @@ function edgeRow(e, declared, policy) {
 }
 
 function setCell(row, field, value, text) {
-  const td = row.querySelector(`[data-field="${field}"]`);
-  if (!td) return;
-  if (td.textContent !== text) td.textContent = text;
+  const td = row.cellsByField[field];
+  if (td.textContent === text) return;
+  td.textContent = text;
   td.dataset.value = value === null || value === undefined ? "" : String(value);
   td.classList.toggle("zero", !value);
 }
@@ -299,23 +316,23 @@ function updateTables(s, down) {
     const f = s.services[row.dataset.service];
     if (!f) continue;
     setCell(row, "ready", f.ready, `${f.ready}/${f.total}`);
-    row.querySelector('[data-field="ready"]').classList.toggle("zero", false);
+    row.cellsByField.ready.classList.toggle("zero", false);
     setCell(row, "rps", f.rps, fmt(f.rps));
     setCell(row, "eps", f.eps, fmt(f.eps));
-    row.querySelector('[data-field="eps"]').classList.toggle("errs", f.eps > 0);
+    row.cellsByField.eps.classList.toggle("errs", f.eps > 0);
     setCell(row, "p50", f.p50, fmt(f.p50, 2));
     setCell(row, "p99", f.p99, fmt(f.p99, 2));
     row.classList.toggle("down", f.ready < f.total);
   }
   const body = $("#edges tbody");
-  const rows = new Map([...body.children].map((r) => [r.dataset.edge, r]));
+  const rows = state.edgeRows;
   for (const e of s.edges) {
     let row = rows.get(`${e.source}→${e.target}`);
-    if (!row && !e.declared && e.rps) { row = edgeRow(e, false, ""); body.append(row); }
+    if (!row && !e.declared && e.rps) { row = edgeRow(e, false, ""); body.append(row); rows.set(row.dataset.edge, row); }
     if (!row) continue;
     setCell(row, "rps", e.rps, fmt(e.rps));
     setCell(row, "eps", e.eps, fmt(e.eps));
-    row.querySelector('[data-field="eps"]').classList.toggle("errs", e.eps > 0);
+    row.cellsByField.eps.classList.toggle("errs", e.eps > 0);
     setCell(row, "p50", e.p50, fmt(e.p50, 2));
     setCell(row, "p99", e.p99, fmt(e.p99, 2));
   }
@@ -460,6 +477,7 @@ function connect() {
   const source = new EventSource("/api/events");
   source.addEventListener("graph", (message) => {
     state.graph = JSON.parse(message.data);
+    state.byName = new Map(state.graph.services.map((s) => [s.name, s]));
     $("#arch").textContent = state.graph.architecture;
     $("#description").textContent = `${state.graph.description} — ${state.graph.services.length} services, ${state.graph.instances.length} instances · ${state.graph.source}`;
     document.title = `${state.graph.architecture} · simiankube`;

@@ -104,7 +104,7 @@ async def feed(live: Live, topology: Topology, stop: threading.Event) -> None:
         await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - now)))
 
 
-def browser_side(url: str, seconds: float, services: int) -> dict[str, Any]:
+def browser_side(url: str, seconds: float, services: int, screenshot: str) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -124,6 +124,8 @@ def browser_side(url: str, seconds: float, services: int) -> dict[str, Any]:
         profiler.send("Profiler.start")
         time.sleep(seconds)
         profile = profiler.send("Profiler.stop")["profile"]
+        if screenshot:
+            page.screenshot(path=screenshot)
         updates = page.evaluate("window.simiankube.updateMs.slice()")
         gaps = sorted(page.evaluate("window.gaps.slice(1)"))
         browser.close()
@@ -152,6 +154,7 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=15.0, help="how long the browser is watched")
     parser.add_argument("--no-browser", action="store_true", help="server side only")
+    parser.add_argument("--screenshot", default="", metavar="PNG", help="save the page as it was at the end")
     args = parser.parse_args()
 
     topology = expand(parse_document(generate(args.services, seed=1)))
@@ -179,7 +182,7 @@ def main() -> None:
     while "url" not in ready:
         time.sleep(0.05)
     try:
-        print("browser:", json.dumps(browser_side(ready["url"], args.seconds, args.services)))
+        print("browser:", json.dumps(browser_side(ready["url"], args.seconds, args.services, args.screenshot)))
     finally:
         stop.set()
         thread.join(5)

@@ -6,7 +6,8 @@ import cytoscape from "cytoscape";
 const $ = (selector) => document.querySelector(selector);
 const state = { graph: null, frame: null, level: { kind: "global" }, frames: 0, lastFrameAt: 0, drawn: "" };
 const UPDATE_MS = []; // how long applying each frame took (the benchmark reads it)
-const BULK_EDGES = 400; // above this many edges the picture drops arrows and edge labels
+const BULK_EDGES = 400;
+const STORES = new Set(["store", "cache", "volume", "priamCassandra", "riak"]); // above this many edges the picture drops arrows and edge labels
 
 // -- the picture --------------------------------------------------------------------------------
 
@@ -57,7 +58,7 @@ const cy = cytoscape({
       "line-color": "#ffb020", "target-arrow-color": "#ffb020", "line-style": "dashed" } },
     // A big graph: straight edges without arrows (direction reads left to right) and no edge labels
     // (the table has the figures); cytoscape draws these several times faster.
-    { selector: "edge.bulk", style: { "curve-style": "haystack", "haystack-radius": 0, label: "" } },
+    { selector: "edge.bulk", style: { "curve-style": "haystack", "haystack-radius": 0, label: "", opacity: 0.3 } },
   ],
 });
 cy.on("tap", "node", (event) => {
@@ -71,7 +72,9 @@ function depths(services, edges) {
   const inner = edges.filter((e) => names.has(e.source) && names.has(e.target) && e.source !== e.target);
   const called = new Set(inner.map((e) => e.target));
   // Traffic enters at the sources; in a region without one, at the services nobody there calls.
-  const entries = services.filter((s) => s.source || !called.has(s.name)).map((s) => s.name);
+  // What traffic never reaches (an unused store) goes in the last column, with the leaves.
+  const sources = services.filter((s) => s.source).map((s) => s.name);
+  const entries = sources.length ? sources : services.filter((s) => !called.has(s.name)).map((s) => s.name);
   const depth = new Map(services.map((s) => [s.name, null]));
   const callees = new Map(services.map((s) => [s.name, []]));
   for (const e of inner) callees.get(e.source).push(e.target);
@@ -84,7 +87,7 @@ function depths(services, edges) {
     }
   }
   const deepest = Math.max(0, ...[...depth.values()].filter((d) => d !== null));
-  for (const [name, d] of depth) if (d === null) depth.set(name, deepest + 1); // only reachable in a cycle
+  for (const [name, d] of depth) if (d === null) depth.set(name, deepest + 1);
   return depth;
 }
 
@@ -93,23 +96,46 @@ function serviceLabel(service, figures) {
   return `${service.name}\n${service.package} · ${ready}`;
 }
 
-function drawServices(services, edges) {
-  const depth = depths(services, edges);
+// Small graphs: one column per depth, roomy. Big ones: each depth wraps into sub-columns of
+// `rows` nodes, chosen so that the whole picture is about as wide as the screen is, relative to its height.
+const ROOMY = 60;
+
+function placement(services, depth) {
   const columns = new Map();
   for (const s of services) {
     const d = depth.get(s.name);
     if (!columns.has(d)) columns.set(d, []);
     columns.get(d).push(s);
   }
-  const rowGap = services.length > 200 ? 60 : 110;
-  const elements = [];
-  for (const [d, column] of columns) {
+  const roomy = services.length <= ROOMY;
+  const [colGap, subGap, rowGap] = roomy ? [230, 0, 110] : [140, 70, 40];
+  const aspect = Math.max(1, $("#graph").clientWidth / Math.max(1, $("#graph").clientHeight));
+  const rows = roomy ? Infinity : Math.max(4, Math.round(Math.sqrt((services.length * subGap) / (aspect * rowGap))));
+  const positions = new Map();
+  let x = 0;
+  for (const d of [...columns.keys()].sort((a, b) => a - b)) {
+    const column = columns.get(d);
+    const subColumns = Math.ceil(column.length / Math.min(rows, column.length));
+    const perColumn = Math.ceil(column.length / subColumns);
     column.forEach((s, i) => {
-      const classes = [s.source ? "source" : "", ["store", "cache", "volume", "priamCassandra", "riak"].includes(s.package) ? "store" : "",
-        s.name === state.graph.victim ? "victim" : ""].filter(Boolean).join(" ");
-      elements.push({ group: "nodes", classes, position: { x: d * 230, y: (i - (column.length - 1) / 2) * rowGap },
-        data: { id: `s:${s.name}`, service: s.name, label: serviceLabel(s), size: 30 + 8 * Math.log2(1 + s.instances) } });
+      const sub = Math.floor(i / perColumn);
+      const row = i % perColumn;
+      const stagger = sub % 2 ? rowGap / 2 : 0; // neighbouring sub-columns interleave: fewer edges overlap
+      positions.set(s.name, { x: x + sub * subGap, y: (row - (perColumn - 1) / 2) * rowGap + stagger });
     });
+    x += (subColumns - 1) * subGap + colGap;
+  }
+  return positions;
+}
+
+function drawServices(services, edges) {
+  const positions = placement(services, depths(services, edges));
+  const elements = [];
+  for (const s of services) {
+    const classes = [s.source ? "source" : "", STORES.has(s.package) ? "store" : "",
+      s.name === state.graph.victim ? "victim" : ""].filter(Boolean).join(" ");
+    elements.push({ group: "nodes", classes, position: positions.get(s.name),
+      data: { id: `s:${s.name}`, service: s.name, label: serviceLabel(s), size: 30 + 8 * Math.log2(1 + s.instances) } });
   }
   const names = new Set(services.map((s) => s.name));
   for (const e of edges) {

@@ -80,13 +80,13 @@ def server_side(live: Live, texts: list[dict[str, str]]) -> dict[str, float]:
     for name, text in texts[0].items():
         live.scraped(name, text, 0.0)
     scrape_ms = timed(scrape_round)
-    frame_ms = timed(lambda: live.frame(1.0))
-    json_ms = timed(lambda: json.dumps(live.frame(1.0), separators=(",", ":")))
+    frame_ms = timed(lambda: live.frame())
+    json_ms = timed(lambda: json.dumps(live.frame(), separators=(",", ":")))
     return {
         "scrape_round_ms": round(scrape_ms, 1),
         "frame_ms": round(frame_ms, 1),
         "frame_and_json_ms": round(json_ms, 1),
-        "frame_kib": round(len(json.dumps(live.frame(1.0), separators=(",", ":"))) / 1024, 1),
+        "frame_kib": round(len(json.dumps(live.frame(), separators=(",", ":"))) / 1024, 1),
         "graph_kib": round(len(json.dumps(live.graph(), separators=(",", ":"))) / 1024, 1),
     }
 
@@ -144,9 +144,9 @@ def browser_side(url: str, seconds: float, services: int, screenshot: str) -> di
 def busy_share(profile: dict[str, Any]) -> float:
     """Share of the sampled time the page's main thread was not idle (scripts, style, layout, paint)."""
     idle = {n["id"] for n in profile["nodes"] if n["callFrame"]["functionName"] == "(idle)"}
-    total = sum(profile["timeDeltas"]) or 1
-    spent_idle = sum(d for s, d in zip(profile["samples"], profile["timeDeltas"]) if s in idle)
-    return round(1 - spent_idle / total, 3)
+    deltas: list[int] = profile["timeDeltas"]
+    spent_idle = sum(d for s, d in zip(profile["samples"], deltas) if s in idle)
+    return round(1 - spent_idle / (sum(deltas) or 1), 3)
 
 
 def main() -> None:

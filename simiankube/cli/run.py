@@ -57,6 +57,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     except RunError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # only the view's listening socket raises it this far
+        host, port = args.ui
+        print(f"error: --ui: cannot serve the live view on {host}:{port}: {err.strerror or err}", file=sys.stderr)
+        return 1
     sys.stdout.write(report.to_json() if args.output == "json" else format_text(report))
     return 0
 

@@ -78,7 +78,6 @@ class ClusterView:
     name: str
     live: Live
     replicas: dict[str, Replicas]  # workload -> its replicas
-    started: float = field(default_factory=time.monotonic)
     polls: int = 0
 
     @classmethod
@@ -102,7 +101,7 @@ class ClusterView:
             workload = (pod["metadata"].get("labels") or {}).get(contract.LABEL_INSTANCE, "")
             if not pod["metadata"].get("deletionTimestamp"):
                 by_workload.setdefault(workload, []).append(pod["metadata"]["name"])
-        elapsed = round(time.monotonic() - self.started, 2)
+        elapsed = round(self.live.clock() - self.live.started, 2)
         for workload, replicas in self.replicas.items():
             gone, new = replicas.match(by_workload.get(workload, ()))
             for instance, pod in gone:

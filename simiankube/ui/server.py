@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +30,11 @@ class Ticker:
 
     live: Live
     interval: float
-    started: float
     frame: bytes = b""
     changed: asyncio.Condition | None = None
 
     def render(self) -> None:
-        body = _json(self.live.frame(time.monotonic() - self.started))
+        body = _json(self.live.frame())
         self.frame = f"event: frame\ndata: {body}\n\n".encode()
 
     async def run(self) -> None:
@@ -64,8 +62,7 @@ async def graph(request: web.Request) -> web.Response:
 
 
 async def frame(request: web.Request) -> web.Response:
-    ticker = request.app[TICKER]
-    return web.json_response(ticker.live.frame(time.monotonic() - ticker.started))
+    return web.json_response(request.app[LIVE].frame())
 
 
 async def events(request: web.Request) -> web.StreamResponse:
@@ -89,7 +86,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 def create_app(live: Live, interval: float = FRAME_INTERVAL) -> web.Application:
     app = web.Application()
     app[LIVE] = live
-    app[TICKER] = Ticker(live, interval, time.monotonic())
+    app[TICKER] = Ticker(live, interval)
 
     async def ticking(app: web.Application) -> AsyncIterator[None]:
         ticker = app[TICKER]

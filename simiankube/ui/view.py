@@ -1,7 +1,7 @@
 """What the browser draws: the architecture's graph and live frames of figures, as plain data.
 
 Pure: the local runner and the cluster reader push /metrics texts and chaos
-events into a `Live`; `graph()` and `frame(now)` return JSON-ready dicts. Rates
+events into a `Live`; `graph()` and `frame()` return JSON-ready dicts. Rates
 come from the difference between an instance's last two scrapes (a restarted
 instance's counters start again from zero); latency percentiles from the same
 difference of histogram buckets, so they describe the last scrape interval.
@@ -14,8 +14,9 @@ callee's `server_latency_seconds{caller=...}` its p50/p99.
 from __future__ import annotations
 
 import math
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,8 +109,11 @@ class Live:
     verification: dict[str, Any] | None = None  # status.segmentation of the last verify
     instances: dict[str, InstanceState] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    clock: Callable[[], float] = time.monotonic  # frames and events are timed from the view's start
+    started: float = field(init=False)
 
     def __post_init__(self) -> None:
+        self.started = self.clock()
         for i in self.topology.instances:
             self.instances.setdefault(i.name, InstanceState(i.service.name, i.region, i.zone))
 
@@ -142,8 +146,11 @@ class Live:
             state.ready, state.seen, state.last, state.rates = False, None, {}, {}
 
     def event(self, event: Mapping[str, Any]) -> None:
-        """A chaos event: `event` (kill, ready, recovered, ...), `instance`, `t_s` and details."""
-        self.events.append(dict(event))
+        """A chaos event: `event` (kill, ready, recovered, ...), `instance`, `t_s` and details.
+
+        Stamped with `at`, seconds since the view started (a run's `t_s` counts from its traffic's start).
+        """
+        self.events.append({**event, "at": round(self.clock() - self.started, 2)})
         del self.events[:-MAX_EVENTS]
         if event.get("event") in ("kill", "ready"):
             self.set_ready(str(event.get("instance", "")), event["event"] == "ready")
@@ -180,12 +187,12 @@ class Live:
             ],
         }
 
-    def frame(self, t: float) -> dict[str, Any]:
-        """Live figures, for the whole architecture and per region."""
+    def frame(self) -> dict[str, Any]:
+        """Live figures, for the whole architecture and per region, at `t` seconds since the view started."""
         declared = set(declared_edges(self.topology))
         regions = self.topology.regions if len(self.topology.regions) > 1 else ()
         return {
-            "t": round(t, 2),
+            "t": round(self.clock() - self.started, 2),
             "all": _figures(self.instances.values(), declared),
             "regions": {r: _figures([s for s in self.instances.values() if s.region == r], declared) for r in regions},
             "instances": {name: {"ready": s.ready, "rps": round(_rate(s.rates, "server_requests_total"), 2)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Awaitable
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,12 @@ def test_run_rejects_a_bad_listen_address(capsys: Any) -> None:
     except SystemExit as exit:
         assert exit.code == 2
     assert "not a listen address: 'localhost:http'" in capsys.readouterr().err
+
+
+def test_run_says_when_the_view_cannot_listen(capsys: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["run", str(ARCHITECTURES / "lamp.yaml"), "--ui", f"127.0.0.1:{port}", "--duration", "1"]) == 1
+    assert f"--ui: cannot serve the live view on 127.0.0.1:{port}" in capsys.readouterr().err

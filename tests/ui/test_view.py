@@ -69,9 +69,9 @@ def test_rates_come_from_the_last_two_scrapes() -> None:
     live = lamp()
     instance = "lamp-webserver-us-east-1-0"
     live.scraped(instance, metrics(100, 0, 50), now=10.0)
-    assert live.frame(1.0)["all"]["services"]["webserver"]["rps"] == 0  # one scrape: no rate yet
+    assert live.frame()["all"]["services"]["webserver"]["rps"] == 0  # one scrape: no rate yet
     live.scraped(instance, metrics(300, 10, 150), now=12.0)
-    frame = live.frame(2.0)["all"]
+    frame = live.frame()["all"]
     webserver = frame["services"]["webserver"]
     assert webserver["rps"] == 100.0 and webserver["eps"] == 5.0
     assert webserver["ready"] == 1 and webserver["total"] == 18
@@ -89,7 +89,7 @@ def test_a_restarted_instance_counts_from_zero() -> None:
     instance = "lamp-webserver-us-east-1-0"
     live.scraped(instance, metrics(1000, 0, 0), now=0.0)
     live.scraped(instance, metrics(40, 0, 0), now=2.0)  # counters went down: a new process
-    assert live.frame(2.0)["all"]["services"]["webserver"]["rps"] == 20.0
+    assert live.frame()["all"]["services"]["webserver"]["rps"] == 20.0
 
 
 def test_undeclared_traffic_is_shown_and_flagged() -> None:
@@ -97,31 +97,34 @@ def test_undeclared_traffic_is_shown_and_flagged() -> None:
     instance = "lamp-webserver-us-east-1-0"
     live.scraped(instance, metrics(0, 0, 0, peer="www"), now=0.0)
     live.scraped(instance, metrics(10, 0, 0, peer="www"), now=1.0)
-    [odd] = [e for e in live.frame(1.0)["all"]["edges"] if not e["declared"]]
+    [odd] = [e for e in live.frame()["all"]["edges"] if not e["declared"]]
     assert (odd["source"], odd["target"], odd["rps"]) == ("webserver", "www", 20.0)
 
 
 def test_chaos_events_mark_the_victim_down_and_up() -> None:
-    live = Live(expand(load_file(ARCHITECTURES / "netflixoss.yaml")), "test")
+    now = [100.0]
+    live = Live(expand(load_file(ARCHITECTURES / "netflixoss.yaml")), "test", clock=lambda: now[0])
     victim = "netflixoss-homepage-us-east-1-4"
+    now[0] = 107.5
     live.scraped(victim, metrics(0, 0, 0, service="homepage"), now=0.0)
     live.event({"t_s": 5.0, "event": "kill", "instance": victim, "signal": "SIGKILL"})
-    frame = live.frame(5.0)
+    frame = live.frame()
     assert frame["instances"][victim]["ready"] is False
     assert frame["all"]["services"]["homepage"]["ready"] == 0
-    assert frame["events"] == [{"t_s": 5.0, "event": "kill", "instance": victim, "signal": "SIGKILL"}]
+    assert frame["events"] == [{"t_s": 5.0, "event": "kill", "instance": victim, "signal": "SIGKILL", "at": 7.5}]
+    assert frame["t"] == 7.5
     live.scraped(victim, None, now=6.0)
-    assert live.frame(6.0)["instances"][victim]["ready"] is False
+    assert live.frame()["instances"][victim]["ready"] is False
     live.event({"t_s": 7.0, "event": "ready", "instance": victim})
-    assert live.frame(7.0)["instances"][victim]["ready"] is True
+    assert live.frame()["instances"][victim]["ready"] is True
 
 
 def test_regions_get_their_own_figures() -> None:
     live = Live(expand(load_file(ARCHITECTURES / "netflixoss.yaml")), "test")
-    assert set(live.frame(0.0)["regions"]) == set(live.topology.regions) == {"us-east-1", "global"}
-    assert set(live.frame(0.0)["regions"]["global"]["services"]) == {"www"}
+    assert set(live.frame()["regions"]) == set(live.topology.regions) == {"us-east-1", "global"}
+    assert set(live.frame()["regions"]["global"]["services"]) == {"www"}
     one_region = Live(expand(parse_text(TINY)), "test")
-    assert one_region.topology.regions == ("us-east-1",) and one_region.frame(0.0)["regions"] == {}
+    assert one_region.topology.regions == ("us-east-1",) and one_region.frame()["regions"] == {}
 
 
 def test_graph_lists_services_instances_and_declared_edges_with_their_policy() -> None:

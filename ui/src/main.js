@@ -420,7 +420,7 @@ function updateSegmentation() {
 }
 
 function describe(event) {
-  const details = Object.entries(event).filter(([k]) => !["t_s", "event", "instance"].includes(k))
+  const details = Object.entries(event).filter(([k]) => !["t_s", "at", "event", "instance"].includes(k))
     .map(([k, v]) => `${k.replace(/_/g, " ")} ${v}`).join(", ");
   return `${fmt(event.t_s, 1)} s  ${event.event} ${event.instance || ""}${details ? ` (${details})` : ""}`;
 }
@@ -441,12 +441,12 @@ function updateTimeline() {
       return li;
     }));
   }
-  const span = Math.max(state.frame.t, ...events.map((e) => e.t_s), 1);
+  const span = Math.max(state.frame.t, ...events.map((e) => e.at), 1); // `at`: the view's clock, as `t`
   const strip = $("#strip");
   strip.replaceChildren(...events.map((e) => {
     const mark = document.createElement("i");
     mark.className = EVENT_CLASS[e.event] || "other";
-    mark.style.left = `${(100 * e.t_s) / span}%`;
+    mark.style.left = `${(100 * e.at) / span}%`;
     mark.title = describe(e);
     return mark;
   }));

@@ -7,9 +7,10 @@ so it needs no port-forward and no Prometheus: `get` on pods and pods/proxy in
 the namespace, and `get` on the Architecture.
 
 Pods are matched to the topology's instances (StatefulSet pods by name, a
-Deployment's pods to free replicas, sticky across polls): when a pod goes away —
-a chaos kill, a rollout — its replica shows down and a `pod deleted` event goes on
-the timeline; its successor starts from zero counters.
+Deployment's pods to free replicas, sticky across polls): when a pod goes away its
+replica shows down and a `pod deleted` event goes on the timeline (a `kill` when the
+operator's chaos controller names it in `status.chaos.lastKill`); its successor
+starts from zero counters.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class ClusterView:
     live: Live
     replicas: dict[str, Replicas]  # workload -> its replicas
     polls: int = 0
+    last_kill: dict[str, Any] | None = None  # status.chaos.lastKill as last seen
 
     @classmethod
     async def open(cls, api: ApiClient, namespace: str, name: str) -> ClusterView:
@@ -92,6 +94,18 @@ class ClusterView:
 
     async def poll(self) -> None:
         core = client.CoreV1Api(self.api)
+        resource = await client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            contract.API_GROUP, contract.API_VERSION, self.namespace, contract.PLURAL, self.name)
+        self.live.verification = verification(resource)
+        elapsed = round(self.live.clock() - self.live.started, 2)
+        kill = chaos_kill(resource)
+        if kill is not None and kill != self.last_kill:
+            if self.polls:  # the operator's monkey: a kill on the victim, by name
+                instance = next((i for r in self.replicas.values() for i, p in r.pod_of.items() if p == kill["pod"]),
+                                "")
+                self.live.event({"t_s": elapsed, "event": "kill", "instance": instance, "pod": kill["pod"],
+                                 "by": "chaos"})
+            self.last_kill = kill
         listed = await core.list_namespaced_pod(
             self.namespace, label_selector=f"{contract.LABEL_ARCHITECTURE}={self.name}")
         pods = [self.api.sanitize_for_serialization(p) for p in listed.items]
@@ -101,12 +115,12 @@ class ClusterView:
             workload = (pod["metadata"].get("labels") or {}).get(contract.LABEL_INSTANCE, "")
             if not pod["metadata"].get("deletionTimestamp"):
                 by_workload.setdefault(workload, []).append(pod["metadata"]["name"])
-        elapsed = round(self.live.clock() - self.live.started, 2)
         for workload, replicas in self.replicas.items():
             gone, new = replicas.match(by_workload.get(workload, ()))
             for instance, pod in gone:
                 self.live.replaced(instance)
-                self.live.event({"t_s": elapsed, "event": "pod deleted", "instance": instance, "pod": pod})
+                if pod != (self.last_kill or {}).get("pod"):  # else the kill is on the timeline already
+                    self.live.event({"t_s": elapsed, "event": "pod deleted", "instance": instance, "pod": pod})
             for instance, pod in new:
                 self.live.replaced(instance)
                 if self.polls:
@@ -133,9 +147,6 @@ class ClusterView:
         await asyncio.gather(*(scrape(i, p) for i, p in scrapes))
         for instance in {i for r in self.replicas.values() for i in r.instances} - {i for i, _ in scrapes}:
             self.live.set_ready(instance, False)
-        resource = await client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-            contract.API_GROUP, contract.API_VERSION, self.namespace, contract.PLURAL, self.name)
-        self.live.verification = verification(resource)
         self.polls += 1
 
     async def follow(self, interval: float = POLL_INTERVAL) -> None:
@@ -146,6 +157,12 @@ class ClusterView:
             except (client.ApiException, asyncio.TimeoutError, OSError):
                 pass
             await asyncio.sleep(interval)
+
+
+def chaos_kill(resource: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The Architecture's `status.chaos.lastKill` ({pod, service, time}): the operator's latest kill."""
+    found = ((resource.get("status") or {}).get("chaos") or {}).get("lastKill")
+    return dict(found) if isinstance(found, Mapping) and found.get("pod") else None
 
 
 def verification(resource: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -69,6 +69,19 @@ def test_ui_follows_an_architecture_on_the_cluster(control_plane: ControlPlane) 
                           if e["event"] == "pod created" and e["instance"] == replica], 60, interval=0.5,
                  message="its successor in the view")
         wait_for(lambda: ready()["webserver"] == 18, 60, interval=1, message="webserver ready again")
+
+        # The operator's chaos controller names its kills in status.chaos.lastKill: the view says "kill".
+        monkeyed = rig.kubectl("get", "pods", "-n", NAMESPACE, "-l", "simiankube.io/service=rds-mysql",
+                               "-o", "jsonpath={.items[0].metadata.name}").stdout
+        status = {"status": {"chaos": {"kills": 1, "lastKill": {"pod": monkeyed, "service": "rds-mysql",
+                                                                 "time": "2026-11-29T05:00:00Z"}}}}
+        rig.kubectl("patch", "architecture", "lamp", "-n", NAMESPACE, "--subresource=status", "--type=merge",
+                    "-p", json.dumps(status))
+        rig.kubectl("delete", "pod", "-n", NAMESPACE, monkeyed, "--wait=false")
+        kills = wait_for(lambda: [e for e in get(f"{url}/api/frame")["events"] if e["event"] == "kill"], 30,
+                         interval=0.5, message="the chaos kill in the view")
+        assert kills[0]["pod"] == monkeyed and kills[0]["instance"] == monkeyed and kills[0]["by"] == "chaos"
+        assert not [e for e in get(f"{url}/api/frame")["events"] if e["event"] == "pod deleted" and e["pod"] == monkeyed]
     finally:
         process.terminate()
         process.wait(10)

@@ -156,26 +156,39 @@ function drawFocus(name) {
   const zones = [...new Set(instances.map((i) => `${i.region}/${i.zone}`))];
   const elements = [{ group: "nodes", classes: "focus" + (name === g.victim ? " victim" : ""),
     data: { id: `s:${name}`, service: name, label: `${name} (${service.package})`, size: 40 } }];
-  zones.forEach((zone, z) => {
+  // Zones in a grid: one row per region, one column per zone, up to six instances a line in each.
+  const regions = [...new Set(instances.map((i) => i.region))];
+  const zoneColumn = new Map();
+  for (const zone of zones) {
+    const region = zone.split("/")[0];
+    zoneColumn.set(zone, zones.filter((z) => z.split("/")[0] === region).indexOf(zone));
+  }
+  const lines = (zone) => Math.ceil(instances.filter((i) => `${i.region}/${i.zone}` === zone).length / 6);
+  const rowHeight = 34 * Math.max(...zones.map(lines)) + 80;
+  zones.forEach((zone) => {
     elements.push({ group: "nodes", classes: "zone", data: { id: `z:${zone}`, parent: `s:${name}`, label: zone, size: 20 } });
+    const x0 = zoneColumn.get(zone) * 270;
+    const y0 = regions.indexOf(zone.split("/")[0]) * rowHeight;
     instances.filter((i) => `${i.region}/${i.zone}` === zone).forEach((i, n) => {
-      elements.push({ group: "nodes", classes: "instance", position: { x: (n % 6) * 34, y: z * 150 + Math.floor(n / 6) * 34 },
+      elements.push({ group: "nodes", classes: "instance", position: { x: x0 + (n % 6) * 34, y: y0 + Math.floor(n / 6) * 34 },
         data: { id: `i:${i.name}`, parent: `z:${zone}`, label: i.name.split("-").pop(), size: 18 } });
     });
   });
-  const height = zones.length * 150;
+  const height = regions.length * rowHeight - 80;
+  const width = Math.max(...zones.map((z) => zoneColumn.get(z))) * 270 + 170;
   const side = (list, x) => list.forEach((other, n) => {
     const s = state.byName.get(other);
-    elements.push({ group: "nodes", classes: s.source ? "source" : "", position: { x, y: (n - (list.length - 1) / 2) * 100 + height / 2 - 40 },
+    elements.push({ group: "nodes", classes: s.source ? "source" : "", position: { x, y: (n - (list.length - 1) / 2) * 100 + height / 2 },
       data: { id: `s:${other}@${x}`, service: other, label: serviceLabel(s), size: 30 } });
   });
-  side(callers, -420);
-  side(callees, 620);
+  const [left, right] = [-300, width + 300];
+  side(callers, left);
+  side(callees, right);
   for (const e of g.edges) {
     if (e.target === name) elements.push({ group: "edges", classes: e.policy === "denied" ? "denied" : "",
-      data: { id: `e:${e.source}→${e.target}`, source: `s:${e.source}@-420`, target: `s:${name}`, width: 1.5, label: "" } });
+      data: { id: `e:${e.source}→${e.target}`, source: `s:${e.source}@${left}`, target: `s:${name}`, width: 1.5, label: "" } });
     if (e.source === name) elements.push({ group: "edges", classes: e.policy === "denied" ? "denied" : "",
-      data: { id: `e:${e.source}→${e.target}`, source: `s:${name}`, target: `s:${e.target}@620`, width: 1.5, label: "" } });
+      data: { id: `e:${e.source}→${e.target}`, source: `s:${name}`, target: `s:${e.target}@${right}`, width: 1.5, label: "" } });
   }
   return elements;
 }
@@ -192,7 +205,7 @@ function redraw() {
   state.drawn = key;
   const elements = state.level.kind === "service" ? drawFocus(state.level.service) : drawServices(visibleServices(), state.graph.edges);
   cy.batch(() => { cy.elements().remove(); cy.add(elements); });
-  cy.layout({ name: "preset", fit: true, padding: 50 }).run();
+  cy.layout({ name: "preset", fit: true, padding: 70 }).run();
   if (cy.zoom() > 1.4) { cy.zoom(1.4); cy.center(); }
   buildTables();
   applyFrame();
@@ -261,6 +274,7 @@ function applyFrame() {
     }
   });
   updateTables(s, down);
+  updateRegions();
   updateTimeline();
   updateSegmentation();
   UPDATE_MS.push(performance.now() - started);
@@ -394,6 +408,39 @@ function updateZones(down) {
     }
     div.append(h, list);
     box.append(div);
+  }
+}
+
+// -- regions: Vizceral's global level, as cards over the picture ---------------------------------
+
+function totals(figures) {
+  const all = Object.values(figures.services);
+  const sum = (key) => all.reduce((n, f) => n + (f[key] || 0), 0);
+  return { ready: sum("ready"), total: sum("total"), rps: sum("rps"), eps: sum("eps") };
+}
+
+function updateRegions() {
+  const box = $("#regions");
+  const regions = Object.keys(state.frame.regions);
+  if (box.children.length !== regions.length) {
+    box.replaceChildren(...regions.map((region) => {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.dataset.region = region;
+      button.onclick = () => go({ kind: "region", region });
+      li.append(button);
+      return li;
+    }));
+  }
+  for (const button of box.querySelectorAll("button")) {
+    const region = button.dataset.region;
+    const t = totals(state.frame.regions[region]);
+    const errors = t.rps ? ` · ${fmt((100 * t.eps) / t.rps)}% err` : "";
+    const html = `<b>${region}</b><span>${t.ready}/${t.total} ready · ${fmt(t.rps)} req/s${errors}</span>`;
+    if (button.innerHTML !== html) button.innerHTML = html;
+    button.classList.toggle("down", t.ready < t.total);
+    const current = state.level.kind === "region" && state.level.region === region;
+    if (current) button.setAttribute("aria-current", "page"); else button.removeAttribute("aria-current");
   }
 }
 

@@ -161,8 +161,10 @@ class Live:
         """What does not change while the view is open: services, regions, instances, declared edges."""
         arch = self.topology.architecture
         regions_of: dict[str, list[str]] = defaultdict(list)
+        instances_of: dict[str, int] = defaultdict(int)
         for placement in self.topology.placements:
             regions_of[placement.service.name].append(placement.region)
+            instances_of[placement.service.name] += placement.replicas
         return {
             "architecture": arch.resource_name,
             "description": arch.description,
@@ -173,7 +175,7 @@ class Live:
             "regions": list(self.topology.regions),
             "services": [
                 {"name": s.name, "package": s.package, "regions": regions_of[s.name],
-                 "instances": sum(1 for i in self.topology.instances if i.service.name == s.name),
+                 "instances": instances_of[s.name],
                  "source": s.package in TRAFFIC_SOURCE_PACKAGES}
                 for s in arch.services
             ],

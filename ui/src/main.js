@@ -576,5 +576,57 @@ setInterval(() => {
   if (state.lastFrameAt && Date.now() - state.lastFrameAt > 5000) { $("#status").textContent = "no update for 5 s (run over?)"; $("#status").className = "stale"; }
 }, 1000);
 
+// -- traffic in motion: Vizceral's particles, on a canvas over the graph ----------------------------
+// Dots run from caller to callee, more of them the busier the edge, red in the share of errors.
+// Small graphs only (a thousand busy edges would cost more than they show), and never for users
+// who asked for reduced motion.
+
+const particles = document.createElement("canvas");
+particles.id = "particles";
+particles.setAttribute("aria-hidden", "true");
+$("#picture").insertBefore(particles, $("#regions"));
+const still = window.matchMedia("(prefers-reduced-motion: reduce)");
+const SPEED = 140; // model units per second
+const SPACING = 70; // model units between dots at the busiest edge
+
+function drawParticles(now) {
+  const box = $("#graph");
+  const ratio = window.devicePixelRatio || 1;
+  if (particles.width !== box.clientWidth * ratio || particles.height !== box.clientHeight * ratio) {
+    particles.width = box.clientWidth * ratio;
+    particles.height = box.clientHeight * ratio;
+  }
+  const context = particles.getContext("2d");
+  context.setTransform(1, 0, 0, 1, 0, 0);
+  context.clearRect(0, 0, particles.width, particles.height);
+  const s = scope();
+  if (still.matches || !s || cy.edges().length > BULK_EDGES) return requestAnimationFrame(drawParticles);
+  const zoom = cy.zoom();
+  const pan = cy.pan();
+  context.setTransform(ratio * zoom, 0, 0, ratio * zoom, ratio * pan.x, ratio * pan.y);
+  const figures = new Map(s.edges.map((e) => [`${e.source}→${e.target}`, e]));
+  const busiest = s.edges.reduce((most, e) => Math.max(most, e.rps), 1);
+  const radius = Math.max(1.6, 2.2 / Math.sqrt(zoom));
+  for (const edge of cy.edges()) {
+    const e = figures.get(edge.id().slice(2));
+    if (!e || !e.rps || edge.isLoop()) continue;
+    const a = edge.sourceEndpoint();
+    const b = edge.targetEndpoint();
+    const length = Math.hypot(b.x - a.x, b.y - a.y);
+    const gap = SPACING * Math.sqrt(busiest / e.rps);
+    const errors = e.eps / e.rps;
+    const shift = ((now / 1000) * SPEED) % gap;
+    for (let d = shift, n = 0; d < length; d += gap, n += 1) {
+      const t = d / length;
+      context.fillStyle = (n * 0.618) % 1 < errors ? "#ff5d6c" : "#e8fbff";
+      context.beginPath();
+      context.arc(a.x + (b.x - a.x) * t, a.y + (b.y - a.y) * t, radius, 0, 2 * Math.PI);
+      context.fill();
+    }
+  }
+  requestAnimationFrame(drawParticles);
+}
+requestAnimationFrame(drawParticles);
+
 window.simiankube = { cy, state, updateMs: UPDATE_MS, applyFrame };
 connect();

@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # openssl: the rig's certificates; util-linux: flock for concurrent rig builds;
 # ca-certificates: the Go module proxy; iptables: blocking one edge in the segmentation
 # end-to-end test; procps/iproute2: process and socket checks in teardown tests.
-DEBIAN_PACKAGES=(openssl util-linux ca-certificates iptables procps iproute2 graphviz)
+DEBIAN_PACKAGES=(openssl util-linux ca-certificates iptables procps iproute2 graphviz chromium)
 PYTHON=${PYTHON:-python3}
 
 step() { printf '==> %s\n' "$*" >&2; }

@@ -31,6 +31,7 @@ EXTENSIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("simiankube.cli.segmentation", ("policy", "verify")),
     ("simiankube.cli.run", ("run",)),
     ("simiankube.cli.export", ("export",)),
+    ("simiankube.cli.ui", ("ui",)),
     ("simiankube.operator.cli", ("operator",)),
 )
 # Which extra brings each third-party package a command may need.

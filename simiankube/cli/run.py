@@ -33,6 +33,14 @@ def parse_duration(text: str) -> float:
     return value
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """`[HOST:]PORT` for argparse (the same rule for `run --ui` and `ui --listen`)."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"not a listen address: {text!r} (expected [HOST:]PORT, e.g. 8088)")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     arch = load(args)
     zipkin_file = args.zipkin_file
@@ -42,13 +50,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     if zipkin_file is None:
         zipkin_file = str(Path(tempfile.gettempdir()) / f"simiankube-{arch.resource_name}-{os.getpid()}.zipkin.jsonl")
+    options: dict[str, Any] = dict(
+        duration=args.duration, seed=args.seed, chaos=args.chaos, zipkin_file=zipkin_file, workers=args.workers,
+        progress=sys.stderr,
+    )
     try:
-        report = asyncio.run(run_architecture(
-            arch, duration=args.duration, seed=args.seed, chaos=args.chaos, zipkin_file=zipkin_file,
-            workers=args.workers, progress=sys.stderr,
-        ))
+        if args.ui is None:
+            report = asyncio.run(run_architecture(arch, **options))
+        else:
+            from simiankube.ui.local import run_with_view  # aiohttp's web server only where needed
+
+            report = asyncio.run(run_with_view(arch, args.ui, **options))
     except RunError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # only the view's listening socket raises it this far
+        host, port = args.ui
+        print(f"error: --ui: cannot serve the live view on {host}:{port}: {err.strerror or err}", file=sys.stderr)
         return 1
     sys.stdout.write(report.to_json() if args.output == "json" else format_text(report))
     if args.histograms or args.guesstimate:
@@ -91,5 +109,8 @@ def register(commands: Any) -> None:
                         "spigo's -c collects them")
     p.add_argument("--guesstimate", metavar="FILE",
                    help="write spigo's Guesstimate model: up to 1000 latency samples (ms) per service")
+    p.add_argument("--ui", type=listen_address, metavar="[HOST:]PORT", default=None,
+                   help="serve the live traffic view in a browser during the run (HOST default 127.0.0.1; "
+                        "port 0 picks a free one); prints its URL")
     add_output_argument(p, ("table", "json"))
     p.set_defaults(handler=cmd_run)

@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import aiohttp
 
@@ -44,6 +44,16 @@ RESTART_DELAY = 2.0  # the victim comes back this long after the kill, like a Re
 STOP_TIMEOUT = 12.0  # SIGTERM, then SIGKILL after this long
 SCRAPE_INTERVAL = 2.0  # every instance's /metrics; scraping costs the workers CPU too
 MAX_INSTANCES_PER_SUBNET = 254
+
+
+class Observer(Protocol):
+    """Sees what the runner sees, as it happens (the live view, `simiankube run --ui`)."""
+
+    def scraped(self, instance: str, text: str | None, now: float) -> None:
+        """One instance's /metrics text, or None when it did not answer; `now` is monotonic seconds."""
+
+    def event(self, event: dict[str, Any]) -> None:
+        """A chaos event, as the report lists it."""
 
 
 class RunError(RuntimeError):
@@ -201,6 +211,7 @@ class LocalRun:
     events: list[dict[str, Any]] = field(default_factory=list)
     peak_rss: float = 0.0
     started: float = 0.0
+    observer: Observer | None = None
 
     # -- processes -----------------------------------------------------------------
 
@@ -261,11 +272,15 @@ class LocalRun:
 
     async def scrape(self, session: aiohttp.ClientSession) -> None:
         async def one(worker: Worker, member: Planned) -> None:
+            text = None
             with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
                 async with session.get(f"http://{member.address}:{contract.HTTP_PORT}{contract.PATH_METRICS}",
                                        timeout=aiohttp.ClientTimeout(total=2)) as response:
                     if response.status == 200:
-                        self.scrapes[(member.name, worker.incarnation)] = parse_scrape(await response.text())
+                        text = await response.text()
+                        self.scrapes[(member.name, worker.incarnation)] = parse_scrape(text)
+            if self.observer is not None:
+                self.observer.scraped(member.name, text, time.monotonic())
 
         await asyncio.gather(*(one(w, m) for w in self.workers for m in w.members))
         pids = [w.process.pid for w in self.workers if w.process and w.process.returncode is None]
@@ -282,6 +297,8 @@ class LocalRun:
 
     def event(self, kind: str, **details: Any) -> None:
         self.events.append({"t_s": round(self.elapsed(), 2), "event": kind, **details})
+        if self.observer is not None:
+            self.observer.event(self.events[-1])
         print(f"[{self.elapsed():6.1f}s] chaos: {kind} {self.victim}", file=self.progress, flush=True)
 
     async def chaos(self, session: aiohttp.ClientSession) -> None:
@@ -361,11 +378,13 @@ async def run_architecture(
     zipkin_file: str,
     workers: int,
     progress: TextIO,
+    observer: Observer | None = None,
 ) -> Report:
     topology = expand(arch)
     with tempfile.TemporaryDirectory(prefix=f"simiankube-run-{arch.resource_name}-") as tmp:
         workdir = Path(tmp)
         planned = plan(topology, workdir, seed=seed, zipkin_file=zipkin_file)
         victim = choose_victim(arch, topology, seed) if chaos else ""
-        run = LocalRun(arch, topology, assign_workers(planned, victim, workers), workdir, duration, progress, victim)
+        run = LocalRun(arch, topology, assign_workers(planned, victim, workers), workdir, duration, progress, victim,
+                       observer=observer)
         return await run.execute()

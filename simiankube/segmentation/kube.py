@@ -186,14 +186,8 @@ async def read_architecture(api: ApiClient, namespace: str, name: str) -> Archit
     return parse_document({**body, "metadata": {"name": body["metadata"]["name"]}})
 
 
-async def verify_with_kubeconfig(
-    kubeconfig: str | None, namespace: str, architecture: str, arch: Architecture | None = None, **options: Any
-) -> VerificationReport:
-    """The CLI's entry: a kubeconfig file, else the in-cluster config, else the default kubeconfig.
-
-    Judged against the policies ``arch`` renders (the file given), else those
-    of the Architecture resource, else (not readable) those present.
-    """
+async def api_configuration(kubeconfig: str | None) -> client.Configuration:
+    """A kubeconfig file, else the in-cluster config, else the default kubeconfig ($KUBECONFIG, ~/.kube/config)."""
     configuration = client.Configuration()
     if kubeconfig is None:
         try:
@@ -202,7 +196,18 @@ async def verify_with_kubeconfig(
             await config.load_kube_config(client_configuration=configuration)
     else:
         await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    async with ApiClient(configuration) as api:
+    return configuration
+
+
+async def verify_with_kubeconfig(
+    kubeconfig: str | None, namespace: str, architecture: str, arch: Architecture | None = None, **options: Any
+) -> VerificationReport:
+    """The CLI's entry, with the user's credentials (see `api_configuration`).
+
+    Judged against the policies ``arch`` renders (the file given), else those
+    of the Architecture resource, else (not readable) those present.
+    """
+    async with ApiClient(await api_configuration(kubeconfig)) as api:
         if arch is None:
             arch = await read_architecture(api, namespace, architecture)
         rendered = rendered_policies(arch, namespace) if arch is not None else None

@@ -1,0 +1,1 @@
+"""The live traffic view: the architecture's graph with per-edge and per-service figures, in a browser."""

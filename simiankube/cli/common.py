@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,3 +47,11 @@ def add_scale_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_output_argument(parser: argparse.ArgumentParser, choices: Sequence[str] = ("yaml", "json")) -> None:
     parser.add_argument("-o", "--output", choices=choices, default=choices[0], help="output format (default %(default)s)")
+
+
+def named_architecture(value: str) -> tuple[str, Architecture | None]:
+    """An Architecture on a cluster named by its resource name, or by the file that defines it (then its model too)."""
+    if Path(value).is_file():
+        arch = load_file(value)
+        return arch.resource_name, arch
+    return value, None

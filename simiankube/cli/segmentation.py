@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from pathlib import Path
 from typing import Any
 
 from simiankube.cli import common
 from simiankube.segmentation.scenario import explain_json, scenario
 from simiankube.segmentation.reachability import LEGEND
 from simiankube.render import RenderSettings
-from simiankube.model.spec import load_file
 from simiankube.model.topology import expand
 from simiankube.segmentation.verify import VerificationReport
 
@@ -46,8 +44,7 @@ def cmd_policy_explain(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from simiankube.segmentation.kube import verify_with_kubeconfig  # the Kubernetes client only where needed
 
-    arch = load_file(args.architecture) if Path(args.architecture).is_file() else None
-    name = arch.resource_name if arch is not None else args.architecture
+    name, arch = common.named_architecture(args.architecture)
     options: dict[str, Any] = {"by_pod": args.pods, "settle_seconds": args.settle, "timeout_ms": args.timeout_ms}
     try:
         report = asyncio.run(verify_with_kubeconfig(args.kubeconfig, args.namespace, name, arch, **options))

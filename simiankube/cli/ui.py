@@ -7,8 +7,9 @@ import asyncio
 import sys
 from typing import Any
 
+from simiankube.cli.common import named_architecture
 from simiankube.cli.run import listen_address
-from simiankube.cli.segmentation import EXIT_CLUSTER, architecture_name
+from simiankube.cli.segmentation import EXIT_CLUSTER
 
 DEFAULT_LISTEN = "127.0.0.1:8088"
 
@@ -19,7 +20,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     from simiankube.ui.kube import serve_cluster
 
-    name = architecture_name(args.architecture)
+    name, _ = named_architecture(args.architecture)
     try:
         asyncio.run(serve_cluster(args.kubeconfig, args.namespace, name, args.listen, sys.stderr))
     except ApiException as err:

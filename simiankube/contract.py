@@ -146,6 +146,8 @@ class NanoserviceConfig:
     # Zone-to-zone and region-to-region replication go through the registry.
     registry: bool = False
     port: int = HTTP_PORT
+    # The services that depend on this one: the only caller names its metrics label (others count as "other").
+    callers: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(_plain(self), sort_keys=True, separators=(",", ":"))
@@ -199,4 +201,5 @@ def config_from_dict(data: dict[str, Any]) -> NanoserviceConfig:
         peers=instances(data.get("peers", [])),
         registry=data.get("registry", False),
         port=data.get("port", HTTP_PORT),
+        callers=tuple(data.get("callers", ())),
     )

@@ -58,4 +58,5 @@ def build_nanoservice_config(topology: Topology, placement: Placement) -> Nanose
         traffic=arch.traffic if service.package in TRAFFIC_SOURCE_PACKAGES else None,
         peers=addressable_instances(placement),
         registry=REGISTRY in service.dependencies,
+        callers=topology.callers_of(service.name),
     )

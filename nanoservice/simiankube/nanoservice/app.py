@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from simiankube import contract
 from simiankube.contract import NanoserviceConfig, Traffic
@@ -26,6 +25,7 @@ from simiankube.nanoservice import keys
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.hop import ANONYMOUS, HEADER_CALLER, BadHeader, Hop, incoming_hop
 from simiankube.nanoservice.keys import Identity, Serving, Status
+from simiankube.nanoservice.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.packages import Context, Reply, build_package
 from simiankube.nanoservice.policy import draw_latency_ms
@@ -72,8 +72,8 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
     """One service request, from budget check to metrics; `work` is the package's part."""
     config, rng = serving.config, serving.rng
     caller = request.headers.get(HEADER_CALLER, ANONYMOUS)[:64]
-    edge = serving.metrics.server(caller)
-    edge.requests.inc()
+    edge = serving.metrics.server(caller)  # a caller not in the configuration is counted as "other"
+    edge.requests += 1
     started = time.monotonic()
     status = 500
     hop: Hop | None = None
@@ -111,11 +111,8 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
         return error(400, str(err))
     finally:
         elapsed = time.monotonic() - started
-        edge.latency.observe(elapsed)
-        if status >= 500:
-            edge.errors.inc()
-        if status == 504:
-            edge.timeouts.inc()
+        edge.observe(elapsed)
+        edge.answered(status)
         if serving.exporting and hop is not None:
             identity = serving.identity
             serving.exporter.record(zipkin_span(
@@ -150,7 +147,7 @@ async def _json_object(request: web.Request, required: dict[str, type]) -> dict[
 
 
 def _direct(request: web.Request) -> bool:
-    return request.query.get("direct", "") in ("1", "true")
+    return bool(request.query_string) and request.query.get("direct", "") in ("1", "true")
 
 
 # -- views ------------------------------------------------------------------------
@@ -209,8 +206,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[keys.METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=request.app[keys.METRICS].exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def probe(request: web.Request) -> web.Response:
@@ -309,7 +305,7 @@ def create_app(
     app[keys.CONFIG] = config
     app[keys.IDENTITY] = identity
     app[keys.RNG] = random.Random(identity.seed)
-    app[keys.METRICS] = Metrics(config.service, config.package)
+    app[keys.METRICS] = Metrics(config.service, config.package, config.callers)
     app[keys.RESOLVER] = resolver or Resolver()
     app[keys.EXPORTER] = exporter or SpanExporter()
     app[keys.METRICS].watch_spans(app[keys.EXPORTER].counts)

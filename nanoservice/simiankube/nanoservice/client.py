@@ -213,13 +213,13 @@ class Caller:
             if budget < MIN_ATTEMPT_SECONDS:
                 result = Result(504, {}, None, f"{peer}: budget exhausted")
                 break
-            if attempt and edge.retries is not None:
-                edge.retries.inc()
+            if attempt:
+                edge.retries += 1
             tried.add(endpoint.key)
             result, retryable = await self._attempt(hop, peer, endpoint, min(self.timeout, budget), method, path, body)
             if not retryable:
                 break
-        edge.latency.observe(time.monotonic() - started)
+        edge.observe(time.monotonic() - started)
         return result
 
     def _choose(
@@ -251,7 +251,7 @@ class Caller:
     ) -> tuple[Result, bool]:
         """One request; returns the result and whether another instance may be tried."""
         edge = self.metrics.client(peer)
-        edge.requests.inc()
+        edge.requests += 1
         trace = hop.trace.child(self.rng)
         headers = hop.outgoing(handed_budget(timeout), self.config.service, trace)
         started = time.monotonic()
@@ -265,7 +265,7 @@ class Caller:
                 raw = await response.read()
                 status = response.status
         except asyncio.TimeoutError:
-            edge.timeouts.inc()
+            edge.timeouts += 1
             self.health.failure(endpoint.key, hard=False)
             result, retryable = Result(504, {}, endpoint, f"{peer} {endpoint.key}: timed out after {timeout * 1000:.0f} ms"), True
         except (aiohttp.ClientError, OSError) as err:
@@ -281,7 +281,7 @@ class Caller:
                 if status >= 500:
                     result.error = str(result.body.get("error", f"{peer} {endpoint.key}: HTTP {status}"))
         if not result.ok and result.status >= 500:
-            edge.errors.inc()
+            edge.errors += 1
         if self.exporter.enabled:
             self.exporter.record(zipkin_span(
                 trace, name=f"{method.lower()} {path.split('?')[0]}", kind="CLIENT", service=self.config.service,

@@ -23,7 +23,7 @@ async def user_request(caller: Caller, config: NanoserviceConfig, traffic: Traff
     rng = caller.rng
     dep = rng.choice(config.dependencies)
     edge = caller.metrics.traffic(dep.service)
-    edge.requests.inc()
+    edge.requests += 1
     hop = Hop(time.monotonic() + traffic.deadline_ms / 1000.0, 0, traffic.max_hops, new_trace(rng))
     key = f"key{rng.randrange(KEY_SPACE)}"
     started = time.monotonic()
@@ -32,11 +32,11 @@ async def user_request(caller: Caller, config: NanoserviceConfig, traffic: Traff
                                               prefer_zone=False)
     else:
         result = await caller.call_dependency(hop, dep, "GET", f"/kv/{key}", prefer_zone=False)
-    edge.latency.observe(time.monotonic() - started)
+    edge.observe(time.monotonic() - started)
     if result.status >= 500:
-        edge.errors.inc()
+        edge.errors += 1
     if result.status == 504:
-        edge.timeouts.inc()
+        edge.timeouts += 1
 
 
 async def generate(caller: Caller, config: NanoserviceConfig, traffic: Traffic) -> None:
@@ -53,7 +53,7 @@ async def generate(caller: Caller, config: NanoserviceConfig, traffic: Traffic) 
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
             else:
-                caller.metrics.traffic(config.dependencies[0].service).errors.inc()
+                caller.metrics.traffic(config.dependencies[0].service).errors += 1
             next_tick += interval
             delay = next_tick - time.monotonic()
             if delay < -interval:  # fell behind (a stall): skip the missed ticks, no burst

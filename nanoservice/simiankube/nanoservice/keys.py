@@ -47,6 +47,7 @@ class Serving:
     calls_out: bool  # the package may call another instance (Package.calls_out)
     exporting: bool  # spans are exported
     traced: bool  # a trace context is needed: spans are exported or the package may call out (propagation)
+    service_time: bool  # a latency draw can be above 0 (else none is drawn)
 
 
 CONFIG = web.AppKey("config", NanoserviceConfig)

@@ -51,8 +51,10 @@ class Edge:
 
     def answered(self, status: int) -> None:
         """One answer of a server edge, by status class; 5xx are errors, 504 timeouts as well."""
-        self.answers[min(max(status // 100, 1), 5) - 1] += 1
-        if status >= 500:
+        if 100 <= status < 500:
+            self.answers[status // 100 - 1] += 1
+        else:
+            self.answers[4] += 1
             self.errors += 1
             if status == 504:
                 self.timeouts += 1

@@ -18,7 +18,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.hdrs import CONTENT_TYPE
+from aiohttp.hdrs import CONTENT_TYPE, RETRY_AFTER
 
 from simiankube import contract
 from simiankube.contract import Latency, NanoserviceConfig, Traffic
@@ -37,6 +37,11 @@ from simiankube.nanoservice.traffic import generate
 
 MAX_BODY_BYTES = 64 * 1024  # larger request bodies are answered 413
 MAX_KEY_LENGTH = 256
+# Requests that may wait (service time, calls out) admitted at once; more are shed with a fast 503 and a
+# retry hint, so overload turns into quick answers the caller can retry elsewhere instead of a queue that
+# makes every request time out (the answer costs a fraction of the work it saves).
+MAX_IN_FLIGHT = 100
+RETRY_AFTER_SECONDS = "1"
 DEFAULTS = Traffic()  # budget and hop limit of requests from outside the architecture
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"  # what web.json_response sends
 
@@ -71,6 +76,12 @@ def error(status: int, message: str) -> web.Response:
     return json_answer({"error": message}, status)
 
 
+def overloaded(limit: int) -> web.Response:
+    response = error(503, f"overloaded: {limit} requests in flight, retry another instance")
+    response.headers[RETRY_AFTER] = RETRY_AFTER_SECONDS
+    return response
+
+
 async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Awaitable[Reply]]) -> web.Response:
     """One service request, from budget check to metrics; `work` is the package's part."""
     config, rng = serving.config, serving.rng
@@ -80,7 +91,14 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
     started = time.monotonic()
     status = 500
     hop: Hop | None = None
+    admitted = False
     try:
+        if serving.may_wait:
+            if serving.status.in_flight >= serving.max_in_flight:
+                status = 503
+                return overloaded(serving.max_in_flight)
+            serving.status.in_flight += 1
+            admitted = True
         trace = incoming_context(request.headers, rng) if serving.traced else UNTRACED
         hop = incoming_hop(request.headers, trace, default_budget_ms=serving.traffic.deadline_ms,
                            default_max_hops=serving.traffic.max_hops)
@@ -113,6 +131,8 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
         status = 400
         return error(400, str(err))
     finally:
+        if admitted:
+            serving.status.in_flight -= 1
         elapsed = time.monotonic() - started
         edge.observe(elapsed)
         edge.answered(status)
@@ -242,7 +262,9 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
             config=config, identity=identity, rng=app[keys.RNG], metrics=app[keys.METRICS], exporter=exporter,
             package=package, traffic=config.traffic or DEFAULTS, payload="x" * config.behavior.payload_bytes,
             calls_out=package.calls_out, exporting=exporter.enabled, traced=exporter.enabled or package.calls_out,
-            service_time=has_service_time(config.behavior.latency),
+            service_time=has_service_time(config.behavior.latency), status=app[keys.STATUS],
+            may_wait=package.calls_out or has_service_time(config.behavior.latency),
+            max_in_flight=app[keys.MAX_IN_FLIGHT],
         )
         yield
 
@@ -309,6 +331,7 @@ def create_app(
     *,
     resolver: Resolver | None = None,
     exporter: SpanExporter | None = None,
+    max_in_flight: int = MAX_IN_FLIGHT,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[keys.CONFIG] = config
@@ -319,6 +342,7 @@ def create_app(
     app[keys.EXPORTER] = exporter or SpanExporter()
     app[keys.METRICS].watch_spans(app[keys.EXPORTER].counts)
     app[keys.STATUS] = Status()
+    app[keys.MAX_IN_FLIGHT] = max_in_flight
     app.cleanup_ctx.extend([client_session, resolver_refresh, span_exporter, traffic_loop])
     app.on_startup.append(mark_ready)
     app.on_shutdown.append(mark_draining)

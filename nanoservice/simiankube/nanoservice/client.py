@@ -5,9 +5,11 @@ The rules that keep a failure from multiplying through the graph:
   the callee is handed slightly less, so a slow callee answers 504 itself
   before its caller gives up — and a 504 is never retried;
 - at most one retry, only against a different instance, only while budget
-  remains, and only when the first attempt did not reach a working service
-  (refused, reset, hung, draining 503) — a 500 or 502 is an answer, not a
-  reason to try again;
+  remains, only within the caller's retry budget (retries add at most 20 %
+  to the calls, after a reserve of 10), and only when the first attempt did
+  not reach a working service (refused, reset, hung, a 503 from a draining
+  or overloaded instance) — a 500 or 502 is an answer, not a reason to try
+  again;
 - an instance that refused connections (or timed out three times running) is
   ejected for a while, doubling on repeats, so a dead instance is not tried
   again until its ejection timer lets the next request probe it. Timeouts
@@ -93,6 +95,26 @@ class Health:
             self.ejections.pop(key, None)
 
 
+@dataclass(slots=True)
+class RetryBudget:
+    """Retries add at most `ratio` to the calls (Finagle's retry budget, counted in calls instead of time):
+    every call earns `ratio` of a retry, a retry spends one, and at most `reserve` are saved up. When a
+    dependency sheds load (503) or fails wholesale, its callers do not double the load it sheds."""
+
+    ratio: float = 0.2
+    reserve: float = 10.0
+    balance: float = 10.0
+
+    def earn(self) -> None:
+        self.balance = min(self.reserve, self.balance + self.ratio)
+
+    def spend(self) -> bool:
+        if self.balance < 1.0:
+            return False
+        self.balance -= 1.0
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class _Resolved:
     dep: Dependency
@@ -121,6 +143,7 @@ class Caller:
         exporter: SpanExporter,
         rng: random.Random,
         health: Health | None = None,
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         self.config = config
         self.zone = zone
@@ -131,6 +154,7 @@ class Caller:
         self.exporter = exporter
         self.rng = rng
         self.health = health or Health()
+        self.retry_budget = retry_budget or RetryBudget()
         self.timeout = config.behavior.timeout_ms / 1000.0
         self._full_timeout = aiohttp.ClientTimeout(total=self.timeout)  # the usual attempt's, built once
         # id(dependency) → (dependency, its targets, the resolver's answers for them, (preferred, fallback))
@@ -205,6 +229,7 @@ class Caller:
         started = time.monotonic()
         tried: set[str] = set()
         result = Result(502, {}, None, f"{peer}: no healthy instance")
+        self.retry_budget.earn()
         for attempt in range(2):
             endpoint = self._choose(groups, tried, prefer_zone, ordered)
             if endpoint is None:
@@ -214,6 +239,8 @@ class Caller:
                 result = Result(504, {}, None, f"{peer}: budget exhausted")
                 break
             if attempt:
+                if not self.retry_budget.spend():
+                    break  # the first attempt's failure is the answer
                 edge.retries += 1
             tried.add(endpoint.key)
             result, retryable = await self._attempt(hop, peer, endpoint, min(self.timeout, budget), method, path, body)
@@ -275,7 +302,7 @@ class Caller:
             result = Result(status, _json(raw), endpoint)
             if status in RETRYABLE_STATUS:
                 self.health.failure(endpoint.key, hard=False)
-                result.error, retryable = f"{peer} {endpoint.key}: draining (503)", True
+                result.error, retryable = f"{peer} {endpoint.key}: draining or overloaded (503)", True
             else:
                 self.health.success(endpoint.key)
                 if status >= 500:

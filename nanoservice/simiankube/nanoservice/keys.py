@@ -30,6 +30,7 @@ class Identity:
 class Status:
     ready: bool = False
     draining: bool = False
+    in_flight: int = 0  # service requests admitted and not yet answered (only those that may wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,9 @@ class Serving:
     exporting: bool  # spans are exported
     traced: bool  # a trace context is needed: spans are exported or the package may call out (propagation)
     service_time: bool  # a latency draw can be above 0 (else none is drawn)
+    status: Status  # readiness, draining and the requests in flight
+    may_wait: bool  # a request can suspend (service time or calls out), so requests can pile up
+    max_in_flight: int  # more waiting requests than this are shed (503)
 
 
 CONFIG = web.AppKey("config", NanoserviceConfig)
@@ -59,4 +63,5 @@ EXPORTER = web.AppKey("exporter", SpanExporter)
 STATUS = web.AppKey("status", Status)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 CALLER = web.AppKey("caller", Caller)
+MAX_IN_FLIGHT = web.AppKey("max_in_flight", int)
 SERVING = web.AppKey("serving", Serving)  # set once the package is built

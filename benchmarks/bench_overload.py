@@ -6,7 +6,8 @@ A three-service chain a → b → c (karyon, karyon, store with 1 ms of service
 time) in one worker process pinned to CPU 0; an open-loop load generator on
 CPU 1 sends GET /kv/key1 to `a` at a fixed rate, whatever the answers (users
 do not slow down because a site is slow), each with a budget of
---deadline-ms. Goodput = answers that are not 5xx and arrive within the
+--deadline-ms; a user whose answer has not come within it gives up (the
+connection is reset, as a client timeout does). Goodput = answers that are not 5xx and arrive within the
 budget, per second. The curve goes up to the sustainable rate; past it, a
 system that sheds load keeps goodput near the peak, one that queues falls
 towards zero as every request waits out its budget.
@@ -63,7 +64,15 @@ class Connection(asyncio.Protocol):
         self.buffer = self.buffer[end + 4 + length:]
         if status < 500 and time.monotonic() - self.sent <= self.deadline:
             self.good[0] += 1
+        self.sent = 0.0
         self.pool.append(self)
+
+    def late(self, now: float) -> bool:
+        """Past its deadline without an answer: the user gives up (reset, like a client timeout)."""
+        if self.sent and now - self.sent > self.deadline:
+            self.transport.abort()
+            return True
+        return False
 
 
 async def offer(address: str, rate: float, seconds: float, deadline_ms: float) -> tuple[float, float]:
@@ -72,25 +81,30 @@ async def offer(address: str, rate: float, seconds: float, deadline_ms: float) -
     request = (f"GET /kv/key1 HTTP/1.1\r\nHost: {address}\r\n"
                f"x-simiankube-deadline-ms: {deadline_ms:g}\r\n\r\n").encode()
     idle: list[Connection] = []
+    busy: set[Connection] = set()
     good = [0]
     opened, unsent, sent = 0, 0, 0
     started = time.monotonic()
     tick = 0.001
     while (now := time.monotonic()) - started < seconds:
+        for connection in [c for c in busy if c.sent == 0.0 or c.late(now)]:
+            busy.discard(connection)
+            opened -= connection.sent != 0.0  # reset: its slot is free for a new connection
         due = int((now - started) * rate) - sent - unsent
         for _ in range(due):
             if idle:
-                idle.pop().send(request)
-                sent += 1
+                connection = idle.pop()
             elif opened < 1000:
                 opened += 1
-                _, protocol = await loop.create_connection(lambda: Connection(idle, good, deadline_ms / 1000), address,
-                                                           contract.HTTP_PORT)
-                idle.remove(protocol)
-                protocol.send(request)
-                sent += 1
+                _, connection = await loop.create_connection(lambda: Connection(idle, good, deadline_ms / 1000),
+                                                             address, contract.HTTP_PORT)
+                idle.remove(connection)
             else:
                 unsent += 1
+                continue
+            connection.send(request)
+            busy.add(connection)
+            sent += 1
         await asyncio.sleep(tick)
     await asyncio.sleep(deadline_ms / 1000)  # answers still on their way within the budget
     return good[0] / seconds, unsent / max(sent + unsent, 1)

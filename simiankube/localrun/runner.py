@@ -125,7 +125,7 @@ def hosts_table(topology: Topology, address_of: dict[str, str]) -> dict[str, lis
     """The cluster's names as a table: each Service, headless Service and StatefulSet pod name."""
     table: dict[str, list[HostEntry]] = {}
     for placement in topology.placements:
-        target = build_target(placement)
+        target = build_target(placement, with_instances=False)
         entries = [HostEntry(address_of[i.name], i.zone, i.name) for i in placement.instances]
         table[target.host] = entries
         table[target.peers_host] = entries

@@ -117,7 +117,9 @@ def test_5000_caller_names_do_not_grow_metrics_or_memory(mesh: Mesh) -> None:
     assert any('caller="other"' in line and 'code="4xx"' in line for line in after)
     assert not any("caller-" in line for line in after)
     print(f"RSS KiB after 1,000 / 3,000 / 5,000 caller names: {rss}")
-    assert rss[2] - rss[1] < 1024  # no state per name: 2,000 more names, (almost) no more memory
+    # No state per name. The allocator may still grow a little under a fast loop of requests (up to ~2.5 MiB
+    # seen); an edge per name (four prometheus_client children, ~6 KiB) would add ~12 MiB per 2,000 names.
+    assert rss[2] - rss[1] < 6144
 
 
 async def _get(url: str) -> str:

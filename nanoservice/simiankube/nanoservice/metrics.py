@@ -94,6 +94,7 @@ class Metrics:
     _client: dict[str, Edge] = field(init=False, default_factory=dict)
     _traffic: dict[str, Edge] = field(init=False, default_factory=dict)
     _spans: Callable[[], tuple[int, int]] | None = field(init=False, default=None)
+    _texts: dict[tuple[str, str, str, str], str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self._known = frozenset([*self.callers, self.service, ANONYMOUS, OTHER])
@@ -125,29 +126,28 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text format (version 1.0.0) of every metric, as prometheus_client writes it."""
         out: list[str] = []
-        base = {"service": self.service, "package": self.package}
+        labels = self._labels
         for families, label, edges in ((SERVER, "caller", self._server), (CLIENT, "peer", self._client),
                                        (TRAFFIC, "peer", self._traffic)):
             for name, doc, kind, read in families:
                 full = f"{PREFIX}_{name}"
-                samples: list[tuple[str, dict[str, str], float]] = []
-                created: list[tuple[str, dict[str, str], float]] = []
+                samples: list[tuple[str, str, float]] = []
+                created: list[tuple[str, str, float]] = []
                 for other, edge in edges.items():
-                    labels = {**base, label: other}
                     if kind == "histogram":
-                        total = 0.0
-                        for bound, count in zip((*BUCKETS, math.inf), edge.buckets):
+                        total = 0
+                        for le, count in zip(LE, edge.buckets):
                             total += count
-                            samples.append((f"{full}_bucket", {**labels, "le": _go_float(bound)}, total))
-                        samples.append((f"{full}_count", labels, total))
-                        samples.append((f"{full}_sum", labels, edge.seconds))
-                        created.append((f"{full}_created", labels, edge.created))
+                            samples.append((f"{full}_bucket", labels(label, other, "le", le), total))
+                        samples.append((f"{full}_count", labels(label, other), total))
+                        samples.append((f"{full}_sum", labels(label, other), edge.seconds))
+                        created.append((f"{full}_created", labels(label, other), edge.created))
                         continue
-                    counts = ([({**labels, "code": c}, n) for c, n in zip(CLASSES, edge.answers) if n]
-                              if kind == "answers" else [(labels, read(edge))])
-                    for counted, value in counts:
-                        samples.append((f"{full}_total", counted, value))
-                        created.append((f"{full}_created", counted, edge.created))
+                    counts = ([(labels(label, other, "code", c), n) for c, n in zip(CLASSES, edge.answers) if n]
+                              if kind == "answers" else [(labels(label, other), read(edge))])
+                    for text, value in counts:
+                        samples.append((f"{full}_total", text, value))
+                        created.append((f"{full}_created", text, edge.created))
                 _family(out, f"{full}_total" if kind != "histogram" else full, doc,
                         "histogram" if kind == "histogram" else "counter", samples)
                 if created:
@@ -158,15 +158,27 @@ class Metrics:
                 ("spans_exported", exported, "Spans written to the Zipkin file or collector"),
                 ("spans_dropped", dropped, "Spans lost: buffer full or the file/collector failed"),
             ):
-                _family(out, f"{PREFIX}_{name}_total", doc, "counter", [(f"{PREFIX}_{name}_total", base, value)])
+                _family(out, f"{PREFIX}_{name}_total", doc, "counter",
+                        [(f"{PREFIX}_{name}_total", labels("", ""), value)])
         return "".join(out).encode()
 
+    def _labels(self, label: str, other: str, extra: str = "", value: str = "") -> str:
+        """The label text of one sample, built once: label values never change (and edges are bounded)."""
+        key = (label, other, extra, value)
+        text = self._texts.get(key)
+        if text is None:
+            pairs = {"service": self.service, "package": self.package}
+            if label:
+                pairs[label] = other
+            if extra:
+                pairs[extra] = value
+            text = self._texts[key] = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(pairs.items()))
+        return text
 
-def _family(out: list[str], name: str, doc: str, kind: str, samples: list[tuple[str, dict[str, str], float]]) -> None:
+
+def _family(out: list[str], name: str, doc: str, kind: str, samples: list[tuple[str, str, float]]) -> None:
     out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
-    for sample, labels, value in samples:
-        text = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-        out.append(f"{sample}{{{text}}} {_go_float(value)}\n")
+    out.extend(f"{sample}{{{text}}} {_go_float(value)}\n" for sample, text, value in samples)
 
 
 def _escape(value: str) -> str:
@@ -184,3 +196,6 @@ def _go_float(value: float) -> str:
         mantissa = f"{text[0]}.{text[1:dot]}{text[dot + 1:]}".rstrip("0.")
         return f"{mantissa}e+{dot - 1:02d}"
     return text
+
+
+LE = tuple(_go_float(bound) for bound in (*BUCKETS, math.inf))  # the `le` label of each bucket

@@ -258,12 +258,12 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
         app[keys.CALLER] = caller
         package = build_package(Context(config, identity.instance, caller, app[keys.RNG]))
         exporter = app[keys.EXPORTER]
+        service_time = has_service_time(config.behavior.latency)
         app[keys.SERVING] = Serving(
             config=config, identity=identity, rng=app[keys.RNG], metrics=app[keys.METRICS], exporter=exporter,
             package=package, traffic=config.traffic or DEFAULTS, payload="x" * config.behavior.payload_bytes,
             calls_out=package.calls_out, exporting=exporter.enabled, traced=exporter.enabled or package.calls_out,
-            service_time=has_service_time(config.behavior.latency), status=app[keys.STATUS],
-            may_wait=package.calls_out or has_service_time(config.behavior.latency),
+            service_time=service_time, status=app[keys.STATUS], may_wait=package.calls_out or service_time,
             max_in_flight=app[keys.MAX_IN_FLIGHT],
         )
         yield

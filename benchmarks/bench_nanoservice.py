@@ -1,6 +1,6 @@
 """Nanoservice speed: one leaf's throughput on one core, and the latency a hop adds.
 
-    .venv/bin/python benchmarks/bench_nanoservice.py [--seconds 5] [--connections 32]
+    .venv/bin/python benchmarks/bench_nanoservice.py [--seconds 5] [--connections 32] [--isotope PATH]
 
 Throughput: a `store` nanoservice (no service time) pinned to CPU 0 with
 taskset; the load generator pinned to CPU 1 — wrk when it is installed
@@ -8,6 +8,10 @@ taskset; the load generator pinned to CPU 1 — wrk when it is installed
 req/s it reports the server's CPU time per request (user + system, from
 /proc): on a machine shared with other work req/s swing with the load, the
 CPU cost of a request much less.
+With `--isotope PATH` (istio/tools' isotope service, built from its public
+source outside this repository, e.g. `cd tools/isotope && go build -o PATH
+./service`) the same measurement runs against it as a one-service topology,
+in a network namespace of its own (it always binds :8080; needs root).
 Hop latency: sequential requests (one in flight) straight to the leaf and
 through a three-service chain a → b → c; the added latency per hop is
 (chain − leaf) / 2 at each percentile.
@@ -27,6 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,7 +133,7 @@ def trivial_baseline(address: str, seconds: float, connections: int) -> Measured
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        return throughput(process.pid, address, seconds, connections)
+        return throughput(process.pid, f"http://{address}:8080/kv/key1", seconds, connections)
     finally:
         process.kill()
         process.wait()
@@ -139,6 +144,44 @@ class Measured:
     tool: str
     rps: float
     cpu_us: float  # server CPU time per request, microseconds
+    rss_mib: float  # server resident memory after the run
+
+
+ISOTOPE_TOPOLOGY = """defaults:
+  requestSize: 0 B
+  responseSize: 40 B
+services:
+- name: a
+  isEntrypoint: true
+"""
+
+
+def isotope_row(binary: str, workdir: Path, seconds: float, connections: int) -> Measured:
+    """isotope's service answering `GET /` on one pinned core, in a network namespace of its own."""
+    topology = workdir / "isotope.yaml"
+    topology.write_text(ISOTOPE_TOPOLOGY)
+    env = {**os.environ, "SERVICE_NAME": "a", "CONFIG_PATH": str(topology)}
+    process = subprocess.Popen(["unshare", "-n", "sh", "-c", f"ip link set lo up && exec taskset -c 0 {binary}"
+                                " --log-level none"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    inside = ["nsenter", "-t", str(process.pid), "-n"]
+    try:
+        deadline = time.monotonic() + 10
+        while subprocess.run([*inside, sys.executable, "-c", "import urllib.request as u; "
+                              "u.urlopen('http://127.0.0.1:8080/', timeout=1)"], capture_output=True).returncode:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"isotope service {binary} did not answer on :8080")
+            time.sleep(0.1)
+        return throughput(process.pid, "http://127.0.0.1:8080/", seconds, connections, prefix=inside)
+    finally:
+        process.kill()
+        process.wait()
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -147,20 +190,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def throughput(pid: int, address: str, seconds: float, connections: int) -> Measured:
-    url = f"http://{address}:8080/kv/key1"
+def throughput(pid: int, url: str, seconds: float, connections: int, prefix: Sequence[str] = ()) -> Measured:
     before = cpu_seconds(pid)
-    if shutil.which("wrk"):
-        out = subprocess.run(["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
+    if shutil.which("wrk") or prefix:
+        out = subprocess.run([*prefix, "taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
                              capture_output=True, text=True, check=True).stdout
         tool = "wrk"
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
         count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     else:
         os.sched_setaffinity(0, {1})
+        address = url.split("/")[2].split(":")[0]
         tool, count = "asyncio client", asyncio.run(drive(address, "/kv/key1", connections, seconds, None))
         rps = count / seconds
-    return Measured(tool, rps, (cpu_seconds(pid) - before) / max(count, 1) * 1e6)
+    return Measured(tool, rps, (cpu_seconds(pid) - before) / max(count, 1) * 1e6, rss_mib(pid))
 
 
 def attempts(node: Planned) -> float:
@@ -193,6 +236,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--isotope", metavar="PATH", default="",
+                        help="isotope's service binary (built from istio/tools); without it that row is skipped")
     args = parser.parse_args()
     document = {
         "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}", "kind": contract.KIND,
@@ -209,12 +254,20 @@ def main() -> None:
         baseline = trivial_baseline(nodes["b"].address, args.seconds, args.connections)
         processes = [start(Path(tmp), [nodes["c"]], 0, "leaf")]
         try:
-            leaf = throughput(processes[0].pid, nodes["c"].address, args.seconds, args.connections)
+            leaf = throughput(processes[0].pid, f"http://{nodes['c'].address}:8080/kv/key1", args.seconds,
+                              args.connections)
             print(f"leaf throughput ({leaf.tool}, {args.connections} connections, server on 1 core): "
                   f"{leaf.rps:,.0f} req/s = {leaf.rps / baseline.rps:.0%} of a trivial aiohttp handler on this "
                   f"machine now ({baseline.rps:,.0f} req/s)")
             print(f"server CPU per request: leaf {leaf.cpu_us:.1f} µs, trivial {baseline.cpu_us:.1f} µs "
                   f"= {baseline.cpu_us / leaf.cpu_us:.0%} of the trivial handler's requests per CPU second")
+            print(f"server RSS after the run: leaf {leaf.rss_mib:.1f} MiB, trivial {baseline.rss_mib:.1f} MiB")
+            if args.isotope:
+                iso = isotope_row(args.isotope, Path(tmp), args.seconds, args.connections)
+                print(f"isotope service: {iso.rps:,.0f} req/s, {iso.cpu_us:.1f} µs CPU per request, "
+                      f"{iso.rss_mib:.1f} MiB RSS → leaf/isotope CPU per request {leaf.cpu_us / iso.cpu_us:.2f}×, "
+                      f"trivial/isotope {baseline.cpu_us / iso.cpu_us:.2f}×, leaf/isotope RSS "
+                      f"{leaf.rss_mib / iso.rss_mib:.2f}×")
             processes.append(start(Path(tmp), [nodes["a"], nodes["b"]], 0, "chain"))
             os.sched_setaffinity(0, {1})
             seconds = min(args.seconds, 3.0)

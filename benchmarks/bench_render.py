@@ -1,6 +1,6 @@
 """Validate + render speed and memory for generated architectures.
 
-Target: 1,000 services in under 1 s. Each size runs in a fresh subprocess so
+Target: 10,000 services rendered in under 1 s. Each size runs in a fresh subprocess so
 its peak RSS is its own. Usage: python benchmarks/bench_render.py [SIZES...]
 """
 
@@ -28,7 +28,9 @@ def measure(size: int) -> dict[str, float]:
     arch = parse_text(as_json)
     parsed = time.perf_counter()
     topology = expand(arch)
+    cpu = time.process_time()
     objects = render(topology, RenderSettings())
+    render_cpu = time.process_time() - cpu
     done = time.perf_counter()
     tracemalloc.start()  # a second, traced pass: tracing slows the first one several times over
     render(expand(parse_text(as_json)), RenderSettings())
@@ -43,6 +45,7 @@ def measure(size: int) -> dict[str, float]:
         "objects": len(objects),
         "validate_s": round(parsed - start, 3),
         "render_s": round(done - parsed, 3),
+        "render_cpu_s": round(render_cpu, 3),
         "total_s": round(done - start, 3),
         "yaml_parse_s": round(yaml_parse, 3),
         "peak_traced_mib": round(peak / 2**20, 1),
@@ -55,14 +58,14 @@ def main() -> None:
         print(json.dumps(measure(int(sys.argv[2]))))
         return
     sizes = [int(a) for a in sys.argv[1:]] or [1000, 10000]
-    print(f"{'services':>9} {'instances':>9} {'objects':>8} {'validate':>9} {'render':>8} {'total':>8} "
+    print(f"{'services':>9} {'instances':>9} {'objects':>8} {'validate':>9} {'render':>8} {'(cpu)':>7} {'total':>8} "
           f"{'yaml-parse':>10} {'peak-heap':>10} {'max-rss':>8}")
     for size in sizes:
         out = subprocess.run([sys.executable, __file__, "--one", str(size)], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout)
-        print(f"{r['services']:>9} {r['instances']:>9} {r['objects']:>8} {r['validate_s']:>8}s {r['render_s']:>7}s "
+        print(f"{r['services']:>9} {r['instances']:>9} {r['objects']:>8} {r['validate_s']:>8}s {r['render_s']:>7}s {r['render_cpu_s']:>6}s "
               f"{r['total_s']:>7}s {r['yaml_parse_s']:>9}s {r['peak_traced_mib']:>7}MiB {r['max_rss_mib']:>5}MiB")
-    print("target: 1,000 services validated + rendered (JSON input) in under 1 s")
+    print("target: 10,000 services rendered in under 1 s (on a shared machine the CPU time is the steadier figure)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
-"""`simiankube run` of netflixoss at 100 %: requests served per second and peak memory.
+"""`simiankube run` of netflixoss at 100 % (or a generated architecture): requests served per second and peak memory.
 
-    .venv/bin/python benchmarks/bench_run.py [--duration 15] [--interval-ms 10]
+    .venv/bin/python benchmarks/bench_run.py [--duration 15] [--interval-ms 10] [--generate 480]
+
+`--generate N` runs `simiankube generate --services N --seed 1` instead (480
+services are about 1,000 instances).
 
 Prints the user request rate of the traffic source, the requests all services
 served per second (every hop counts), calls between services per user
@@ -24,14 +27,22 @@ def main() -> None:
     parser.add_argument("--duration", default="15")
     parser.add_argument("--interval-ms", type=float, default=10.0, help="traffic tick (spigo default 10 ms)")
     parser.add_argument("--zipkin", action="store_true", help="export spans too (default off)")
+    parser.add_argument("--generate", type=int, metavar="N", default=0,
+                        help="run a generated architecture of N services instead of netflixoss")
     args = parser.parse_args()
-    document = json.loads(ARCHITECTURE.read_text())
-    with tempfile.TemporaryDirectory() as tmp:
+    if args.generate:
+        from simiankube.model.generate import generate
+
+        resource = generate(args.generate, seed=1)
+        resource["spec"]["traffic"] = {**resource["spec"].get("traffic", {}), "intervalMs": args.interval_ms}
+    else:
+        document = json.loads(ARCHITECTURE.read_text())
         resource = {
             "apiVersion": "simiankube.io/v1alpha1", "kind": "Architecture", "metadata": {"name": "netflixoss"},
             "spec": {**{k: v for k, v in document.items() if k in ("arch", "description", "version", "victim")},
                      "services": document["services"], "traffic": {"intervalMs": args.interval_ms}},
         }
+    with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "netflixoss.json"
         path.write_text(json.dumps(resource))
         zipkin = str(Path(tmp) / "spans.jsonl") if args.zipkin else ""
@@ -43,13 +54,14 @@ def main() -> None:
     report = json.loads(result.stdout)
     served = sum(s["requests"] for s in report["services"].values())
     [traffic] = report["traffic"]
-    print(f"netflixoss: {report['instances']} instances in {report['processes']} processes, "
+    print(f"{report['architecture']}: {report['instances']} instances in {report['processes']} processes, "
           f"{report['duration_s']:.1f} s, traffic tick {args.interval_ms:g} ms, spans {'on' if args.zipkin else 'off'}")
     print(f"user requests: {traffic['requests_per_second']:.0f}/s, errors {traffic['errors']}, "
           f"p50 {traffic['p50_ms']} ms, p99 {traffic['p99_ms']} ms")
     print(f"requests served by all services: {served / report['duration_s']:.0f}/s "
           f"({report['calls_per_user_request']} calls between services per user request)")
-    print(f"peak memory: {report['peak_rss_mib']:.0f} MiB RSS (all processes)")
+    print(f"peak memory: {report['peak_rss_mib']:.0f} MiB RSS (all processes); "
+          f"{report['timeout_share'] or 0:.1%} of user requests timed out")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ from simiankube.model.topology import Instance, Topology, expand
 READY_TIMEOUT = 60.0  # seconds for every instance of a process to answer /readyz
 RESTART_DELAY = 2.0  # the victim comes back this long after the kill, like a ReplicaSet's new pod
 STOP_TIMEOUT = 12.0  # SIGTERM, then SIGKILL after this long
-SCRAPE_INTERVAL = 2.0  # every instance's /metrics; scraping costs the workers CPU too
+SCRAPE_INTERVAL = 2.0  # progress: the traffic sources' and the victim's /metrics (all of them at the end)
 MAX_INSTANCES_PER_SUBNET = 254
 
 
@@ -135,7 +135,7 @@ def hosts_table(topology: Topology, address_of: dict[str, str]) -> dict[str, lis
     """The cluster's names as a table: each Service, headless Service and StatefulSet pod name."""
     table: dict[str, list[HostEntry]] = {}
     for placement in topology.placements:
-        target = build_target(placement)
+        target = build_target(placement, with_instances=False)
         entries = [HostEntry(address_of[i.name], i.zone, i.name) for i in placement.instances]
         table[target.host] = entries
         table[target.peers_host] = entries
@@ -270,7 +270,8 @@ class LocalRun:
 
     # -- observing -----------------------------------------------------------------
 
-    async def scrape(self, session: aiohttp.ClientSession) -> None:
+    async def scrape(self, session: aiohttp.ClientSession, workers: list[Worker] | None = None) -> None:
+        """Every instance of `workers` (default all); the peak RSS of all processes either way."""
         async def one(worker: Worker, member: Planned) -> None:
             text = None
             with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
@@ -282,7 +283,7 @@ class LocalRun:
             if self.observer is not None:
                 self.observer.scraped(member.name, text, time.monotonic())
 
-        await asyncio.gather(*(one(w, m) for w in self.workers for m in w.members))
+        await asyncio.gather(*(one(w, m) for w in (self.workers if workers is None else workers) for m in w.members))
         pids = [w.process.pid for w in self.workers if w.process and w.process.returncode is None]
         self.peak_rss = max(self.peak_rss, rss_mib(os.getpid()) + sum(rss_mib(p) for p in pids))
 
@@ -331,9 +332,12 @@ class LocalRun:
                       f"{len(self.workers)} processes (pids {pids})", file=self.progress, flush=True)
                 self.started = time.monotonic()
                 monkey = asyncio.create_task(self.chaos(session)) if self.victim else None
+                # Progress needs the traffic sources only; the victim's counters must be read before it dies.
+                # Scraping everything every interval costs the workers a large share of their CPU.
+                watched = [w for w in self.workers if w.traffic or any(m.name == self.victim for m in w.members)]
                 while self.elapsed() < self.duration:
                     await asyncio.sleep(min(SCRAPE_INTERVAL, max(0.0, self.duration - self.elapsed())))
-                    await self.scrape(session)
+                    await self.scrape(session, watched)
                     requests, errors = self.traffic_totals()
                     print(f"[{self.elapsed():6.1f}s/{self.duration:g}s] {requests} user requests "
                           f"({requests / max(self.elapsed(), 1e-9):.0f}/s), {errors} errors",

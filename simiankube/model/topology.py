@@ -68,6 +68,18 @@ class Topology:
     def placements_of(self, service: str) -> tuple[Placement, ...]:
         return self._by_service.get(service, ())
 
+    def callers_of(self, service: str) -> tuple[str, ...]:
+        """The services that depend on `service`, sorted (its metrics label only these callers)."""
+        return self._callers.get(service, ())
+
+    @cached_property
+    def _callers(self) -> dict[str, tuple[str, ...]]:
+        callers: dict[str, set[str]] = {}
+        for caller in self.architecture.services:
+            for dep in caller.dependencies:
+                callers.setdefault(dep, set()).add(caller.name)
+        return {name: tuple(sorted(names)) for name, names in callers.items()}
+
     @cached_property
     def _by_service(self) -> dict[str, tuple[Placement, ...]]:
         grouped: dict[str, list[Placement]] = {}

@@ -25,25 +25,29 @@ def addressable_instances(placement: Placement) -> tuple[Instance, ...]:
     return tuple(Instance(name=i.name, host=instance_host(placement, i.ordinal), zone=i.zone) for i in placement.instances)
 
 
-def build_target(placement: Placement) -> Target:
+def build_target(placement: Placement, *, with_instances: bool) -> Target:
+    """`with_instances`: name every instance (a ring reaching its own members in other regions); callers of
+    other services pick among ready instances through `peers_host` and need no names."""
     return Target(
         region=placement.region,
         host=placement.workload,
         peers_host=peers_service_name(placement.workload),
         port=contract.HTTP_PORT,
-        instances=addressable_instances(placement),
+        instances=addressable_instances(placement) if with_instances else (),
     )
 
 
 def build_nanoservice_config(topology: Topology, placement: Placement) -> NanoserviceConfig:
-    """Every region of every dependency is listed; the nanoservice prefers its own."""
+    """Every region of every dependency is listed; the nanoservice prefers its own. Instance names are
+    listed only for the service's own (ring) dependency: a config stays the size of its edges, not of the
+    instances behind them."""
     arch = topology.architecture
     service = placement.service
     dependencies = tuple(
         Dependency(
             service=dep,
             package=arch.service(dep).package,
-            targets=tuple(build_target(p) for p in topology.placements_of(dep)),
+            targets=tuple(build_target(p, with_instances=dep == service.name) for p in topology.placements_of(dep)),
         )
         for dep in service.dependencies
         if arch.has_service(dep)
@@ -60,4 +64,5 @@ def build_nanoservice_config(topology: Topology, placement: Placement) -> Nanose
         registry=REGISTRY in service.dependencies,
         deadline_ms=arch.traffic.deadline_ms,
         max_hops=arch.traffic.max_hops,
+        callers=topology.callers_of(service.name),
     )

@@ -6,14 +6,13 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
-from prometheus_client import generate_latest
 
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.tracing import MAX_BUFFERED, SpanExporter
 
 
 def sample(metrics: Metrics, name: str) -> float:
-    for line in generate_latest(metrics.registry).decode().splitlines():
+    for line in metrics.exposition().decode().splitlines():
         if line.startswith(f"simiankube_{name}_total{{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"no simiankube_{name}_total sample")

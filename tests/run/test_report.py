@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import random
 
-from prometheus_client import generate_latest
-
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.localrun.report import (
     Report,
@@ -69,21 +67,22 @@ def test_healthy_run_has_no_warning() -> None:
 
 def test_fast_parser_sums_like_prometheus_client() -> None:
     rng = random.Random(7)
-    metrics = Metrics("svc", "karyon")
-    for peer in ["plain", "dash-ed", 'quo"te', "back\\slash", "new\nline", 'a="b",c']:
+    peers = ["plain", "dash-ed", 'quo"te', "back\\slash", "new\nline", 'a="b",c']
+    metrics = Metrics("svc", "karyon", callers=peers)
+    for peer in peers:
         for edge in (metrics.client(peer), metrics.server(peer), metrics.traffic(peer)):
-            edge.requests.inc(rng.randint(1, 100))
-            edge.errors.inc(rng.randint(0, 5))
-            edge.timeouts.inc(rng.randint(0, 5))
-            if edge.retries is not None:
-                edge.retries.inc(2)
+            edge.requests += rng.randint(1, 100)
+            edge.errors += rng.randint(0, 5)
+            edge.timeouts += rng.randint(0, 5)
+            edge.retries += 2
             for _ in range(40):
-                edge.latency.observe(rng.random() * 3)
-    text = generate_latest(metrics.registry).decode()
+                edge.observe(rng.random() * 3)
+                edge.answered(rng.choice([200, 404, 500]))
+    text = metrics.exposition().decode()
     assert parse_scrape(text) == _parse_scrape_slow(text)
     plain = Metrics("other", "store")
-    plain.client("x").requests.inc(3)
-    plain.server("y").latency.observe(0.02)
-    text = generate_latest(plain.registry).decode()
+    plain.client("x").requests += 3
+    plain.server("y").observe(0.02)
+    text = plain.exposition().decode()
     assert parse_scrape(text) == _parse_scrape_slow(text)
     assert parse_scrape(text)[("client_requests_total", "other")] == 3.0

@@ -19,14 +19,15 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from aiohttp.hdrs import CONTENT_TYPE, RETRY_AFTER
 
 from simiankube import contract
-from simiankube.contract import NanoserviceConfig
+from simiankube.contract import Latency, NanoserviceConfig
 from simiankube.nanoservice import keys
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.hop import ANONYMOUS, HEADER_CALLER, BadHeader, Hop, incoming_hop
 from simiankube.nanoservice.keys import Identity, Serving, Status
+from simiankube.nanoservice.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from simiankube.nanoservice.metrics import Edge, Metrics
 from simiankube.nanoservice.packages import Context, Reply, build_package
 from simiankube.nanoservice.policy import draw_latency_ms
@@ -44,7 +45,12 @@ MAX_KEY_LENGTH = 256
 KEY_FORBIDDEN = frozenset("?#%/\\") | frozenset(map(chr, [*range(32), 127]))
 READ_TIMEOUT_SECONDS = 10.0  # headers and bodies must arrive within this (slow clients hold no connection forever)
 PLATFORM_PATHS = frozenset({contract.PATH_HEALTH, contract.PATH_READY, contract.PATH_METRICS})  # not counted
-JSON_HEADERS = {"Content-Type": "application/json; charset=utf-8"}  # what web.json_response sends
+# Requests that may wait (service time, calls out) admitted at once; more are shed with a fast 503 and a
+# retry hint, so overload turns into quick answers the caller can retry elsewhere instead of a queue that
+# makes every request time out (the answer costs a fraction of the work it saves).
+MAX_IN_FLIGHT = 100
+RETRY_AFTER_SECONDS = "1"
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"  # what web.json_response sends
 
 
 def encode_json(body: dict[str, Any]) -> bytes:
@@ -67,8 +73,10 @@ def encode_json(body: dict[str, Any]) -> bytes:
 
 
 def json_answer(body: dict[str, Any], status: int = 200) -> web.Response:
-    """The same response as web.json_response, built faster."""
-    return web.Response(body=encode_json(body), status=status, headers=JSON_HEADERS)
+    """The same response as web.json_response, built faster (a headers argument costs a copy)."""
+    response = web.Response(body=encode_json(body), status=status)
+    response.headers[CONTENT_TYPE] = JSON_CONTENT_TYPE
+    return response
 
 
 def error(status: int, message: str) -> web.Response:
@@ -93,11 +101,8 @@ def caller_label(request: web.Request) -> str:
 
 def count(edge: Edge, status: int, elapsed: float) -> None:
     """One answer in the server metrics."""
-    edge.latency.observe(elapsed)
-    if status >= 500:
-        edge.errors.inc()
-    if status == 504:
-        edge.timeouts.inc()
+    edge.observe(elapsed)
+    edge.answered(status)
 
 
 def _message(request: web.Request, err: web.HTTPException) -> str:
@@ -135,8 +140,14 @@ def answered(request: web.Request, response: web.Response, started: float) -> we
     serving = request.app.get(keys.SERVING)
     if serving is not None and request.path not in PLATFORM_PATHS:
         edge = serving.metrics.server(caller_label(request))
-        edge.requests.inc()
+        edge.requests += 1
         count(edge, response.status, time.monotonic() - started)
+    return response
+
+
+def overloaded(limit: int) -> web.Response:
+    response = error(503, f"overloaded: {limit} requests in flight, retry another instance")
+    response.headers[RETRY_AFTER] = RETRY_AFTER_SECONDS
     return response
 
 
@@ -145,11 +156,18 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
     config, rng = serving.config, serving.rng
     caller = caller_label(request)
     edge = serving.metrics.server(caller)
-    edge.requests.inc()
+    edge.requests += 1
     started = time.monotonic()
     status = 500
     hop: Hop | None = None
+    admitted = False
     try:
+        if serving.may_wait:
+            if serving.status.in_flight >= serving.max_in_flight:
+                status = 503
+                return overloaded(serving.max_in_flight)
+            serving.status.in_flight += 1
+            admitted = True
         trace = incoming_context(request.headers, rng) if serving.traced else UNTRACED
         hop = incoming_hop(request.headers, trace, budget_ms=config.deadline_ms, max_hops=config.max_hops)
         if hop.exceeded():
@@ -159,7 +177,7 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
         if budget <= 0:
             status = 504
             return error(504, "deadline already passed on arrival")
-        delay = draw_latency_ms(config.behavior.latency, rng)
+        delay = draw_latency_ms(config.behavior.latency, rng) if serving.service_time else 0.0
         # Without a service time and calls, nothing below suspends, so a timer could never fire: skip arming it.
         budget_timer = asyncio.timeout(budget) if delay > 0 or serving.calls_out else contextlib.nullcontext()
         try:
@@ -184,6 +202,8 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
         logging.getLogger(__name__).exception("%s %s failed", request.method, request.path)
         return error(500, "internal error")
     finally:
+        if admitted:
+            serving.status.in_flight -= 1
         elapsed = time.monotonic() - started
         count(edge, status, elapsed)
         if serving.exporting and hop is not None and hop.trace.sampled:
@@ -258,7 +278,7 @@ def _forwardable(key: str, value: str) -> str:
 
 
 def _direct(request: web.Request) -> bool:
-    return request.query.get("direct", "") in ("1", "true")
+    return bool(request.query_string) and request.query.get("direct", "") in ("1", "true")
 
 
 # -- views ------------------------------------------------------------------------
@@ -328,8 +348,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[keys.METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=request.app[keys.METRICS].exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def probe(request: web.Request) -> web.Response:
@@ -360,10 +379,13 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
         app[keys.CALLER] = caller
         package = build_package(Context(config, identity.instance, caller, app[keys.RNG]))
         exporter = app[keys.EXPORTER]
+        service_time = has_service_time(config.behavior.latency)
         app[keys.SERVING] = Serving(
             config=config, identity=identity, rng=app[keys.RNG], metrics=app[keys.METRICS], exporter=exporter,
             package=package, payload="x" * config.behavior.payload_bytes,
             calls_out=package.calls_out, exporting=exporter.enabled, traced=exporter.enabled or package.calls_out,
+            service_time=service_time, status=app[keys.STATUS], may_wait=package.calls_out or service_time,
+            max_in_flight=app[keys.MAX_IN_FLIGHT],
         )
         yield
 
@@ -402,6 +424,11 @@ async def traffic_loop(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
+def has_service_time(latency: Latency) -> bool:
+    """Whether a draw can be above 0 (else the request path skips drawing)."""
+    return latency.mean_ms > 0 and latency.max_ms > 0 or latency.distribution == "normal" and latency.stddev_ms > 0
+
+
 def configured_names(config: NanoserviceConfig) -> list[tuple[str, int]]:
     names = {(p.host, config.port) for p in config.peers}
     for dep in config.dependencies:
@@ -426,19 +453,21 @@ def create_app(
     resolver: Resolver | None = None,
     exporter: SpanExporter | None = None,
     read_timeout: float = READ_TIMEOUT_SECONDS,
+    max_in_flight: int = MAX_IN_FLIGHT,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
     app[keys.READ_TIMEOUT] = read_timeout
     app[keys.CONFIG] = config
     app[keys.IDENTITY] = identity
     app[keys.RNG] = random.Random(identity.seed)
-    app[keys.METRICS] = Metrics(config.service, config.package)
+    app[keys.METRICS] = Metrics(config.service, config.package, config.callers)
     app[keys.RESOLVER] = resolver or Resolver()
     app[keys.EXPORTER] = exporter or SpanExporter()
     app[keys.METRICS].watch_spans(app[keys.EXPORTER].counts)
     app[keys.STATUS] = Status()
     app[keys.PROBE_SCOPE] = Scope(frozenset(h for h, _ in configured_names(config)) | {t.host for d in
                                   config.dependencies for t in d.targets}, config.architecture, config.port)
+    app[keys.MAX_IN_FLIGHT] = max_in_flight
     app.cleanup_ctx.extend([client_session, resolver_refresh, span_exporter, traffic_loop])
     app.on_startup.append(mark_ready)
     app.on_shutdown.append(mark_draining)

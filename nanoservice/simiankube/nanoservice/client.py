@@ -5,9 +5,11 @@ The rules that keep a failure from multiplying through the graph:
   the callee is handed slightly less, so a slow callee answers 504 itself
   before its caller gives up — and a 504 is never retried;
 - at most one retry, only against a different instance, only while budget
-  remains, and only when the first attempt did not reach a working service
-  (refused, reset, hung, draining 503) — a 500 or 502 is an answer, not a
-  reason to try again;
+  remains, only within the caller's retry budget (retries add at most 20 %
+  to the calls, after a reserve of 10), and only when the first attempt did
+  not reach a working service (refused, reset, hung, a 503 from a draining
+  or overloaded instance) — a 500 or 502 is an answer, not a reason to try
+  again;
 - an instance that refused connections (or timed out three times running) is
   ejected for a while, doubling on repeats, so a dead instance is not tried
   again until its ejection timer lets the next request probe it. Timeouts
@@ -94,6 +96,26 @@ class Health:
             self.ejections.pop(key, None)
 
 
+@dataclass(slots=True)
+class RetryBudget:
+    """Retries add at most `ratio` to the calls (Finagle's retry budget, counted in calls instead of time):
+    every call earns `ratio` of a retry, a retry spends one, and at most `reserve` are saved up. When a
+    dependency sheds load (503) or fails wholesale, its callers do not double the load it sheds."""
+
+    ratio: float = 0.2
+    reserve: float = 10.0
+    balance: float = 10.0
+
+    def earn(self) -> None:
+        self.balance = min(self.reserve, self.balance + self.ratio)
+
+    def spend(self) -> bool:
+        if self.balance < 1.0:
+            return False
+        self.balance -= 1.0
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class _Resolved:
     dep: Dependency
@@ -122,6 +144,7 @@ class Caller:
         exporter: SpanExporter,
         rng: random.Random,
         health: Health | None = None,
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         self.config = config
         self.zone = zone
@@ -132,6 +155,7 @@ class Caller:
         self.exporter = exporter
         self.rng = rng
         self.health = health or Health()
+        self.retry_budget = retry_budget or RetryBudget()
         self.timeout = config.behavior.timeout_ms / 1000.0
         self._full_timeout = aiohttp.ClientTimeout(total=self.timeout)  # the usual attempt's, built once
         # id(dependency) → (dependency, its targets, the resolver's answers for them, (preferred, fallback))
@@ -219,6 +243,7 @@ class Caller:
         started = time.monotonic()
         tried: set[str] = set()
         result = Result(502, {}, None, f"{peer}: no healthy instance")
+        self.retry_budget.earn()
         for attempt in range(2):
             endpoint = self._choose(groups, tried, prefer_zone, ordered)
             if endpoint is None:
@@ -227,13 +252,15 @@ class Caller:
             if budget < MIN_ATTEMPT_SECONDS:
                 result = Result(504, {}, None, f"{peer}: budget exhausted")
                 break
-            if attempt and edge.retries is not None:
-                edge.retries.inc()
+            if attempt:
+                if not self.retry_budget.spend():
+                    break  # the first attempt's failure is the answer
+                edge.retries += 1
             tried.add(endpoint.key)
             result, retryable = await self._attempt(hop, peer, endpoint, min(self.timeout, budget), method, path, body)
             if not retryable:
                 break
-        edge.latency.observe(time.monotonic() - started)
+        edge.observe(time.monotonic() - started)
         return result
 
     def _choose(
@@ -265,7 +292,7 @@ class Caller:
     ) -> tuple[Result, bool]:
         """One request; returns the result and whether another instance may be tried."""
         edge = self.metrics.client(peer)
-        edge.requests.inc()
+        edge.requests += 1
         trace = hop.trace.child(self.rng)
         headers = hop.outgoing(handed_budget(timeout), self.config.service, trace)
         started = time.monotonic()
@@ -279,7 +306,7 @@ class Caller:
                 raw = await response.read()
                 status = response.status
         except asyncio.TimeoutError:
-            edge.timeouts.inc()
+            edge.timeouts += 1
             self.health.failure(endpoint.key, hard=False)
             result, retryable = Result(504, {}, endpoint, f"{peer} {endpoint.key}: timed out after {timeout * 1000:.0f} ms"), True
         except (aiohttp.ClientError, OSError) as err:
@@ -289,13 +316,13 @@ class Caller:
             result = Result(status, _json(raw), endpoint)
             if status in RETRYABLE_STATUS:
                 self.health.failure(endpoint.key, hard=False)
-                result.error, retryable = f"{peer} {endpoint.key}: draining (503)", True
+                result.error, retryable = f"{peer} {endpoint.key}: draining or overloaded (503)", True
             else:
                 self.health.success(endpoint.key)
                 if status >= 500:
                     result.error = str(result.body.get("error", f"{peer} {endpoint.key}: HTTP {status}"))
         if not result.ok and result.status >= 500:
-            edge.errors.inc()
+            edge.errors += 1
         if self.exporter.enabled and trace.sampled:
             self.exporter.record(zipkin_span(
                 trace, name=span_name(method, path), kind="CLIENT", service=self.config.service,

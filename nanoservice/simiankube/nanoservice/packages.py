@@ -270,13 +270,13 @@ class KeyValue(Package):
             return 0
         own = Hop(time.monotonic() + self.ctx.caller.timeout, hop.hops, hop.max_hops, hop.trace)
         path = "/replicate?spread=1" if spread else "/replicate"
-        failures = self.ctx.caller.metrics.replication_failures(self.config.service)
+        failures = self.ctx.caller.metrics.replication(self.config.service)
 
         async def copy(group: list[Endpoint]) -> None:
             result = await self.ctx.caller.call(own, self.config.service, [group], "POST", path,
                                                 body={"key": key, "value": value}, ordered=True)
             if not result.ok:
-                failures.inc()
+                failures.errors += 1
 
         for group in groups:
             task = asyncio.create_task(copy(group))

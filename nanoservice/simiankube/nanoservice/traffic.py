@@ -51,7 +51,7 @@ async def user_request(caller: Caller, config: NanoserviceConfig, traffic: Traff
     rng = caller.rng
     dep = caller.choose_dependency(config.dependencies, prefer_zone=False)
     edge = caller.metrics.traffic(dep.service)
-    edge.requests.inc()
+    edge.requests += 1
     root = new_trace(rng)
     hop = Hop(time.monotonic() + traffic.deadline_ms / 1000.0, 0, traffic.max_hops, root)
     method, key = mix.next(rng)
@@ -59,11 +59,11 @@ async def user_request(caller: Caller, config: NanoserviceConfig, traffic: Traff
     body = {"value": f"v{rng.getrandbits(32)}"} if method == "PUT" else None
     result = await caller.call_dependency(hop, dep, method, f"/kv/{key}", body=body, prefer_zone=False)
     elapsed = time.monotonic() - started
-    edge.latency.observe(elapsed)
+    edge.observe(elapsed)
     if result.status >= 500:
-        edge.errors.inc()
+        edge.errors += 1
     if result.status == 504:
-        edge.timeouts.inc()
+        edge.timeouts += 1
     if caller.exporter.enabled and root.sampled:
         caller.exporter.record(zipkin_span(
             root, name=f"{method} {KV_ROUTE}", kind="SERVER", service=config.service, address=caller.address,
@@ -86,7 +86,7 @@ async def generate(caller: Caller, config: NanoserviceConfig, traffic: Traffic) 
                 in_flight.add(task)
                 task.add_done_callback(in_flight.discard)
             else:
-                caller.metrics.traffic(config.dependencies[0].service).errors.inc()
+                caller.metrics.traffic(config.dependencies[0].service).errors += 1
             next_tick += interval
             delay = next_tick - time.monotonic()
             if delay < -interval:  # fell behind (a stall): skip the missed ticks, no burst

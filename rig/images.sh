@@ -85,7 +85,8 @@ need() { # command debian-package
   command -v "$1" >/dev/null 2>&1 || die "$1 not found: install it (Debian: apt-get install -y $2)"
 }
 
-bah() { buildah --root "$CACHE_DIR/storage" --runroot "$CACHE_DIR/run" --storage-driver "$DRIVER" "$@"; }
+BUILDAH_STORE=(--root "$CACHE_DIR/storage" --runroot "$CACHE_DIR/run" --storage-driver "$DRIVER")
+bah() { buildah "${BUILDAH_STORE[@]}" "$@"; }
 
 image_id() { { bah images --noheading --no-trunc --format '{{.ID}}' "$1" 2>/dev/null || true; } | head -n1; }
 
@@ -268,7 +269,7 @@ main() {
   case ${1:-} in
     build) shift; cmd_build "$@" ;;
     list) image_table | tr '|' '\t' ;;
-    buildah) shift; need buildah buildah; bah "$@" ;;
+    buildah) shift; need buildah buildah; exec buildah "${BUILDAH_STORE[@]}" "$@" ;;
     --print-cache-dir) echo "$CACHE_DIR" ;;
     -h|--help) awk 'NR>1 && /^#/{sub(/^# ?/, ""); print; next} NR>1{exit}' "${BASH_SOURCE[0]}" ;;
     "") die "no command given (try --help)" ;;

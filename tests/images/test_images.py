@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import tomllib
 import urllib.request
@@ -127,6 +129,47 @@ def test_every_image_is_an_archive_that_imports_under_its_ref(node_images: dict[
         archive = Archive.read(image.archive)
         assert archive.ref == image.ref  # the name `ctr images import` gives it
         assert archive.config["os"] == "linux" and archive.config["architecture"] == "amd64"
+
+
+def rig_bin_dir() -> Path:
+    out = subprocess.run([str(REPO / "rig" / "build.sh"), "--print-bin-dir"], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip())
+
+
+def test_containerd_imports_every_archive_under_its_ref(node_images: dict[str, Image]) -> None:
+    """What the node does with them: `ctr -n k8s.io images import ARCHIVE`, on the rig's containerd."""
+    bins = rig_bin_dir()
+    if not (bins / "containerd").exists() or not (bins / "ctr").exists():
+        pytest.skip(f"containerd and ctr are not built yet in {bins} (rig/build.sh)")
+    workdir = Path(tempfile.mkdtemp(prefix="sk-ctr-"))  # short: the socket path has a length limit
+    socket_path = workdir / "containerd.sock"
+    (workdir / "config.toml").write_text(f"""version = 3
+root = "{workdir}/root"
+state = "{workdir}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images",
+                    "io.containerd.nri.v1.nri"]
+[grpc]
+  address = "{socket_path}"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{workdir}/opt"
+""")
+    with (workdir / "containerd.log").open("w") as log:
+        daemon = subprocess.Popen([str(bins / "containerd"), "--config", str(workdir / "config.toml")],
+                                  stdout=log, stderr=subprocess.STDOUT)
+    ctr = [str(bins / "ctr"), "--address", str(socket_path), "--namespace", "k8s.io"]
+    try:
+        wait_for(lambda: socket_path.exists() or daemon.poll() is not None, "containerd did not start")
+        assert daemon.poll() is None, (workdir / "containerd.log").read_text()
+        for image in node_images.values():
+            imported = subprocess.run([*ctr, "images", "import", str(image.archive)],
+                                      capture_output=True, text=True, timeout=300)
+            assert imported.returncode == 0, imported.stderr
+        listed = subprocess.run([*ctr, "images", "ls", "-q"], capture_output=True, text=True, check=True).stdout
+        assert {image.ref for image in node_images.values()} <= set(listed.split())
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        shutil.rmtree(workdir)
 
 
 def test_a_second_build_takes_every_image_from_the_cache(node_images: dict[str, Image]) -> None:

@@ -4,7 +4,8 @@
 #   rig/images.sh build [NAME...]   build the images (all, or the NAMEs given), or take
 #                                   them from the cache, and print one line per image:
 #                                   NAME<TAB>REF<TAB>ARCHIVE
-#   rig/images.sh list              print NAME<TAB>REF for every image, build nothing
+#   rig/images.sh list [NAME...]    print NAME<TAB>REF for every image (or the NAMEs
+#                                   given), build nothing
 #   rig/images.sh buildah ARGS...   run buildah on the cache's image store (to inspect
 #                                   or run an image: `rig/images.sh buildah images`)
 #   rig/images.sh --print-cache-dir print the directory images are kept in
@@ -238,6 +239,17 @@ image() { # name ref
   printf '%s\t%s\t%s\n' "$name" "$ref" "$archive"
 }
 
+cmd_list() {
+  local table name ref wanted
+  table="$(image_table)"
+  for wanted in "$@"; do
+    [[ $'\n'$table == *$'\n'"$wanted|"* ]] || die "unknown image: $wanted (images: $(cut -d'|' -f1 <<<"$table" | xargs))"
+  done
+  while IFS='|' read -r name ref; do
+    if (($# == 0)) || [[ " $* " == *" $name "* ]]; then printf '%s\t%s\n' "$name" "$ref"; fi
+  done <<<"$table"
+}
+
 cmd_build() {
   need buildah buildah
   mkdir -p "$ARCHIVE_DIR"
@@ -268,7 +280,7 @@ main() {
   mkdir -p "$CACHE_DIR"
   case ${1:-} in
     build) shift; cmd_build "$@" ;;
-    list) image_table | tr '|' '\t' ;;
+    list) shift; cmd_list "$@" ;;
     buildah) shift; need buildah buildah; exec buildah "${BUILDAH_STORE[@]}" "$@" ;;
     --print-cache-dir) echo "$CACHE_DIR" ;;
     -h|--help) awk 'NR>1 && /^#/{sub(/^# ?/, ""); print; next} NR>1{exit}' "${BASH_SOURCE[0]}" ;;

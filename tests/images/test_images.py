@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -103,6 +104,13 @@ def test_the_images_are_named_as_the_chart_and_the_renderer_expect() -> None:
     coredns = versions_env().get("COREDNS_VERSION")
     assert refs["coredns"] == (f"registry.k8s.io/coredns/coredns:{coredns}" if coredns else "")
     assert RenderSettings().image == EXPECTED_REFS["nanoservice"]
+
+
+def test_readme_loads_the_images_the_chart_uses() -> None:
+    readme = (REPO / "README.md").read_text()
+    named = set(re.findall(r"ghcr\.io/simiankube/[a-z]+:[0-9][^\s`]*", readme))
+    assert named == {EXPECTED_REFS["nanoservice"], EXPECTED_REFS["operator"]}
+    assert "make images" in readme and "kind load docker-image" in readme and "minikube image load" in readme
 
 
 def test_build_output_is_parsed_strictly() -> None:

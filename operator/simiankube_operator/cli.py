@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import socket
 from typing import Any
 
 import kopf
-
 from simiankube.operator.chaos import CHAOS_MODES
 from simiankube.operator.controller import OperatorConfig
+
 from simiankube.render import RenderSettings
 
 ENV_IMAGE = "SIMIANKUBE_NANOSERVICE_IMAGE"
@@ -52,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose)
     kopf.run(
         standalone=True,  # one replica, no peering objects to grant RBAC for
+        # kopf's default identity is user@host, and the image's uid (65532) has
+        # no passwd entry: getpass.getuser() would raise. The pod's name is unique.
+        identity=socket.gethostname(),
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=config.liveness or None,

@@ -46,7 +46,9 @@ def parse_build_output(stdout: str) -> dict[str, Image]:
 
 def build(names: Sequence[str] = (), stderr: int | IO[str] | None = None) -> dict[str, Image]:
     """Build the named images (default: all that can be), or take them from the cache."""
-    result = subprocess.run([str(SCRIPT), "build", *names], stdout=subprocess.PIPE, stderr=stderr, text=True)
+    result = subprocess.run(
+        [str(SCRIPT), "build", *names], stdout=subprocess.PIPE, stderr=stderr, text=True
+    )
     if result.returncode != 0:
         raise ImageError(f"rig/images.sh build {' '.join(names)} exited {result.returncode}")
     return parse_build_output(result.stdout)
@@ -54,7 +56,9 @@ def build(names: Sequence[str] = (), stderr: int | IO[str] | None = None) -> dic
 
 def buildah(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """buildah on the image store rig/images.sh builds into (output captured, not checked)."""
-    return subprocess.run([str(SCRIPT), "buildah", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [str(SCRIPT), "buildah", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _member(layout: tarfile.TarFile, name: str) -> bytes:
@@ -72,11 +76,16 @@ def _blob(layout: tarfile.TarFile, digest: str) -> bytes:
 def _manifest(layout: tarfile.TarFile) -> tuple[str, dict[str, Any]]:
     """The archive's one image: the name it imports as and its manifest."""
     (entry,) = json.loads(_member(layout, "index.json"))["manifests"]
-    return entry.get("annotations", {}).get(REF_NAME, ""), json.loads(_blob(layout, entry["digest"]))
+    return entry.get("annotations", {}).get(REF_NAME, ""), json.loads(
+        _blob(layout, entry["digest"])
+    )
 
 
 def _layers(layout: tarfile.TarFile, manifest: dict[str, Any]) -> list[tarfile.TarFile]:
-    return [tarfile.open(fileobj=io.BytesIO(_blob(layout, layer["digest"]))) for layer in manifest["layers"]]
+    return [
+        tarfile.open(fileobj=io.BytesIO(_blob(layout, layer["digest"])))
+        for layer in manifest["layers"]
+    ]
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,9 @@ class Archive:
     """What an OCI archive holds: the name it imports as, its configuration, its size."""
 
     ref: str
-    config: dict[str, Any]  # the image configuration; its "config" key holds User, Entrypoint, Env, ...
+    config: dict[
+        str, Any
+    ]  # the image configuration; its "config" key holds User, Entrypoint, Env, ...
     unpacked_bytes: int  # the files in all layers, uncompressed
 
     @classmethod
@@ -92,7 +103,9 @@ class Archive:
         with tarfile.open(path) as layout:
             ref, manifest = _manifest(layout)
             config = json.loads(_blob(layout, manifest["config"]["digest"]))
-            unpacked = sum(info.size for layer in _layers(layout, manifest) for info in layer if info.isfile())
+            unpacked = sum(
+                info.size for layer in _layers(layout, manifest) for info in layer if info.isfile()
+            )
         return cls(ref, config, unpacked)
 
 

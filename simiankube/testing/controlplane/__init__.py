@@ -39,6 +39,7 @@ from simiankube.testing.controlplane.apiserver import (
 from simiankube.testing.controlplane.binaries import (
     BINARIES,
     CONTROL_PLANE_BINARIES,
+    NODE_BINARIES,
     REPO_ROOT,
     bin_dir,
     binary,
@@ -57,6 +58,7 @@ from simiankube.testing.controlplane.rig import STATE_FILE, ControlPlane, read_s
 
 __all__ = [
     "BINARIES",
+    "NODE_BINARIES",
     "CONTROL_PLANE_BINARIES",
     "KWOK_NODE_LABEL",
     "NODES",

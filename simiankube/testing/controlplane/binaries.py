@@ -13,7 +13,7 @@ from simiankube.testing.controlplane.errors import BinaryMissingError, RigError
 #: Root of the source checkout (this file is simiankube/testing/controlplane/binaries.py).
 REPO_ROOT: Final = Path(__file__).resolve().parents[3]
 
-#: Every binary rig/build.sh produces.
+#: The control plane's binaries (and helm); what the ``control_plane`` fixture needs.
 BINARIES: Final = (
     "etcd",
     "kube-apiserver",
@@ -26,6 +26,22 @@ BINARIES: Final = (
 
 #: Binaries the control plane itself runs (helm is only for tests that use it).
 CONTROL_PLANE_BINARIES: Final = BINARIES[:-1]
+
+#: What a real node runs on top of the control plane (``up --real-node``).
+NODE_BINARIES: Final = (
+    "kubelet",
+    "kube-proxy",
+    "containerd",
+    "containerd-shim-runc-v2",
+    "ctr",
+    "crictl",
+    "kube-router",
+    "coredns",
+    "cni/bridge",
+    "cni/host-local",
+    "cni/loopback",
+    "cni/portmap",
+)
 
 
 def rig_dir() -> Path:
@@ -72,6 +88,32 @@ _SOURCES: Final = {
     "helm": ("helm.sh/helm/v4/cmd/helm", "HELM_VERSION"),
     # not a binary: kwok's lifecycle stages, copied from the kwok module
     "kwok-stages.yaml": ("sigs.k8s.io/kwok", "KWOK_VERSION"),
+    "kubelet": ("k8s.io/kubernetes/cmd/kubelet", "K8S_VERSION"),
+    "kube-proxy": ("k8s.io/kubernetes/cmd/kube-proxy", "K8S_VERSION"),
+    "containerd": ("github.com/containerd/containerd/v2/cmd/containerd", "CONTAINERD_VERSION"),
+    "containerd-shim-runc-v2": (
+        "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+        "CONTAINERD_VERSION",
+    ),
+    "ctr": ("github.com/containerd/containerd/v2/cmd/ctr", "CONTAINERD_VERSION"),
+    "crictl": ("sigs.k8s.io/cri-tools/cmd/crictl", "CRICTL_VERSION"),
+    "kube-router": (
+        "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router",
+        "KUBE_ROUTER_VERSION",
+    ),
+    "coredns": ("github.com/coredns/coredns", "COREDNS_VERSION"),
+    **{
+        f"cni/{plugin}": (
+            f"github.com/containernetworking/plugins/plugins/{kind}/{plugin}",
+            "CNI_PLUGINS_VERSION",
+        )
+        for kind, plugin in (
+            ("main", "bridge"),
+            ("ipam", "host-local"),
+            ("main", "loopback"),
+            ("meta", "portmap"),
+        )
+    },
 }
 
 

@@ -46,11 +46,25 @@ def _wait_for_signal() -> int:
     return received[0]
 
 
-def _serve(workdir: Path, *, detached: bool) -> int:
+def _node_flags(args: argparse.Namespace) -> list[str]:
+    """The real-node options of ``args`` as command-line flags (``up`` passes them on)."""
+    flags = ["--real-node"] if args.real_node else []
+    flags += ["--no-policy-engine"] if not args.policy_engine else []
+    return flags + (["--kwok-nodes"] if args.kwok_nodes else [])
+
+
+def _serve(workdir: Path, args: argparse.Namespace, *, detached: bool) -> int:
     """Run a rig in this process until SIGINT/SIGTERM (used by ``run`` and ``up``)."""
     # SIGINT/SIGTERM during start-up abort it (KeyboardInterrupt) and tear down.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    rig = ControlPlane(workdir, progress=lambda line: _print(f"[rig] {line}"), handle_signals=False)
+    rig = ControlPlane(
+        workdir,
+        progress=lambda line: _print(f"[rig] {line}"),
+        handle_signals=False,
+        real_node=args.real_node,
+        policy_engine=args.policy_engine,
+        kwok_nodes=True if args.kwok_nodes else None,
+    )
     try:
         rig.start()
     except KeyboardInterrupt:
@@ -109,7 +123,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    return _serve(Path(args.dir), detached=False)
+    return _serve(Path(args.dir), args, detached=False)
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
@@ -134,7 +148,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         "from simiankube.testing.controlplane import main; sys.exit(main())"
     )
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", bootstrap, "_serve", str(workdir)],
+        [sys.executable, "-c", bootstrap, "_serve", str(workdir), *_node_flags(args)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -181,7 +195,29 @@ def _cmd_down(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    return _serve(Path(args.dir), detached=True)
+    return _serve(Path(args.dir), args, detached=True)
+
+
+def _add_node_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also run a real node (root; one per machine): containerd + runc, bridge CNI, "
+        "kubelet, kube-proxy, CoreDNS and kube-router as NetworkPolicy engine, with the "
+        "project's images (rig/images.sh) imported; the API server then listens on the "
+        "node's bridge address",
+    )
+    parser.add_argument(
+        "--no-policy-engine",
+        dest="policy_engine",
+        action="store_false",
+        help="with --real-node: no kube-router, so NetworkPolicies are not enforced",
+    )
+    parser.add_argument(
+        "--kwok-nodes",
+        action="store_true",
+        help="with --real-node: also run kwok's fake nodes (tainted kwok.x-k8s.io/node)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -208,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "and prints `export KUBECONFIG=DIR/kubeconfig`. Stop it with `down DIR`.",
     )
     up.add_argument("dir", metavar="DIR", help="work directory (created; removed by down)")
+    _add_node_options(up)
     up.set_defaults(func=_cmd_up)
 
     down = commands.add_parser(
@@ -229,10 +266,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "SIGINT or SIGTERM stops it and removes its files.",
     )
     run_parser.add_argument("dir", metavar="DIR", help="work directory (created; removed on exit)")
+    _add_node_options(run_parser)
     run_parser.set_defaults(func=_cmd_run)
 
     serve = commands.add_parser("_serve")  # internal: the detached process behind `up`
     serve.add_argument("dir")
+    _add_node_options(serve)
     serve.set_defaults(func=_cmd_serve)
     # keep the internal command out of the usage and help listings
     commands._choices_actions = [  # noqa: SLF001

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from simiankube.testing.controlplane import apiserver, controllers, etcd, kwok
+from simiankube.testing.controlplane import apiserver, controllers, etcd, kwok, node, realnode
 from simiankube.testing.controlplane.binaries import (
     CONTROL_PLANE_BINARIES,
     bin_dir,
@@ -55,7 +55,9 @@ from simiankube.testing.wait import WaitTimeout, wait_for
 STATE_FILE: Final = "state.json"
 
 #: Items the rig creates inside its work directory (and removes on stop).
-_WORKDIR_ITEMS: Final = (STATE_FILE, "kubeconfig", "pki", "config", "etcd-data", "logs", "run")
+_WORKDIR_ITEMS: Final = (
+    STATE_FILE, "kubeconfig", "pki", "config", "etcd-data", "logs", "run", realnode.NODE_DIR
+)  # fmt: skip
 
 
 @dataclass
@@ -89,23 +91,43 @@ class ControlPlane:
     Args:
         workdir: directory for certificates, data, logs, the kubeconfig and
             the state file; created if missing.
-        startup_timeout: seconds ``start()`` may take in total (default 180:
-            generous for a loaded 2-core machine; typical is well under 30).
+        startup_timeout: seconds ``start()`` may take in total (default 180,
+            900 with a real node: generous for a loaded 2-core machine;
+            typical is well under 30, and 60 with a real node, images cached).
         progress: called with a line of text at each bring-up step.
         handle_signals: convert SIGTERM to KeyboardInterrupt while running
             (only possible from the main thread).
+        real_node: also run a real node (containerd, kubelet, kube-proxy,
+            CoreDNS; see :mod:`.realnode`); needs root, one per machine. The
+            API server then listens on the node's bridge address, so pods
+            reach it through the ``kubernetes`` Service.
+        policy_engine: with ``real_node``, run kube-router to enforce
+            NetworkPolicies (without it, policies are stored, not enforced).
+        kwok_nodes: run kwok and its fake nodes (default: only without a
+            real node; next to one they are tainted so only pods that
+            tolerate ``kwok.x-k8s.io/node`` land there).
     """
 
     def __init__(
         self,
         workdir: Path,
         *,
-        startup_timeout: float = 180.0,
+        startup_timeout: float | None = None,
         progress: Callable[[str], None] | None = None,
         handle_signals: bool = True,
+        real_node: bool = False,
+        policy_engine: bool = True,
+        kwok_nodes: bool | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
-        self.startup_timeout = startup_timeout
+        self.kwok_nodes = not real_node if kwok_nodes is None else kwok_nodes
+        self.node = (
+            realnode.RealNode(self.workdir, policy_engine=policy_engine, progress=self._say)
+            if real_node
+            else None
+        )
+        # a real node may build its images first (minutes when cold)
+        self.startup_timeout = startup_timeout or (900.0 if real_node else 180.0)
         self._progress = progress or (lambda _line: None)
         self._handle_signals = handle_signals
         self.ports = _Ports()
@@ -116,6 +138,9 @@ class ControlPlane:
         self._ssl: ssl.SSLContext | None = None
         self.startup_seconds: float | None = None
 
+    def _say(self, line: str) -> None:
+        self._progress(line)
+
     # -- paths and identities ------------------------------------------------
 
     @property
@@ -125,8 +150,13 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        """URL of the API server."""
-        return f"https://127.0.0.1:{self.ports.apiserver}"
+        """URL of the API server (on the node's bridge address with a real node)."""
+        return f"https://{self.host}:{self.ports.apiserver}"
+
+    @property
+    def host(self) -> str:
+        """The address the API server listens on."""
+        return node.NODE_IP if self.node else "127.0.0.1"
 
     @property
     def ca_file(self) -> Path:
@@ -161,6 +191,8 @@ class ControlPlane:
                 f"rig binaries missing from {bin_dir()}: {', '.join(missing)}; build them with "
                 "`python -m simiankube.testing.controlplane build` (or rig/build.sh)"
             )
+        if self.node is not None:
+            self.node.check()
         if shutil.which("openssl") is None:
             raise RigError("openssl not found in PATH (Debian: apt-get install openssl)")
         if self.state_file.exists():
@@ -177,6 +209,8 @@ class ControlPlane:
             for sub in ("pki", "config", "etcd-data", "logs", "run"):
                 (self.workdir / sub).mkdir(mode=0o700, exist_ok=True)
             self._write_state(ready=False)
+            if self.node is not None:
+                self.node.prepare()
             self._make_credentials()
             self._progress(f"credentials ready ({time.monotonic() - began:.1f}s)")
             deadline = began + self.startup_timeout
@@ -197,20 +231,10 @@ class ControlPlane:
             return
         self._stopping = True
         try:
-            running = [c for c in self._children if c.popen is not None]
+            if self.node is not None:
+                self.node.stop(self._terminate)
             # Controllers first, then the API server, etcd last.
-            order = list(reversed(running))
-
-            def reaped(pid: int) -> bool:
-                for child in running:
-                    if child.pid == pid:
-                        assert child.popen is not None
-                        return child.popen.poll() is not None
-                return not pid_alive(pid)
-
-            # The data is thrown away, so a short grace is enough (kube-apiserver
-            # stops serving at once on SIGTERM but lingers for many seconds).
-            terminate_groups([c.pid for c in order], grace=2.0, wait=reaped)
+            self._terminate([c.name for c in reversed(self._children)])
             self._children.clear()
             self._remove_files()
         finally:
@@ -282,7 +306,58 @@ class ControlPlane:
             decoded = {"raw": raw.decode(errors="replace")}
         return status, decoded if isinstance(decoded, dict) else {"items": decoded}
 
+    def apply(self, obj: dict[str, Any]) -> None:
+        """Create an object (kept as it is if it exists); the path comes from its kind."""
+        kind, meta = obj["kind"], obj["metadata"]
+        group_version = obj["apiVersion"]
+        base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+        plural = kind.lower() + "s"  # every kind the rig creates
+        namespace = meta.get("namespace")
+        path = f"{base}/namespaces/{namespace}/{plural}" if namespace else f"{base}/{plural}"
+        status, body = self.api("POST", path, obj)
+        if status not in (201, 409):
+            raise RigError(f"creating {kind} {meta['name']} failed: HTTP {status} {body}")
+
+    def launch(self, name: str, argv: list[str], *, env: dict[str, str] | None = None) -> None:
+        """Start a child process, logged to ``logs/<name>.log``, in its own process group."""
+        if env is None:
+            env = dict(os.environ)
+            env.pop("KUBECONFIG", None)
+        log = self.workdir / "logs" / f"{name}.log"
+        child = Child(name=name, argv=argv, log=log)
+        with open(log, "ab") as handle:
+            child.popen = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir / "run",
+                env=env,
+                start_new_session=True,
+                preexec_fn=child_setup,
+            )
+        self._children.append(child)
+        self._write_state(ready=False)
+
     # -- internals ----------------------------------------------------------------
+
+    def _terminate(self, names: Sequence[str]) -> None:
+        """SIGTERM, then SIGKILL, the named children (in that order); forget them."""
+        chosen = [
+            c for name in names for c in self._children if c.name == name and c.popen is not None
+        ]
+
+        def reaped(pid: int) -> bool:
+            for child in chosen:
+                if child.pid == pid:
+                    assert child.popen is not None
+                    return child.popen.poll() is not None
+            return not pid_alive(pid)
+
+        # The data is thrown away, so a short grace is enough (kube-apiserver
+        # stops serving at once on SIGTERM but lingers for many seconds).
+        terminate_groups([c.pid for c in chosen], grace=2.0, wait=reaped)
+        self._children = [c for c in self._children if c not in chosen]
 
     def _install_signal_handler(self) -> None:
         if not self._handle_signals or threading.current_thread() is not threading.main_thread():
@@ -325,7 +400,7 @@ class ControlPlane:
             pki,
             "apiserver",
             common_name="kube-apiserver",
-            server_names=["127.0.0.1", *apiserver.SERVER_NAMES],
+            server_names=["127.0.0.1", self.host, *apiserver.SERVER_NAMES],
         )
         make_cert(pki, "admin", common_name="rig-admin", organization="system:masters")
         make_cert(pki, "controller-manager", common_name="system:kube-controller-manager")
@@ -346,6 +421,8 @@ class ControlPlane:
         client_cert_kubeconfig(
             config / "scheduler.kubeconfig", server=self.server, pki=pki, name="scheduler"
         )
+        if self.node is not None:
+            self.node.make_credentials(pki, self.server)
 
     def _argvs(self) -> list[tuple[str, list[str]]]:
         pki = self.workdir / "pki"
@@ -363,6 +440,7 @@ class ControlPlane:
                 port=p.apiserver,
                 pki=pki,
                 cert_dir=run / "apiserver",
+                listen=self._listen(pki),
             )),
             ("kube-controller-manager", controllers.controller_manager_argv(
                 kubeconfig=config / "controller-manager.kubeconfig",
@@ -378,27 +456,20 @@ class ControlPlane:
             ("kwok", kwok.argv(kubeconfig=self.kubeconfig, port=p.kwok)),
         ]  # fmt: skip
 
+    def _listen(self, pki: Path) -> apiserver.Listen:
+        if self.node is None:
+            return apiserver.Listen()
+        return apiserver.Listen(
+            bind_address=self.host,
+            advertise_address=self.host,
+            kubelet_client_cert=pki / "apiserver-kubelet-client.crt",
+            kubelet_client_key=pki / "apiserver-kubelet-client.key",
+        )
+
     def _launch(self, names: Sequence[str]) -> None:
-        env = dict(os.environ)
-        env.pop("KUBECONFIG", None)
         for name, argv in self._argvs():
-            if name not in names:
-                continue
-            log = self.workdir / "logs" / f"{name}.log"
-            child = Child(name=name, argv=argv, log=log)
-            with open(log, "ab") as handle:
-                child.popen = subprocess.Popen(
-                    argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=handle,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.workdir / "run",
-                    env=env,
-                    start_new_session=True,
-                    preexec_fn=child_setup,
-                )
-            self._children.append(child)
-            self._write_state(ready=False)
+            if name in names:
+                self.launch(name, argv)
 
     def _check_children(self) -> None:
         for child in self._children:
@@ -423,8 +494,10 @@ class ControlPlane:
         # exits if RBAC's bootstrap roles do not exist yet when it starts.
         self._launch(["etcd", "kube-apiserver"])
         self._wait(lambda: self._get_ok("/readyz"), deadline, "kube-apiserver /readyz", began)
-        self._launch(["kube-controller-manager", "kube-scheduler", "kwok"])
-        self._create_nodes()
+        self._launch(["kube-controller-manager", "kube-scheduler"])
+        if self.kwok_nodes:
+            self._launch(["kwok"])
+            self._create_nodes()
         self._wait(
             lambda: self._component_healthy(self.ports.controller_manager),
             deadline,
@@ -437,7 +510,10 @@ class ControlPlane:
             "kube-scheduler /healthz",
             began,
         )
-        self._wait(self._nodes_ready, deadline, f"{len(kwok.NODES)} kwok nodes Ready", began)
+        if self.kwok_nodes:
+            self._wait(self._nodes_ready, deadline, f"{len(kwok.NODES)} kwok nodes Ready", began)
+        if self.node is not None:
+            self.node.start(self, lambda check, what: self._wait(check, deadline, what, began))
         self._wait(
             lambda: self.api("GET", "/api/v1/namespaces/default/serviceaccounts/default")[0] == 200,
             deadline,
@@ -477,7 +553,7 @@ class ControlPlane:
     def _create_nodes(self) -> None:
         for name, zone in kwok.NODES:
             node = kwok.node_manifest(
-                name, zone, k8s_version=versions()["K8S_VERSION"], tainted=False
+                name, zone, k8s_version=versions()["K8S_VERSION"], tainted=self.node is not None
             )
             status, body = self.api("POST", "/api/v1/nodes", node)
             if status not in (201, 409):
@@ -550,5 +626,6 @@ def stop_rig(workdir: Path, *, timeout: float = 30.0) -> bool:
     if pid_alive(owner) and owner != os.getpid():
         with contextlib.suppress(ProcessLookupError):
             os.kill(owner, signal.SIGKILL)
+    realnode.restore_host(workdir)  # a real node whose owner did not clean up
     _remove_workdir(workdir)
     return True

@@ -34,8 +34,9 @@
 #
 # Needs (Debian): buildah, mmdebstrap, and go for the pause image.
 # Environment: SIMIANKUBE_CACHE (default ~/.cache/simiankube),
-#   SIMIANKUBE_IMAGES_DRIVER (buildah storage driver: overlay (default) or vfs).
-# Output: ${SIMIANKUBE_CACHE:-~/.cache/simiankube}/images/
+#   SIMIANKUBE_IMAGES_DIR (default <cache>/images), SIMIANKUBE_IMAGES_DRIVER
+#   (buildah storage driver: vfs (default; mounts nothing) or overlay (less disk)).
+# Output: ${SIMIANKUBE_IMAGES_DIR:-~/.cache/simiankube/images}/
 set -euo pipefail
 
 RIG_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,8 +44,11 @@ REPO_DIR="$(cd "$RIG_DIR/.." && pwd)"
 # shellcheck source=versions.env
 source "$RIG_DIR/versions.env"
 
-CACHE_DIR="${SIMIANKUBE_CACHE:-$HOME/.cache/simiankube}/images"
-DRIVER="${SIMIANKUBE_IMAGES_DRIVER:-overlay}"
+CACHE_DIR="${SIMIANKUBE_IMAGES_DIR:-${SIMIANKUBE_CACHE:-$HOME/.cache/simiankube}/images}"
+# vfs: no mounts at all, so nothing is left mounted on the host between builds
+# (overlay keeps its store bind-mounted until reboot; the real node's teardown
+# checks that the host's mounts are as they were).
+DRIVER="${SIMIANKUBE_IMAGES_DRIVER:-vfs}"
 ARCHIVE_DIR="$CACHE_DIR/archives"
 
 # The names the project's Dockerfiles build FROM; the stand-in base is stored
@@ -86,7 +90,7 @@ need() { # command debian-package
   command -v "$1" >/dev/null 2>&1 || die "$1 not found: install it (Debian: apt-get install -y $2)"
 }
 
-BUILDAH_STORE=(--root "$CACHE_DIR/storage" --runroot "$CACHE_DIR/run" --storage-driver "$DRIVER")
+BUILDAH_STORE=(--root "$CACHE_DIR/storage-$DRIVER" --runroot "$CACHE_DIR/run-$DRIVER" --storage-driver "$DRIVER")
 bah() { buildah "${BUILDAH_STORE[@]}" "$@"; }
 
 image_id() { { bah images --noheading --no-trunc --format '{{.ID}}' "$1" 2>/dev/null || true; } | head -n1; }
@@ -139,7 +143,7 @@ build_base() {
   for name in "${BASE_NAMES[@]:1}"; do bah tag "${BASE_NAMES[0]}" "$name"; done
   rm -f "$rootfs"
   echo "$want" >"$stamp"
-  log "base: ${BASE_NAMES[*]} ready in $(since "$start") s"
+  log "base: built in $(since "$start") s: ${BASE_NAMES[*]}"
 }
 
 # --- inputs of each image ----------------------------------------------------

@@ -1,7 +1,7 @@
 # The two commands a newcomer needs (see README.md):
 #   make demo   run netflixoss on this machine, no cluster needed
 #   make test   install everything the tests need, then run the whole suite
-.PHONY: demo test test-quick lint bench images
+.PHONY: demo test test-quick test-realnode lint bench images
 
 PY := .venv/bin/python
 
@@ -17,6 +17,11 @@ test:
 test-quick:
 	@scripts/bootstrap.sh python
 	$(PY) -m pytest -m "not controlplane"
+
+# The real node and the mission end to end on it (root; see CONTRIBUTING.md).
+test-realnode:
+	@scripts/bootstrap.sh all
+	$(PY) -m pytest -m realnode
 
 lint:
 	scripts/typecheck.sh

@@ -34,7 +34,7 @@ def test_the_node_is_real_labelled_and_alone(real_node: ControlPlane) -> None:
     assert labels["topology.kubernetes.io/zone"] == node.NODE_ZONE
     info = nodes[0]["status"]["nodeInfo"]
     assert info["kubeletVersion"] == versions()["K8S_VERSION"]
-    assert info["containerRuntimeVersion"] == f"containerd://{versions()['CONTAINERD_VERSION']}"
+    assert info["containerRuntimeVersion"] == "containerd://" + versions()["CONTAINERD_VERSION"].removeprefix("v")
     addresses = {a["type"]: a["address"] for a in nodes[0]["status"]["addresses"]}
     assert addresses["InternalIP"] == node.NODE_IP
 

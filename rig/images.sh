@@ -45,9 +45,10 @@ REPO_DIR="$(cd "$RIG_DIR/.." && pwd)"
 source "$RIG_DIR/versions.env"
 
 CACHE_DIR="${SIMIANKUBE_IMAGES_DIR:-${SIMIANKUBE_CACHE:-$HOME/.cache/simiankube}/images}"
-# vfs: no mounts at all, so nothing is left mounted on the host between builds
-# (overlay keeps its store bind-mounted until reboot; the real node's teardown
-# checks that the host's mounts are as they were).
+# vfs mounts nothing on the host; overlay mounts its store and each working
+# container while it builds, and leaves them if interrupted (the real node's
+# teardown checks that the host's mounts are as they were). vfs costs disk and
+# about twice the build time.
 DRIVER="${SIMIANKUBE_IMAGES_DRIVER:-vfs}"
 ARCHIVE_DIR="$CACHE_DIR/archives"
 
@@ -122,9 +123,12 @@ build_base() {
   excludes+=("--dpkgopt=path-include=/usr/share/doc/*/copyright")  # the licences stay
   # The official image has python/pip in /usr/local/bin and lets pip install
   # into the system interpreter (no PEP 668 marker): the Dockerfiles rely on both.
+  # The hooks run in mmdebstrap's shell with the rootfs as $1.
+  # shellcheck disable=SC2016
   mmdebstrap --variant=minbase --include="$BASE_PACKAGES" \
     "${excludes[@]}" \
-    --customize-hook='for n in python python3 pip pip3; do t=/usr/bin/$n; [ "${n#pip}" = "$n" ] || t=/usr/bin/pip3; [ "$n" = python ] && t=/usr/bin/python3; ln -sf "$t" "$1/usr/local/bin/$n"; done' \
+    --customize-hook='for n in python python3; do ln -sf /usr/bin/python3 "$1/usr/local/bin/$n"; done' \
+    --customize-hook='for n in pip pip3; do ln -sf /usr/bin/pip3 "$1/usr/local/bin/$n"; done' \
     --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*' \
     "$BASE_SUITE" "$rootfs" "$BASE_MIRROR" "$BASE_SECURITY" >"$CACHE_DIR/base.log" 2>&1 \
@@ -182,11 +186,14 @@ coredns_binary() { echo "$("$RIG_DIR/build.sh" --print-bin-dir)/coredns"; }
 build_project_image() { # name ref
   build_base
   local out
-  if ! out="$(cd "$REPO_DIR" && bah build --isolation chroot --pull=never --layers=false \
+  # The registries' proxy CA is trusted by the host only: RUN steps (pip) need its certificates.
+  if ! out="$(cd "$REPO_DIR" && bah build --isolation chroot --pull=never --layers=false --force-rm \
       -v /etc/ssl/certs:/etc/ssl/certs:ro -f "$1/Dockerfile" -t "$2" . 2>&1)"; then
     printf '%s\n' "$out" | tail -n 30 >&2
     die "buildah build of $1/Dockerfile failed (the stand-in base is stored as: ${BASE_NAMES[*]})"
   fi
+  # The image this one replaced, now untagged: a vfs store would grow by a full copy per rebuild.
+  bah rmi --prune >/dev/null
 }
 
 # An image holding one static binary as its entrypoint. USER empty: the pod

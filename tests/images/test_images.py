@@ -85,7 +85,7 @@ print(json.dumps({
 def probe_modules(name: str, *modules: str) -> dict[str, object]:
     """Which modules import, which compilers are on PATH, and the uid/gid, inside the container."""
     result = run_in(name, "python", "-c", FIND, ",".join(modules))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0 and result.stdout, f"exit {result.returncode}, stderr: {result.stderr}"
     return dict(json.loads(result.stdout))
 
 
@@ -121,6 +121,16 @@ def test_help_and_bad_commands() -> None:
     assert bad.returncode != 0 and "unknown command: bulid" in bad.stderr
     unknown = subprocess.run([str(images.SCRIPT), "build", "nginx"], capture_output=True, text=True)
     assert unknown.returncode != 0 and "unknown image: nginx" in unknown.stderr
+
+
+def test_a_missing_builder_is_named_with_its_package(tmp_path: Path) -> None:
+    for tool in Path("/usr/bin").iterdir():  # this PATH has every tool but buildah
+        if tool.name != "buildah":
+            (tmp_path / tool.name).symlink_to(tool)
+    result = subprocess.run(["/bin/bash", str(images.SCRIPT), "build"], capture_output=True, text=True,
+                            env={**os.environ, "PATH": str(tmp_path)})
+    assert result.returncode == 1
+    assert "buildah not found: install it (Debian: apt-get install -y buildah)" in result.stderr
 
 
 # --- built images ------------------------------------------------------------

@@ -152,13 +152,18 @@ build_base() {
 
 # --- inputs of each image ----------------------------------------------------
 
-# The build-context paths a Dockerfile COPYs (COPY --from=<stage> excluded).
+# The build-context paths a Dockerfile reads: what COPY/ADD copies and what a
+# RUN bind-mounts from the context (--from=<stage> and from=<stage> excluded).
 dockerfile_sources() {
-  awk 'toupper($1)=="COPY" {
+  awk 'toupper($1)=="COPY" || toupper($1)=="ADD" {
          from=0; n=0
          for (i=2; i<=NF; i++) { if ($i ~ /^--from=/) from=1; else if ($i !~ /^--/) a[++n]=$i }
          if (!from) for (i=1; i<n; i++) print a[i]
-       }' "$1" | sort -u
+       }
+       { for (i=1; i<=NF; i++) if ($i ~ /^--mount=/ && $i ~ /type=bind/ && $i !~ /from=/) {
+           k=split(substr($i, 9), kv, ",")
+           for (j=1; j<=k; j++) if (kv[j] ~ /^(source|src)=/) { sub(/^[a-z]+=/, "", kv[j]); print kv[j] }
+       } }' "$1" | sort -u
 }
 
 # A hash of the files under the given context paths (names and contents),

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import socket
 from typing import Any
 
 import kopf
+
 from simiankube.operator.chaos import CHAOS_MODES
 from simiankube.operator.controller import OperatorConfig
-
 from simiankube.render import RenderSettings
 
 ENV_IMAGE = "SIMIANKUBE_NANOSERVICE_IMAGE"
@@ -51,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
     )
     importlib.import_module("simiankube.operator.handlers")  # registers the handlers
     kopf.configure(verbose=args.verbose)
+    # kopf names itself user@host with getpass.getuser(), which raises when the
+    # uid has no passwd entry, as in the image (65532); getuser reads LOGNAME first.
+    os.environ.setdefault("LOGNAME", "simiankube")
     kopf.run(
         standalone=True,  # one replica, no peering objects to grant RBAC for
-        # kopf's default identity is user@host, and the image's uid (65532) has
-        # no passwd entry: getpass.getuser() would raise. The pod's name is unique.
-        identity=socket.gethostname(),
         clusterwide=not config.namespaces,
         namespaces=config.namespaces,
         liveness_endpoint=config.liveness or None,

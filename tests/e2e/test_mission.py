@@ -62,6 +62,19 @@ def served_by_caller(cp: ControlPlane, kube: Kube, name: str) -> dict[tuple[str,
     return dict(totals)
 
 
+def traffic_totals(cp: ControlPlane, kube: Kube, name: str) -> tuple[float, float]:
+    """(user requests, failed user requests) the architecture's traffic sources counted so far."""
+    requests = errors = 0.0
+    for pod in architecture_pods(kube, name):
+        path = f"/api/v1/namespaces/{kube.namespace}/pods/{pod['metadata']['name']}:{contract.HTTP_PORT}/proxy/metrics"
+        for line in cp.kubectl("get", "--raw", path).stdout.splitlines():
+            if line.startswith("simiankube_traffic_requests_total{"):
+                requests += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("simiankube_traffic_errors_total{"):
+                errors += float(line.rsplit(" ", 1)[1])
+    return requests, errors
+
+
 def verify(cp: ControlPlane, kube: Kube, name: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(Path(sys.executable).parent / "simiankube"), "verify", name, "-n", kube.namespace, "--kubeconfig", str(cp.kubeconfig)],
@@ -110,6 +123,7 @@ def test_chaos_kills_a_real_container_and_records_recovery(chart: ControlPlane, 
     apply_architecture(restricted, resource)
     wait_ready(restricted, "lamp")
     before = {p["metadata"]["uid"] for p in architecture_pods(restricted, "lamp")}
+    requests_before, errors_before = traffic_totals(chart, restricted, "lamp")
     restricted.run(
         "patch", "architecture", "lamp", "--type=merge", "-p",
         json.dumps({"spec": {"victim": "webserver", "chaos": {
@@ -123,7 +137,12 @@ def test_chaos_kills_a_real_container_and_records_recovery(chart: ControlPlane, 
     chaos = wait_for(recorded, 240, interval=2, message="a chaos kill and its recovery")
     after = {p["metadata"]["uid"] for p in architecture_pods(restricted, "lamp")}
     assert before - after, "no pod was replaced"
-    print(f"\nchaos: {json.dumps(chaos)}")
+    requests_after, errors_after = traffic_totals(chart, restricted, "lamp")
+    requests = requests_after - requests_before
+    share = (errors_after - errors_before) / requests if requests else 0.0
+    print(f"\nchaos: {json.dumps(chaos)}; user-visible error share during the kill: {share:.2%} of {requests:.0f}")
+    assert requests > 0
+    assert share < 0.5  # one of 18 webservers killed: most user requests still succeed
     wait_ready(restricted, "lamp")
 
 

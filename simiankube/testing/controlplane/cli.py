@@ -255,7 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     down.add_argument("dir", metavar="DIR", help="work directory given to up")
     down.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for a clean stop"
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds to wait for a clean stop (a real node takes longest)",
     )
     down.set_defaults(func=_cmd_down)
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Final
 
 from simiankube.testing.controlplane.errors import RigError
+from simiankube.testing.controlplane.node import BRIDGE, POD_SUBNET
 
 #: Sysctls the kubelet, kube-proxy and the bridge plugin are known to set.
 SYSCTLS: Final = (
@@ -65,6 +66,9 @@ PATHS: Final = (
 )
 
 CGROUP_ROOT: Final = Path("/sys/fs/cgroup")
+#: How the node's bridge and pod range appear in routes and rules.
+NODE_MARK_BRIDGE: Final = BRIDGE
+NODE_MARK_SUBNET: Final = POD_SUBNET.rsplit(".", 1)[0] + "."
 #: Prefixes of the iptables chains and ipsets kubelet, kube-proxy, kube-router and CNI make.
 OWNED_PREFIXES: Final = ("KUBE-", "CNI-", "kube-router")
 #: Top-level cgroups the kubelet and containerd make.
@@ -88,6 +92,32 @@ class Snapshot:
     cgroups: frozenset[str] = frozenset()
     sysctls: dict[str, str] = field(default_factory=dict)
     paths: frozenset[str] = frozenset()
+
+    def node_view(self, roots: Iterable[Path]) -> Snapshot:
+        """Only what a real node could have made: on a shared machine other programs
+        mount, link and add rules meanwhile. Kept whole: ipsets, nft tables, cgroups,
+        sysctls, paths; filtered: mounts (under ``roots`` or :data:`PATHS`), links
+        (the bridge, veths), routes and rules naming the node, ``cni-`` namespaces.
+        """
+        under = [str(r).rstrip("/") + "/" for r in roots] + [p + "/" for p in PATHS]
+        marks = (*OWNED_PREFIXES, NODE_MARK_BRIDGE, NODE_MARK_SUBNET)
+        return Snapshot(
+            iptables={
+                tool: frozenset(line for line in lines if any(m in line for m in marks))
+                for tool, lines in self.iptables.items()
+            },
+            ipsets=self.ipsets,
+            nft_tables=self.nft_tables,
+            links=frozenset(n for n in self.links if n == NODE_MARK_BRIDGE or n.startswith("veth")),
+            routes=frozenset(
+                r for r in self.routes if NODE_MARK_BRIDGE in r or NODE_MARK_SUBNET in r
+            ),
+            mounts=frozenset(m for m in self.mounts if any((m + "/").startswith(u) for u in under)),
+            netns=frozenset(n for n in self.netns if n.startswith("cni-")),
+            cgroups=self.cgroups,
+            sysctls=self.sysctls,
+            paths=self.paths,
+        )
 
     def differences(self, other: Snapshot) -> dict[str, tuple[list[str], list[str]]]:
         """Per aspect: (items only in self, items only in other); empty when equal."""

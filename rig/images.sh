@@ -305,4 +305,4 @@ main() {
   esac
 }
 
-main "$@"
+main "$@"; exit  # on one line: bash stops reading here, so editing this file never breaks a running build

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the test control plane's binaries from upstream Go modules.
+# Build the test control plane's and the real node's binaries from upstream Go modules.
 #
 #   rig/build.sh            build whatever is missing from the cache
 #   rig/build.sh --check    only verify rig/*/go.mod agree with versions.env
@@ -12,7 +12,10 @@
 # release binaries). Versions are pinned in rig/versions.env only; the go.mod
 # files must agree with it and this script refuses to build if they do not.
 #
-# Output: ${SIMIANKUBE_CACHE:-~/.cache/simiankube}/bin/<K8S_VERSION>/
+# Binaries that share a module directory are built by one `go build` (they share
+# most of the work); each reports its real version (-ldflags -X, see LDFLAGS).
+#
+# Output: ${SIMIANKUBE_CACHE:-~/.cache/simiankube}/bin/<K8S_VERSION>/ (CNI plugins in cni/)
 set -euo pipefail
 
 RIG_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,16 +40,49 @@ staging_modules() {
 
 # binary name | module dir under rig/ | Go package | pinned version
 # Each binary gets a stamp file <name>.version holding "<package>@<version>";
-# a binary whose stamp differs from the pin is rebuilt.
+# a binary whose stamp differs from the pin is rebuilt. Module directories are
+# built in this order (CoreDNS first: the coredns image is made from it).
 BINARIES=(
+  "coredns|coredns|github.com/coredns/coredns|$COREDNS_VERSION"
   "etcd|etcd|go.etcd.io/etcd/server/v3|$ETCD_VERSION"
   "kube-apiserver|kubernetes|k8s.io/kubernetes/cmd/kube-apiserver|$K8S_VERSION"
   "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$K8S_VERSION"
   "kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler|$K8S_VERSION"
   "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|$K8S_VERSION"
+  "kubelet|kubernetes|k8s.io/kubernetes/cmd/kubelet|$K8S_VERSION"
+  "kube-proxy|kubernetes|k8s.io/kubernetes/cmd/kube-proxy|$K8S_VERSION"
   "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|$KWOK_VERSION"
   "helm|helm|helm.sh/helm/v4/cmd/helm|$HELM_VERSION"
+  "containerd|containerd|github.com/containerd/containerd/v2/cmd/containerd|$CONTAINERD_VERSION"
+  "containerd-shim-runc-v2|containerd|github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2|$CONTAINERD_VERSION"
+  "ctr|containerd|github.com/containerd/containerd/v2/cmd/ctr|$CONTAINERD_VERSION"
+  "cni/bridge|cni|github.com/containernetworking/plugins/plugins/main/bridge|$CNI_PLUGINS_VERSION"
+  "cni/host-local|cni|github.com/containernetworking/plugins/plugins/ipam/host-local|$CNI_PLUGINS_VERSION"
+  "cni/loopback|cni|github.com/containernetworking/plugins/plugins/main/loopback|$CNI_PLUGINS_VERSION"
+  "cni/portmap|cni|github.com/containernetworking/plugins/plugins/meta/portmap|$CNI_PLUGINS_VERSION"
+  "kube-router|kube-router|github.com/cloudnativelabs/kube-router/v2/cmd/kube-router|$KUBE_ROUTER_VERSION"
+  "crictl|cri-tools|sigs.k8s.io/cri-tools/cmd/crictl|$CRICTL_VERSION"
 )
+
+# Version stamps per module directory (what `<binary> --version` and
+# `kubectl version` report; unstamped Kubernetes binaries say
+# v0.0.0-master+$Format:%H$, which kubectl cannot parse).
+k8s_minor=${K8S_VERSION#v*.}; k8s_minor=${k8s_minor%%.*}
+k8s_major=${K8S_VERSION#v}; k8s_major=${k8s_major%%.*}
+k8s_ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  k8s_ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$k8s_major"
+  k8s_ldflags+=" -X $pkg.gitMinor=$k8s_minor -X $pkg.gitTreeState=clean"
+done
+declare -A LDFLAGS=(
+  [kubernetes]="$k8s_ldflags"
+  [containerd]="-X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  [cni]="-X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$CNI_PLUGINS_VERSION"
+  [kube-router]="-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KUBE_ROUTER_VERSION"
+  [cri-tools]="-X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION"
+)
+# containerd without the storage drivers that need cgo or kernel modules.
+declare -A TAGS=([containerd]="no_btrfs no_devmapper no_zfs no_aufs")
 
 # kwok has no built-in lifecycle stages when run on its own (kwokctl passes
 # them); these are kwokctl's defaults, taken from the pinned kwok module.
@@ -64,6 +100,11 @@ PINS=(
   "etcd|go.etcd.io/etcd/server/v3|$ETCD_VERSION"
   "kwok|sigs.k8s.io/kwok|$KWOK_VERSION"
   "helm|helm.sh/helm/v4|$HELM_VERSION"
+  "coredns|github.com/coredns/coredns|$COREDNS_VERSION"
+  "containerd|github.com/containerd/containerd/v2|$CONTAINERD_VERSION"
+  "cni|github.com/containernetworking/plugins|$CNI_PLUGINS_VERSION"
+  "kube-router|github.com/cloudnativelabs/kube-router/v2|$KUBE_ROUTER_VERSION"
+  "cri-tools|sigs.k8s.io/cri-tools|$CRICTL_VERSION"
 )
 
 log() { printf '[rig/build] %s\n' "$*" >&2; }
@@ -126,22 +167,49 @@ sync_pins() {
   done
 }
 
-build_one() { # name dir pkg version
-  local name=$1 dir=$2 pkg=$3 version=$4 start
-  local stamp="$pkg@$version"
-  if [[ -x $BIN_DIR/$name && "$(cat "$BIN_DIR/$name.version" 2>/dev/null)" == "$stamp" ]]; then
-    log "$name: cached ($BIN_DIR/$name, $stamp)"
-    return 0
+is_current() { # name pkg version
+  local name=$1 stamp="$2@$3"
+  [[ -x $BIN_DIR/$name && "$(cat "$BIN_DIR/$name.version" 2>/dev/null)" == "$stamp" ]] || return 1
+  # Kubernetes binaries built before they were version-stamped: relink (cheap).
+  if [[ $2 == k8s.io/kubernetes/* ]]; then
+    local -a ask=(--version)
+    [[ $name == kubectl ]] && ask=(version --client)
+    "$BIN_DIR/$name" "${ask[@]}" 2>/dev/null | grep -qF "$3" || return 1
   fi
-  log "$name: building $stamp ..."
+}
+
+build_dir() { # module-dir: build its stale binaries with one `go build`
+  local dir=$1 entry name d pkg version start tmp
+  local -a names=() pkgs=() versions=()
+  for entry in "${BINARIES[@]}"; do
+    IFS='|' read -r name d pkg version <<<"$entry"
+    [[ $d == "$dir" ]] || continue
+    if is_current "$name" "$pkg" "$version"; then
+      log "$name: cached ($BIN_DIR/$name, $pkg@$version)"
+    else
+      names+=("$name"); pkgs+=("$pkg"); versions+=("$version")
+    fi
+  done
+  [[ ${#names[@]} -gt 0 ]] || return 0
+  log "${names[*]}: building from rig/$dir ..."
   start=$(date +%s)
-  if ! (cd "$RIG_DIR/$dir" && go build -trimpath -ldflags='-s -w' -o "$BIN_DIR/.$name.tmp" "$pkg"); then
-    rm -f "$BIN_DIR/.$name.tmp"
-    die "$name: go build $pkg failed (see output above)"
+  tmp="$(mktemp -d "$BIN_DIR/.build.XXXXXX")"
+  local -a out=(-o "$tmp/")
+  # one package: name the file (a package path ending in /vN names the binary after vN)
+  [[ ${#pkgs[@]} -eq 1 ]] && out=(-o "$tmp/$(basename "${names[0]}")")
+  if ! (cd "$RIG_DIR/$dir" && nice -n 10 go build -trimpath -tags "${TAGS[$dir]:-}" \
+      -ldflags="-s -w ${LDFLAGS[$dir]:-}" "${out[@]}" "${pkgs[@]}"); then
+    rm -rf "$tmp"
+    die "${names[*]}: go build failed (see output above)"
   fi
-  mv -f "$BIN_DIR/.$name.tmp" "$BIN_DIR/$name"
-  echo "$stamp" >"$BIN_DIR/$name.version"
-  log "$name: built in $(($(date +%s) - start))s"
+  local i
+  for i in "${!names[@]}"; do
+    mkdir -p "$(dirname "$BIN_DIR/${names[$i]}")"
+    mv -f "$tmp/$(basename "${names[$i]}")" "$BIN_DIR/${names[$i]}"
+    echo "${pkgs[$i]}@${versions[$i]}" >"$BIN_DIR/${names[$i]}.version"
+  done
+  rm -rf "$tmp"
+  log "${names[*]}: built in $(($(date +%s) - start))s"
 }
 
 write_kwok_stages() {
@@ -183,12 +251,17 @@ main() {
     log "another rig build holds $CACHE_ROOT/build.lock; waiting for it ..."
     flock 9
   fi
-  log "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION -> $BIN_DIR"
-  local entry name dir pkg version total_start
+  log "Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION," \
+    "containerd $CONTAINERD_VERSION, CNI plugins $CNI_PLUGINS_VERSION, kube-router $KUBE_ROUTER_VERSION," \
+    "CoreDNS $COREDNS_VERSION, crictl $CRICTL_VERSION -> $BIN_DIR"
+  local entry name dir total_start
+  local -A done_dirs=()
   total_start=$(date +%s)
   for entry in "${BINARIES[@]}"; do
-    IFS='|' read -r name dir pkg version <<<"$entry"
-    build_one "$name" "$dir" "$pkg" "$version"
+    IFS='|' read -r name dir _ <<<"$entry"
+    [[ -n ${done_dirs[$dir]:-} ]] && continue
+    done_dirs[$dir]=1
+    build_dir "$dir"
   done
   write_kwok_stages
   log "all binaries ready in $(( $(date +%s) - total_start ))s: $BIN_DIR"

@@ -11,7 +11,17 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # openssl: the rig's certificates; util-linux: flock for concurrent rig builds;
 # ca-certificates: the Go module proxy; iptables: blocking one edge in the segmentation
 # end-to-end test; procps/iproute2: process and socket checks in teardown tests.
-DEBIAN_PACKAGES=(openssl util-linux ca-certificates iptables procps iproute2 graphviz chromium)
+# The real node (up --real-node): runc runs its containers; ipset, conntrack and
+# iptables for kube-proxy and kube-router; nftables removes the empty tables
+# iptables-nft leaves; socat for `kubectl port-forward`. Its images (rig/images.sh):
+# buildah builds the Dockerfiles, mmdebstrap the stand-in base, umoci and skopeo.
+# graphviz checks exported DOT; chromium runs the live view's browser tests.
+DEBIAN_PACKAGES=(
+  openssl util-linux ca-certificates iptables procps iproute2
+  runc ipset conntrack nftables socat
+  buildah mmdebstrap umoci skopeo
+  graphviz chromium
+)
 PYTHON=${PYTHON:-python3}
 
 step() { printf '==> %s\n' "$*" >&2; }

@@ -6,6 +6,11 @@ etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on
 loopback, and tears everything down at the end of the session, also when the
 run is interrupted. Tests that use it are marked ``controlplane``; skip them
 in a quick loop with ``pytest -m "not controlplane"``.
+
+``real_node`` (session scope) is a second control plane with a real node
+(containerd, kubelet, kube-proxy, CoreDNS, kube-router; the project's images
+imported): tests that use it are marked ``realnode`` (and ``controlplane``).
+It needs root and is the only real node on the machine while it runs.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ def pytest_configure(config: pytest.Config) -> None:
         "controlplane: needs the real Kubernetes control plane (slow; builds and starts "
         'the rig). Skip with -m "not controlplane".',
     )
+    config.addinivalue_line(
+        "markers",
+        "realnode: needs the real node (root; containers, iptables; one per machine). "
+        'Skip with -m "not realnode".',
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -35,10 +45,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         fixtures = getattr(item, "fixturenames", ())
         if "control_plane" in fixtures or "rig_binaries" in fixtures:
             item.add_marker(pytest.mark.controlplane)
+        if "real_node" in fixtures:
+            item.add_marker(pytest.mark.controlplane)
+            item.add_marker(pytest.mark.realnode)
+    # Tests on the session's real node last: until then the machine's one real
+    # node is free for the tests that bring up (and tear down) their own.
+    items.sort(key=lambda item: "real_node" in getattr(item, "fixturenames", ()))
 
 
-def _build_if_missing(pytestconfig: pytest.Config) -> None:
-    missing = controlplane.missing_binaries()
+def _build_if_missing(
+    pytestconfig: pytest.Config, names: tuple[str, ...] = controlplane.BINARIES
+) -> None:
+    missing = controlplane.missing_binaries(names)
     if not missing:
         return
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
@@ -74,10 +92,33 @@ def control_plane(
     """
     workdir = tmp_path_factory.mktemp("controlplane")
     rig = ControlPlane(workdir)
+    start_rig(rig)
+    try:
+        yield rig
+    finally:
+        rig.stop()
+
+
+def start_rig(rig: ControlPlane) -> None:
+    """Start ``rig``; a failure fails the test (with the components' log tails)."""
     try:
         rig.start()
     except RigError as error:
         pytest.fail(f"the control plane did not start: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def real_node(
+    pytestconfig: pytest.Config, rig_binaries: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ControlPlane]:
+    """A control plane with a real node, shared by the session (see the module docstring).
+
+    Yields the :class:`ControlPlane` (``.node`` is its :class:`RealNode`); pods
+    run for real, Services and DNS work, NetworkPolicies are enforced.
+    """
+    _build_if_missing(pytestconfig, controlplane.NODE_BINARIES)
+    rig = ControlPlane(tmp_path_factory.mktemp("realnode"), real_node=True)
+    start_rig(rig)
     try:
         yield rig
     finally:

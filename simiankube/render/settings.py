@@ -8,7 +8,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RenderSettings:
     namespace: str = "default"
-    image: str = "simiankube/nanoservice:0.1.0"  # built by nanoservice/Dockerfile
+    # Built by nanoservice/Dockerfile, released to ghcr.io with the chart's appVersion.
+    image: str = "ghcr.io/simiankube/nanoservice:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     # Small enough that netflixoss (65 pods) fits on one kind node.
     cpu_request: str = "10m"

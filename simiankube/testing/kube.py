@@ -26,7 +26,9 @@ class Kube:
         """``kubectl get ARGS -o json``, decoded."""
         return dict(json.loads(self.run("get", *args, "-o", "json").stdout))
 
-    def apply(self, *manifests: dict[str, Any], check: bool = True) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self, *manifests: dict[str, Any], check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         """``kubectl apply`` the given objects into the namespace."""
         body = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(manifests)})
         return self.run("apply", "-f", "-", input=body, check=check)
@@ -40,8 +42,7 @@ def pod_ready(pod: dict[str, Any]) -> bool:
     """Running, Ready, not being deleted, and given an IP."""
     status = pod.get("status", {})
     ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions", [])
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", [])
     )
     return (
         status.get("phase") == "Running"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 from importlib import resources
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import yaml
 
 from simiankube.cli import build_parser
 from simiankube.testing import controlplane
+from simiankube.render.settings import RenderSettings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "simiankube"
@@ -195,24 +197,68 @@ def test_operator_args_are_accepted_by_the_cli(helm_bin: Path, values: tuple[str
     (deployment,) = by_kind(template(helm_bin, *values), "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     parsed = build_parser().parse_args(["operator", *args])
-    assert parsed.nanoservice_image == "simiankube/nanoservice:0.1.0"
+    assert parsed.nanoservice_image == "ghcr.io/simiankube/nanoservice:0.1.0" == RenderSettings.image
     assert parsed.liveness == "http://0.0.0.0:8080/healthz"
+
+
+def chart_defaults() -> tuple[str, dict[str, Any]]:
+    """The chart's appVersion and its values."""
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    return str(chart["appVersion"]), yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def test_default_images_are_the_released_ones_at_the_app_version(rig_binaries: Path) -> None:
+    app_version, _ = chart_defaults()
+    assert app_version == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    (container,) = by_kind(template(rig_binaries), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"ghcr.io/simiankube/operator:{app_version}"
+    assert f"--nanoservice-image=ghcr.io/simiankube/nanoservice:{app_version}" in container["args"]
+    (container,) = by_kind(template(rig_binaries, "image.tag=dev", "nanoservice.image.repository=local/nano",
+                                    "nanoservice.image.tag=dev"), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == "ghcr.io/simiankube/operator:dev"
+    assert "--nanoservice-image=local/nano:dev" in container["args"]
+
+
+def workflow_scripts(name: str) -> tuple[dict[Any, Any], str]:
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / name).read_text())
+    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
+    return workflow, "\n".join(step.get("run", "") for step in steps)
 
 
 def test_kind_workflow_is_in_step_with_the_chart_and_the_repo() -> None:
     """The e2e workflow cannot run here (no Docker); check what it relies on instead."""
-    text = (REPO / ".github" / "workflows" / "e2e-kind.yml").read_text()
-    workflow = yaml.safe_load(text)
-    steps = workflow["jobs"]["e2e"]["steps"]
-    scripts = "\n".join(step.get("run", "") for step in steps)
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for key in ("image.repository", "image.tag", "nanoservice.image", "watchNamespaces"):
-        assert f"{key}=" in scripts, key
-        node = values  # and the chart has the value
-        for part in key.split("."):
-            node = node[part]
-    for path in ("operator/Dockerfile", "nanoservice/Dockerfile", "architectures/lamp.yaml", "helm/simiankube"):
-        assert path in scripts and (REPO / path).exists(), path
+    _, scripts = workflow_scripts("e2e-kind.yml")
+    _, values = chart_defaults()
+    # The images are built by `make images` and loaded under the names rig/images.sh
+    # lists, which the chart uses by default: the install sets no image.
+    assert "make images" in scripts and "\nimages:" in (REPO / "Makefile").read_text()
+    assert "rig/images.sh list nanoservice operator" in scripts and "kind load docker-image" in scripts
+    assert "image.repository=" not in scripts and "image.tag=" not in scripts
+    assert "watchNamespaces=" in scripts and "watchNamespaces" in values
+    for path in ("architectures/lamp.yaml", "helm/simiankube", "architectures/migration/step"):
+        assert path in scripts, path
+    assert "seq 0 9" in scripts and sorted(p.name for p in (REPO / "architectures" / "migration").glob("step*.yaml")) \
+        == [f"step{i}.yaml" for i in range(10)]
     # Release "simiankube" of chart "simiankube": the Deployment is named "simiankube".
     assert "helm install simiankube helm/simiankube" in scripts and "deploy/simiankube" in scripts
     assert "--for=condition=Ready" in scripts and "status.chaos.kills" in scripts
+    assert "simiankube verify lamp" in scripts and "simiankube verify migration" in scripts
+    assert "helm uninstall simiankube" in scripts
+
+
+def test_release_workflow_pushes_the_chart_defaults_multi_arch() -> None:
+    workflow, scripts = workflow_scripts("release.yml")
+    _, values = chart_defaults()
+    assert workflow[True]["push"]["tags"] == ["v*"]  # YAML 1.1 reads the key `on` as True
+    (build,) = [step for step in workflow["jobs"]["images"]["steps"] if "build-push-action" in step.get("uses", "")]
+    prefix = workflow["env"]["IMAGE_PREFIX"]
+    components = workflow["jobs"]["images"]["strategy"]["matrix"]["component"]
+    assert sorted(components) == ["nanoservice", "operator"]
+    assert values["image"]["repository"] == f"{prefix}/operator"
+    assert values["nanoservice"]["image"]["repository"] == f"{prefix}/nanoservice"
+    assert build["with"]["file"] == "${{ matrix.component }}/Dockerfile"
+    assert all((REPO / component / "Dockerfile").exists() for component in components)
+    assert build["with"]["tags"] == "${{ env.IMAGE_PREFIX }}/${{ matrix.component }}:${{ needs.version.outputs.version }}"
+    assert set(build["with"]["platforms"].split(",")) == {"linux/amd64", "linux/arm64"}
+    # The tag must be the version the chart's defaults point at.
+    assert "helm/simiankube/Chart.yaml" in scripts and "pyproject.toml" in scripts and "helm package" in scripts

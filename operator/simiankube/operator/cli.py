@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     )
     importlib.import_module("simiankube.operator.handlers")  # registers the handlers
     kopf.configure(verbose=args.verbose)
+    # kopf names itself user@host with getpass.getuser(), which raises when the
+    # uid has no passwd entry, as in the image (65532); getuser reads LOGNAME first.
+    os.environ.setdefault("LOGNAME", "simiankube")
     if lease is not None:
         asyncio.run(lead(lease, config.liveness))  # before kopf: a standby neither watches nor writes
     try:

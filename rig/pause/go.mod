@@ -1,0 +1,3 @@
+module github.com/simiankube/simiankube/rig/pause
+
+go 1.22

@@ -1,0 +1,45 @@
+"""kube-controller-manager and kube-scheduler: what turns workloads into scheduled pods."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from simiankube.testing.controlplane.apiserver import SERVICE_CLUSTER_IP_RANGE
+from simiankube.testing.controlplane.binaries import binary
+
+
+def controller_manager_argv(*, kubeconfig: Path, port: int, pki: Path, cert_dir: Path) -> list[str]:
+    """Command line of kube-controller-manager (every controller, own SA credentials)."""
+    return [
+        str(binary("kube-controller-manager")),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={cert_dir}",
+        "--leader-elect=false",
+        "--use-service-account-credentials=true",
+        f"--service-account-private-key-file={pki / 'sa.key'}",
+        f"--root-ca-file={pki / 'ca.crt'}",
+        f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+        "--controllers=*",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def scheduler_argv(*, kubeconfig: Path, port: int, cert_dir: Path) -> list[str]:
+    """Command line of kube-scheduler."""
+    return [
+        str(binary("kube-scheduler")),
+        f"--kubeconfig={kubeconfig}",
+        f"--authentication-kubeconfig={kubeconfig}",
+        f"--authorization-kubeconfig={kubeconfig}",
+        "--bind-address=127.0.0.1",
+        f"--secure-port={port}",
+        f"--cert-dir={cert_dir}",
+        "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]

@@ -1,0 +1,103 @@
+"""The real node: real containers from the project's images, Services, DNS, logs and exec.
+
+Uses the session's ``real_node`` (see tests/conftest.py); each test works in
+its own namespace.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from simiankube.testing.controlplane import ControlPlane, node, versions
+from simiankube.testing.kube import Kube, pod_ready
+from simiankube.testing.wait import wait_for
+
+NANOSERVICE_IMAGE = "ghcr.io/simiankube/nanoservice:0.1.0"
+
+
+@pytest.fixture
+def ns(real_node: ControlPlane, request: pytest.FixtureRequest) -> Iterator[Kube]:
+    name = "rn-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    real_node.kubectl("create", "namespace", name)
+    yield Kube(real_node, name)
+    real_node.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_the_node_is_real_labelled_and_alone(real_node: ControlPlane) -> None:
+    nodes = json.loads(real_node.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    assert [n["metadata"]["name"] for n in nodes] == [node.NODE_NAME]  # no kwok unless asked
+    labels = nodes[0]["metadata"]["labels"]
+    assert labels["topology.kubernetes.io/zone"] == node.NODE_ZONE
+    info = nodes[0]["status"]["nodeInfo"]
+    assert info["kubeletVersion"] == versions()["K8S_VERSION"]
+    assert info["containerRuntimeVersion"] == "containerd://" + versions()["CONTAINERD_VERSION"].removeprefix("v")
+    addresses = {a["type"]: a["address"] for a in nodes[0]["status"]["addresses"]}
+    assert addresses["InternalIP"] == node.NODE_IP
+
+
+def test_kubectl_version_reports_the_pinned_release(real_node: ControlPlane) -> None:
+    out = json.loads(real_node.kubectl("version", "-o", "json").stdout)
+    assert out["clientVersion"]["gitVersion"] == versions()["K8S_VERSION"]
+    assert out["serverVersion"]["gitVersion"] == versions()["K8S_VERSION"]
+
+
+def test_kubernetes_service_has_the_reachable_endpoint(real_node: ControlPlane) -> None:
+    slices = json.loads(
+        real_node.kubectl(
+            "get", "endpointslices", "-n", "default",
+            "-l", "kubernetes.io/service-name=kubernetes", "-o", "json",
+        ).stdout
+    )["items"]  # fmt: skip
+    addresses = [a for s in slices for e in s["endpoints"] for a in e["addresses"]]
+    assert addresses == [node.NODE_IP]
+
+
+def _run_pod(ns: Kube, name: str, script: str) -> None:
+    ns.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": name}},
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": True,
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": NANOSERVICE_IMAGE,
+                        "command": ["python3", "-c", script],
+                    }
+                ],
+            },
+        }
+    )
+
+
+def test_pods_run_log_exec_and_reach_the_api_by_dns(ns: Kube) -> None:
+    # DNS (CoreDNS pod) + the kubernetes Service (kube-proxy) + the API server on the bridge.
+    script = (
+        "import ssl, time, urllib.request\n"
+        "ctx = ssl.create_default_context(cafile="
+        "'/var/run/secrets/kubernetes.io/serviceaccount/ca.crt')\n"
+        "print(urllib.request.urlopen('https://kubernetes.default.svc.cluster.local/livez',"
+        " context=ctx, timeout=10).status, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    _run_pod(ns, "probe", script)
+    def ready() -> dict[str, Any] | None:
+        pod = ns.get("pod", "probe")
+        return pod if pod_ready(pod) else None
+
+    pod = wait_for(ready, 120, message="pod probe Ready")
+    assert pod["spec"]["nodeName"] == node.NODE_NAME
+    assert pod["status"]["podIP"].startswith("10.248.0.")
+    logs = wait_for(
+        lambda: ns.run("logs", "probe", check=False).stdout.strip(), 60, message="probe logs"
+    )
+    assert logs == "200"
+    exec_out = ns.run("exec", "probe", "--", "python3", "-c", "print(6*7)").stdout
+    assert exec_out.strip() == "42"

@@ -534,6 +534,29 @@ def check_chaos(cluster: Cluster, operator: OperatorProcess, namespace: str, bod
     cluster.wait_ready(namespace, "lamp")
 
 
+def test_chaos_respects_a_pod_disruption_budget(cluster: Cluster) -> None:
+    """Kills are evictions: with a PodDisruptionBudget allowing no disruption, no pod dies, nothing counts."""
+    namespace = WATCHED[1]
+    body = example("lamp.yaml", scale=20)
+    body["spec"]["victim"] = "webserver"
+    cluster.apply(namespace, body)
+    cluster.wait_ready(namespace, "lamp")
+    budget = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "webserver"},
+              "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {
+                  contract.LABEL_ARCHITECTURE: "lamp", contract.LABEL_SERVICE: "webserver"}}}}
+    cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(budget))
+    try:
+        uids = {p["metadata"]["name"]: p["metadata"]["uid"] for p in cluster.pods(namespace, "lamp")}
+        body["spec"]["chaos"] = {"enabled": True, "intervalSeconds": 1, "minPodAgeSeconds": 0, "minReady": 0}
+        cluster.apply(namespace, body)
+        wait_for(lambda: "PodDisruptionBudget forbids it" in str(
+            chaos_status(cluster, namespace, "lamp").get("lastOutcome", "")), 60, message="the budget respected")
+        assert chaos_status(cluster, namespace, "lamp").get("kills") == 0
+        assert {p["metadata"]["name"]: p["metadata"]["uid"] for p in cluster.pods(namespace, "lamp")} == uids
+    finally:
+        cluster.kubectl("-n", namespace, "delete", "poddisruptionbudget", "webserver")
+
+
 # -- segmentation verification ------------------------------------------------------------------
 
 

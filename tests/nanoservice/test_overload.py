@@ -18,7 +18,7 @@ def slow_store(ms: float) -> NanoserviceConfig:
 
 
 async def test_requests_beyond_the_bound_are_shed_at_once_with_a_retry_hint(aiohttp_client: Any) -> None:
-    app = create_app(slow_store(400.0), Identity("db-0", "", "127.0.0.1", 1), resolver=Resolver({}),
+    app = create_app(slow_store(1000.0), Identity("db-0", "", "127.0.0.1", 1), resolver=Resolver({}),
                      max_in_flight=2)
     client = await aiohttp_client(app)
 

@@ -9,7 +9,7 @@
 #   scripts/lock.sh --upgrade-package NAME   move one package only
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-uv=.venv/bin/uv
+uv=${UV:-.venv/bin/uv}
 [ -x "$uv" ] || .venv/bin/python -m pip install --quiet uv
 compile() { # extra... -> requirements/<name>.txt
   local name=$1; shift

@@ -8,7 +8,7 @@ import random
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from simiankube.nanoservice.metrics import BUCKETS, CLASSES, CLIENT, OTHER, PREFIX, SERVER, TRAFFIC, Edge, Metrics
+from simiankube.nanoservice.metrics import BUCKETS, CLASSES, OTHER, PREFIX, Edge, Metrics
 from tests.nanoservice.conftest import Mesh
 
 PEERS = ["plain", "dash-ed", 'quo"te', "back\\slash", "new\nline", 'a="b",c', "ünï"]
@@ -24,8 +24,7 @@ def reference(metrics: Metrics) -> bytes:
             return Histogram(f"{PREFIX}_{name}", doc, labels, registry=registry, buckets=BUCKETS)
         return Counter(f"{PREFIX}_{name}", doc, labels, registry=registry)
 
-    for families, label, edges in ((SERVER, "caller", metrics._server), (CLIENT, "peer", metrics._client),
-                                   (TRAFFIC, "peer", metrics._traffic)):
+    for families, label, edges in metrics.sections():
         for name, doc, kind, read in families:
             built = family(name, doc, kind, label)
             for other, edge in edges.items():
@@ -47,7 +46,7 @@ def test_exposition_is_byte_identical_to_prometheus_client() -> None:
     rng = random.Random(3)
     metrics = Metrics("svc", 'pack"age', callers=PEERS)
     for peer in PEERS:
-        for edge in (metrics.server(peer), metrics.client(peer), metrics.traffic(peer)):
+        for edge in (metrics.server(peer), metrics.client(peer), metrics.traffic(peer), metrics.replication(peer)):
             edge.requests += rng.randint(1, 100)
             edge.errors += rng.randint(0, 5)
             edge.timeouts += rng.randint(0, 5)

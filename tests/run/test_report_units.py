@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import re
 
-from prometheus_client import generate_latest
-
 from simiankube.localrun.report import build_report, format_text, parse_scrape
 from simiankube.model.spec import parse_document
 from simiankube.nanoservice.metrics import Metrics
@@ -18,9 +16,9 @@ def _report() -> tuple[str, dict]:  # type: ignore[type-arg]
     metrics = Metrics("www", "denominator")
     edge = metrics.traffic("www-elb")
     for seconds in [0.0012] * 50 + [0.0071] * 40 + [0.033] * 10:
-        edge.requests.inc()
-        edge.latency.observe(seconds)
-    scrape = parse_scrape(generate_latest(metrics.registry).decode())
+        edge.requests += 1
+        edge.observe(seconds)
+    scrape = parse_scrape(metrics.exposition().decode())
     report = build_report(architecture="storage", duration_s=1.0, scrape=scrape, services=[("web", "staash", 1)],
                           traffic_sources=["www"], processes=1, chaos=[], peak_rss_mib=1.0, zipkin_file="")
     return format_text(report), json.loads(report.to_json())

@@ -130,6 +130,11 @@ class Metrics:
             edge = self._replication[peer] = Edge()
         return edge
 
+    def sections(self) -> tuple[tuple[tuple[Family, ...], str, dict[str, Edge]], ...]:
+        """Each group of families with its edge label and edges, in the order they are written."""
+        return ((SERVER, "caller", self._server), (CLIENT, "peer", self._client), (TRAFFIC, "peer", self._traffic),
+                (REPLICATION, "peer", self._replication))
+
     def watch_spans(self, counts: Callable[[], tuple[int, int]]) -> None:
         """Spans exported and dropped, read from the span exporter at scrape time."""
         self._spans = counts
@@ -138,8 +143,7 @@ class Metrics:
         """The Prometheus text format (version 1.0.0) of every metric, as prometheus_client writes it."""
         out: list[str] = []
         labels = self._labels
-        for families, label, edges in ((SERVER, "caller", self._server), (CLIENT, "peer", self._client),
-                                       (TRAFFIC, "peer", self._traffic), (REPLICATION, "peer", self._replication)):
+        for families, label, edges in self.sections():
             for name, doc, kind, read in families:
                 full = f"{PREFIX}_{name}"
                 samples: list[tuple[str, str, float]] = []

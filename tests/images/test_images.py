@@ -26,10 +26,10 @@ import yaml
 
 from simiankube import contract
 from simiankube.render import RenderSettings, render
-from simiankube.spec import load_file
+from simiankube.model.spec import load_file
 from simiankube.testing import images
 from simiankube.testing.images import Archive, Image, extract_file
-from simiankube.topology import expand
+from simiankube.model.topology import expand
 
 REPO = Path(__file__).resolve().parents[2]
 APP_VERSION = yaml.safe_load((REPO / "helm" / "simiankube" / "Chart.yaml").read_text())["appVersion"]

@@ -1,18 +1,31 @@
-"""A fake API server for the operator's unit tests: records every write."""
+"""The operator tests' fixtures: a fake API server for unit tests (records every write), the helm binary."""
 
 from __future__ import annotations
 
 import copy
 import itertools
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from simiankube.operator.kube import CHILD_KINDS, RESOURCES, KubeError, LiveObject
 from simiankube.operator.status import merge_patch
+from simiankube.testing import controlplane
 
 _uids = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> Path:
+    """The rig's helm if it is built, else helm on PATH; a skip that names both when neither exists."""
+    built = controlplane.bin_dir() / "helm"
+    found = built if built.exists() else shutil.which("helm")
+    if not found:
+        pytest.skip(f"no helm to render the chart: neither {built} (rig/build.sh) nor helm on PATH")
+    return Path(found)
 
 
 def apply_merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

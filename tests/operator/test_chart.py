@@ -6,7 +6,6 @@ they run in the quick loop; without any helm they are skipped, saying why.
 
 from __future__ import annotations
 
-import shutil
 from importlib import resources
 import subprocess
 import tomllib
@@ -17,21 +16,10 @@ import pytest
 import yaml
 
 from simiankube.cli import build_parser
-from simiankube.testing import controlplane
 from simiankube.render.settings import RenderSettings
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "simiankube"
-
-
-@pytest.fixture(scope="module")
-def helm_bin() -> Path:
-    """The rig's helm if it is built, else helm on PATH; a skip that names both when neither exists."""
-    built = controlplane.bin_dir() / "helm"
-    found = built if built.exists() else shutil.which("helm")
-    if not found:
-        pytest.skip(f"no helm to render the chart: neither {built} (rig/build.sh) nor helm on PATH")
-    return Path(found)
 
 
 def run_helm(helm_bin: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -207,13 +195,13 @@ def chart_defaults() -> tuple[str, dict[str, Any]]:
     return str(chart["appVersion"]), yaml.safe_load((CHART / "values.yaml").read_text())
 
 
-def test_default_images_are_the_released_ones_at_the_app_version(rig_binaries: Path) -> None:
+def test_default_images_are_the_released_ones_at_the_app_version(helm_bin: Path) -> None:
     app_version, _ = chart_defaults()
     assert app_version == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    (container,) = by_kind(template(rig_binaries), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    (container,) = by_kind(template(helm_bin), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == f"ghcr.io/simiankube/operator:{app_version}"
     assert f"--nanoservice-image=ghcr.io/simiankube/nanoservice:{app_version}" in container["args"]
-    (container,) = by_kind(template(rig_binaries, "image.tag=dev", "nanoservice.image.repository=local/nano",
+    (container,) = by_kind(template(helm_bin, "image.tag=dev", "nanoservice.image.repository=local/nano",
                                     "nanoservice.image.tag=dev"), "Deployment")[0]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "ghcr.io/simiankube/operator:dev"
     assert "--nanoservice-image=local/nano:dev" in container["args"]

@@ -13,14 +13,14 @@ ALL_ON = ("monitoring.podMonitor.enabled=true", "monitoring.serviceMonitor.enabl
           "monitoring.grafanaDashboard.enabled=true")
 
 
-def test_nothing_for_prometheus_by_default(rig_binaries: Path) -> None:
-    docs = template(rig_binaries)
+def test_nothing_for_prometheus_by_default(helm_bin: Path) -> None:
+    docs = template(helm_bin)
     assert not by_kind(docs, "PodMonitor") and not by_kind(docs, "ServiceMonitor")
     assert not [d for d in by_kind(docs, "ConfigMap") if "grafana_dashboard" in d["metadata"].get("labels", {})]
 
 
-def test_monitors_select_the_nanoservices_and_the_operator(rig_binaries: Path) -> None:
-    docs = template(rig_binaries, *ALL_ON, "monitoring.podMonitor.labels.release=kps")
+def test_monitors_select_the_nanoservices_and_the_operator(helm_bin: Path) -> None:
+    docs = template(helm_bin, *ALL_ON, "monitoring.podMonitor.labels.release=kps")
     (pods,) = by_kind(docs, "PodMonitor")
     assert pods["metadata"]["labels"]["release"] == "kps"
     assert pods["spec"]["namespaceSelector"] == {"any": True}
@@ -35,20 +35,20 @@ def test_monitors_select_the_nanoservices_and_the_operator(rig_binaries: Path) -
     assert operator["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "metrics"
 
 
-def test_pod_monitor_can_be_limited_to_namespaces(rig_binaries: Path) -> None:
-    (pods,) = by_kind(template(rig_binaries, *ALL_ON, "monitoring.podMonitor.namespaces={demo,lab}"), "PodMonitor")
+def test_pod_monitor_can_be_limited_to_namespaces(helm_bin: Path) -> None:
+    (pods,) = by_kind(template(helm_bin, *ALL_ON, "monitoring.podMonitor.namespaces={demo,lab}"), "PodMonitor")
     assert pods["spec"]["namespaceSelector"] == {"matchNames": ["demo", "lab"]}
 
 
-def test_service_monitor_needs_the_metrics_service(rig_binaries: Path) -> None:
-    result = subprocess.run([str(rig_binaries / "helm"), "template", "sk", str(CHART), "--set",
+def test_service_monitor_needs_the_metrics_service(helm_bin: Path) -> None:
+    result = subprocess.run([str(helm_bin), "template", "sk", str(CHART), "--set",
                              "monitoring.serviceMonitor.enabled=true", "--set", "metrics.service.enabled=false"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "needs metrics.service.enabled" in result.stderr
 
 
-def test_dashboard_configmap_for_the_grafana_sidecar(rig_binaries: Path) -> None:
-    docs = template(rig_binaries, *ALL_ON, "monitoring.grafanaDashboard.namespace=monitoring")
+def test_dashboard_configmap_for_the_grafana_sidecar(helm_bin: Path) -> None:
+    docs = template(helm_bin, *ALL_ON, "monitoring.grafanaDashboard.namespace=monitoring")
     (dashboard,) = [d for d in by_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboard")]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert dashboard["metadata"]["namespace"] == "monitoring"
@@ -63,5 +63,5 @@ def test_dashboard_configmap_for_the_grafana_sidecar(rig_binaries: Path) -> None
     assert any(re.search(r"by \(caller, service, le\)", e) for e in expressions)  # the callee's latency per edge
 
 
-def test_lint_with_monitoring_on(rig_binaries: Path) -> None:
-    helm(rig_binaries, "lint", "--strict", str(CHART), *[a for v in ALL_ON for a in ("--set", v)])
+def test_lint_with_monitoring_on(helm_bin: Path) -> None:
+    helm(helm_bin, "lint", "--strict", str(CHART), *[a for v in ALL_ON for a in ("--set", v)])

@@ -160,11 +160,22 @@ def test_migration_steps_on_one_architecture(chart: ControlPlane, restricted: Ku
         wait_ready(restricted, "migration")
         wanted = {s["name"] for s in resource["spec"]["services"]}
 
-        def pruned() -> set[str] | None:
-            running = {p["metadata"]["labels"][contract.LABEL_SERVICE] for p in architecture_pods(restricted, "migration")}
-            all_pods = restricted.get("pods", "-l", f"{contract.LABEL_ARCHITECTURE}=migration")["items"]
-            return running if running <= wanted and len(all_pods) == len(running) else None
+        def pruned() -> bool:
+            pods = restricted.get("pods", "-l", f"{contract.LABEL_ARCHITECTURE}=migration")["items"]
+            services = {p["metadata"]["labels"][contract.LABEL_SERVICE] for p in pods}
+            return bool(pods) and all(pod_ready(p) for p in pods) and services <= wanted
 
         wait_for(pruned, 120, interval=1, message=f"step {step}: only its services run")
-        result = verify(chart, restricted, "migration")
-        assert result.returncode == 0, f"step {step}: {result.stdout}{result.stderr}"
+        # kube-router applies the step's policies to new and relabelled pods over a few
+        # seconds on a loaded machine: verify until it agrees (each run is a full check).
+        results: list[subprocess.CompletedProcess[str]] = []
+
+        def verified() -> bool:
+            results.append(verify(chart, restricted, "migration"))
+            return results[-1].returncode == 0
+
+        try:
+            wait_for(verified, 180, interval=5, message=f"step {step}: verify exits 0")
+        except AssertionError:
+            raise AssertionError(f"step {step}: {results[-1].stdout}{results[-1].stderr}") from None
+        print(f"step {step}: verify ok after {len(results)} run(s)")

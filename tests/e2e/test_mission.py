@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from simiankube import contract
+from simiankube.naming import kube_name
 from simiankube.testing.controlplane import REPO_ROOT, ControlPlane
 from simiankube.testing.kube import Kube, pod_ready
 from simiankube.testing.wait import wait_for
@@ -123,7 +124,16 @@ def test_chaos_kills_a_real_container_and_records_recovery(chart: ControlPlane, 
     apply_architecture(restricted, resource)
     wait_ready(restricted, "lamp")
     before = {p["metadata"]["uid"] for p in architecture_pods(restricted, "lamp")}
-    requests_before, errors_before = traffic_totals(chart, restricted, "lamp")
+    # Right after Ready, user requests fail while headless-Service DNS catches up with
+    # the new pods: measure the kill from a steady state (requests flowing, no new errors).
+    last = [traffic_totals(chart, restricted, "lamp")]
+
+    def steady() -> tuple[float, float] | None:
+        now = traffic_totals(chart, restricted, "lamp")
+        previous, last[0] = last[0], now
+        return now if now[0] > previous[0] and now[1] == previous[1] else None
+
+    requests_before, errors_before = wait_for(steady, 120, interval=3, message="lamp's traffic error-free")
     restricted.run(
         "patch", "architecture", "lamp", "--type=merge", "-p",
         json.dumps({"spec": {"victim": "webserver", "chaos": {
@@ -158,7 +168,7 @@ def test_migration_steps_on_one_architecture(chart: ControlPlane, restricted: Ku
             120, message=f"step {step} observed",
         )  # fmt: skip
         wait_ready(restricted, "migration")
-        wanted = {s["name"] for s in resource["spec"]["services"]}
+        wanted = {kube_name(s["name"]) for s in resource["spec"]["services"]}
 
         def pruned() -> bool:
             pods = restricted.get("pods", "-l", f"{contract.LABEL_ARCHITECTURE}=migration")["items"]

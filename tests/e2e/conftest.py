@@ -23,9 +23,10 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def chart(real_node: ControlPlane) -> Iterator[ControlPlane]:
-    """helm/simiankube installed with its defaults; uninstalled (and checked) at the end."""
+    """helm/simiankube installed with its defaults but chaos on (the chart's default is dry-run, as a user
+    opts in); uninstalled (and checked) at the end."""
     helm(real_node, "install", RELEASE, "helm/simiankube", "-n", RELEASE_NAMESPACE, "--create-namespace",
-         "--wait", "--timeout", "5m")  # fmt: skip
+         "--set", "chaos.mode=on", "--wait", "--timeout", "5m")  # fmt: skip
     yield real_node
     helm(real_node, "uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait", "--timeout", "3m")
 

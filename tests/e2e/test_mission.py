@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from simiankube import contract
-from simiankube.naming import kube_name
+from simiankube.model.naming import kube_name
 from simiankube.testing.controlplane import REPO_ROOT, ControlPlane
 from simiankube.testing.kube import Kube, pod_ready
 from simiankube.testing.wait import wait_for

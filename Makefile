@@ -13,10 +13,11 @@ test:
 	@scripts/bootstrap.sh all
 	$(PY) -m pytest
 
-# The quick loop: everything but the tests that need the control-plane rig.
+# The quick loop: everything but the tests that need the control-plane rig, the
+# image builds, a browser or npm (those need `scripts/bootstrap.sh system`).
 test-quick:
 	@scripts/bootstrap.sh python
-	$(PY) -m pytest -m "not controlplane"
+	$(PY) -m pytest -m "not controlplane and not images and not browser and not npm"
 
 # The real node and the mission end to end on it (root; see CONTRIBUTING.md).
 test-realnode:

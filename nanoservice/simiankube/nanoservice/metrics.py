@@ -105,30 +105,16 @@ class Metrics:
         self._known = frozenset([*self.callers, self.service, ANONYMOUS, OTHER])
 
     def server(self, caller: str) -> Edge:
-        edge = self._server.get(caller)
-        if edge is None:
-            if caller not in self._known:
-                return self.server(OTHER)
-            edge = self._server[caller] = Edge()
-        return edge
+        return _edge(self._server, caller if caller in self._known else OTHER)
 
     def client(self, peer: str) -> Edge:
-        edge = self._client.get(peer)
-        if edge is None:
-            edge = self._client[peer] = Edge()
-        return edge
+        return _edge(self._client, peer)
 
     def traffic(self, peer: str) -> Edge:
-        edge = self._traffic.get(peer)
-        if edge is None:
-            edge = self._traffic[peer] = Edge()
-        return edge
+        return _edge(self._traffic, peer)
 
     def replication(self, peer: str) -> Edge:
-        edge = self._replication.get(peer)
-        if edge is None:
-            edge = self._replication[peer] = Edge()
-        return edge
+        return _edge(self._replication, peer)
 
     def sections(self) -> tuple[tuple[tuple[Family, ...], str, dict[str, Edge]], ...]:
         """Each group of families with its edge label and edges, in the order they are written."""
@@ -189,6 +175,14 @@ class Metrics:
                 pairs[extra] = value
             text = self._texts[key] = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(pairs.items()))
         return text
+
+
+def _edge(edges: dict[str, Edge], other: str) -> Edge:
+    """The edge to `other`, created on first use."""
+    edge = edges.get(other)
+    if edge is None:
+        edge = edges[other] = Edge()
+    return edge
 
 
 def _family(out: list[str], name: str, doc: str, kind: str, samples: list[tuple[str, str, float]]) -> None:

@@ -8,10 +8,10 @@ from simiankube.testing.controlplane.apiserver import SERVICE_CLUSTER_IP_RANGE
 from simiankube.testing.controlplane.binaries import binary
 
 
-def controller_manager_argv(*, kubeconfig: Path, port: int, pki: Path, cert_dir: Path) -> list[str]:
-    """Command line of kube-controller-manager (every controller, own SA credentials)."""
+def _component_argv(name: str, *, kubeconfig: Path, port: int, cert_dir: Path) -> list[str]:
+    """What kube-controller-manager and kube-scheduler share: credentials, a loopback port, no leader election."""
     return [
-        str(binary("kube-controller-manager")),
+        str(binary(name)),
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
         f"--authorization-kubeconfig={kubeconfig}",
@@ -19,27 +19,23 @@ def controller_manager_argv(*, kubeconfig: Path, port: int, pki: Path, cert_dir:
         f"--secure-port={port}",
         f"--cert-dir={cert_dir}",
         "--leader-elect=false",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def controller_manager_argv(*, kubeconfig: Path, port: int, pki: Path, cert_dir: Path) -> list[str]:
+    """Command line of kube-controller-manager (every controller, own SA credentials)."""
+    return [
+        *_component_argv("kube-controller-manager", kubeconfig=kubeconfig, port=port, cert_dir=cert_dir),
         "--use-service-account-credentials=true",
         f"--service-account-private-key-file={pki / 'sa.key'}",
         f"--root-ca-file={pki / 'ca.crt'}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
         "--controllers=*",
-        "--profiling=false",
-        "--v=1",
     ]
 
 
 def scheduler_argv(*, kubeconfig: Path, port: int, cert_dir: Path) -> list[str]:
     """Command line of kube-scheduler."""
-    return [
-        str(binary("kube-scheduler")),
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={port}",
-        f"--cert-dir={cert_dir}",
-        "--leader-elect=false",
-        "--profiling=false",
-        "--v=1",
-    ]
+    return _component_argv("kube-scheduler", kubeconfig=kubeconfig, port=port, cert_dir=cert_dir)

@@ -333,8 +333,10 @@ class LocalRun:
                 self.started = time.monotonic()
                 monkey = asyncio.create_task(self.chaos(session)) if self.victim else None
                 # Progress needs the traffic sources only; the victim's counters must be read before it dies.
-                # Scraping everything every interval costs the workers a large share of their CPU.
-                watched = [w for w in self.workers if w.traffic or any(m.name == self.victim for m in w.members)]
+                # Scraping everything every interval costs the workers a large share of their CPU, so only a
+                # live view (an observer: every instance's rates and readiness) gets all of them.
+                watched = self.workers if self.observer is not None else [
+                    w for w in self.workers if w.traffic or any(m.name == self.victim for m in w.members)]
                 while self.elapsed() < self.duration:
                     await asyncio.sleep(min(SCRAPE_INTERVAL, max(0.0, self.duration - self.elapsed())))
                     await self.scrape(session, watched)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import random
 from pathlib import Path
@@ -80,13 +81,25 @@ def test_a_user_request_is_one_tree_rooted_at_the_traffic_source(mesh: Mesh) -> 
         path = Path(mesh.zipkin)
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
+    def per_service(found: list[dict[str, object]]) -> dict[str, int]:
+        return collections.Counter(s["localEndpoint"]["serviceName"] for s in found)  # type: ignore[index]
+
     wait_for(lambda: len(spans()) > 60, 15, message="spans of a few user requests")
-    found = spans()
+    first = spans()
+    # Each process flushes its spans every second: once every service has written more since `first`, every
+    # span of a trace whose root was already in `first` (children end before their parents) is in the file.
+    before = per_service(first)
+
+    def flushed_again() -> list[dict[str, object]] | None:
+        now = spans()
+        return now if all(per_service(now)[name] > before[name] for name in ("users", "lb", "db")) else None
+
+    found = wait_for(flushed_again, 15, message="a flush of every service after the first read")
     roots = [s for s in found if "parentId" not in s]
     assert roots and all(s["kind"] == "SERVER" and s["localEndpoint"]["serviceName"] == "users"  # type: ignore[index]
                          for s in roots)
     ids = {s["id"] for s in found}
-    complete = {s["traceId"] for s in roots}
+    complete = {s["traceId"] for s in first if "parentId" not in s}
     assert all(s["parentId"] in ids for s in found if s["traceId"] in complete and "parentId" in s)
     assert {s["name"] for s in found} <= {"GET /kv/{key}", "PUT /kv/{key}"}
     addresses = {s["localEndpoint"]["ipv4"] for s in found}  # type: ignore[index]

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from simiankube.model import generate
-from simiankube.operator.testing import OperatorProcess, install_crd, install_operator_identity
+from simiankube.testing.operator import OperatorProcess, install_crd, install_operator_identity
 from simiankube.testing.controlplane import ControlPlane
 from simiankube.testing.wait import wait_for
 

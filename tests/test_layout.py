@@ -26,7 +26,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "segmentation": {"contract", "model", "render"},
     "nanoservice": {"contract"},
     "localrun": {"contract", "model", "render", "segmentation", "nanoservice"},
-    "operator": {"contract", "model", "render", "segmentation", "testing"},
+    "operator": {"contract", "model", "render", "segmentation"},
     "ui": {"contract", "model", "render", "segmentation", "localrun"},
     "cli": {"contract", "model", "render", "segmentation", "localrun", "operator", "ui"},
     "testing": set(),
@@ -100,10 +100,18 @@ def test_frameworks_stay_at_the_edges(module: str, path: Path) -> None:
             assert "@kopf." not in path.read_text(), "every kopf decorator lives in handlers"
 
 
+# Test support, importable from the checkout (editable install) but shipped in no wheel or image.
+CHECKOUT_ONLY = "simiankube.testing"
+
+
 def test_every_package_is_installed() -> None:
     """pyproject lists packages one by one (the namespace spans three folders): none may be missing."""
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     on_disk = {name for name, path in ALL if path.name == "__init__.py"}
     on_disk.discard("simiankube")
+    harness = {name for name in on_disk if name == CHECKOUT_ONLY or name.startswith(f"{CHECKOUT_ONLY}.")}
+    assert harness, f"{CHECKOUT_ONLY} moved: update CHECKOUT_ONLY"
+    assert not harness & listed, f"the test harness must stay out of the wheel: {sorted(harness & listed)}"
+    on_disk -= harness
     assert on_disk <= listed, f"add to pyproject's packages: {sorted(on_disk - listed)}"
     assert listed - {"simiankube"} <= on_disk, f"listed but not on disk: {sorted(listed - on_disk - {'simiankube'})}"

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import tempfile
 import time
-import tomllib
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -204,19 +203,7 @@ def test_project_images_run_as_uid_65532(node_images: dict[str, Image], working:
     assert probe_modules(working[name])["uid"] == [65532, 65532]
 
 
-# The nanoservice Dockerfile installs the package with --no-deps while pyproject.toml
-# lists the operator's dependencies for everyone, so pip check reports them missing
-# until the package has a `nanoservice` extra for the Dockerfile to install (issue 9).
-NANOSERVICE_EXTRA = "nanoservice" in tomllib.loads((REPO / "pyproject.toml").read_text())["project"].get(
-    "optional-dependencies", {})
-
-
-@pytest.mark.parametrize("name", [
-    pytest.param("nanoservice", marks=pytest.mark.xfail(
-        not NANOSERVICE_EXTRA, strict=True,
-        reason="no `nanoservice` extra yet: the image lacks kopf/kubernetes_asyncio the package requires")),
-    "operator",
-])
+@pytest.mark.parametrize("name", ["nanoservice", "operator"])
 def test_pip_check_passes(working: dict[str, str], name: str) -> None:
     # The operator's virtualenv has no pip of its own: the base's pip checks it.
     command = (("python", "-m", "pip", "check") if name == "nanoservice" else
@@ -229,9 +216,10 @@ def test_pip_check_passes(working: dict[str, str], name: str) -> None:
 def test_operator_image_holds_the_operator_and_no_test_harness_or_compilers(
         node_images: dict[str, Image], working: dict[str, str]) -> None:
     found = probe_modules(working["operator"], "simiankube.operator", "kopf", "kubernetes_asyncio",
-                          "pytest", "pytest_aiohttp", "mypy", "jsonschema")
+                          "simiankube.testing", "pytest", "pytest_aiohttp", "mypy", "jsonschema")
     assert found["modules"] == {"simiankube.operator": True, "kopf": True, "kubernetes_asyncio": True,
-                                "pytest": False, "pytest_aiohttp": False, "mypy": False, "jsonschema": False}
+                                "simiankube.testing": False, "pytest": False, "pytest_aiohttp": False,
+                                "mypy": False, "jsonschema": False}
     assert found["tools"] == dict.fromkeys(("gcc", "cc", "c++", "g++", "clang", "make", "ld", "as"))
     config = Archive.read(node_images["operator"].archive).config["config"]
     assert config["Entrypoint"] == ["simiankube", "operator"]
@@ -241,10 +229,10 @@ def test_operator_image_holds_the_operator_and_no_test_harness_or_compilers(
 
 def test_nanoservice_image_has_no_operator_dependencies(working: dict[str, str]) -> None:
     found = probe_modules(working["nanoservice"], "simiankube.nanoservice", "aiohttp", "uvloop",
-                          "prometheus_client", "yaml", "kopf", "kubernetes_asyncio", "pytest")
+                          "prometheus_client", "yaml", "kopf", "kubernetes_asyncio", "simiankube.testing", "pytest")
     assert found["modules"] == {"simiankube.nanoservice": True, "aiohttp": True, "uvloop": True,
-                                "prometheus_client": True, "yaml": True,
-                                "kopf": False, "kubernetes_asyncio": False, "pytest": False}
+                                "prometheus_client": True, "yaml": True, "kopf": False,
+                                "kubernetes_asyncio": False, "simiankube.testing": False, "pytest": False}
     assert found["tools"] == dict.fromkeys(("gcc", "cc", "c++", "g++", "clang", "make", "ld", "as"))
 
 

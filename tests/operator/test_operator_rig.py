@@ -20,7 +20,7 @@ import yaml
 
 from simiankube import contract
 from simiankube.operator.reconcile import ANNOTATION_APPLIED_HASH
-from simiankube.operator.testing import OperatorProcess, install_crd, install_operator_identity
+from simiankube.testing.operator import OperatorProcess, install_crd, install_operator_identity
 from simiankube.render import RenderSettings, render
 from simiankube.cli import main
 from simiankube.model.spec import parse_document

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from simiankube import contract
-from simiankube.operator.testing import CRD, OperatorProcess, install_crd, install_operator_identity
+from simiankube.testing.operator import CRD, OperatorProcess, install_crd, install_operator_identity
 from simiankube.testing.controlplane import ControlPlane
 from simiankube.testing.wait import wait_for
 

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from simiankube.testing.controlplane import ControlPlane, free_port
 from simiankube.testing.wait import wait_for
 
-REPO_ROOT = Path(__file__).resolve().parents[3]  # operator/simiankube/operator/testing.py
+REPO_ROOT = Path(__file__).resolve().parents[2]  # simiankube/testing/operator.py
 CHART = REPO_ROOT / "helm" / "simiankube"
 CRD = REPO_ROOT / "crds" / "architecture.yaml"
 RELEASE = "sk"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,8 @@ def main() -> None:
           f"p50 {traffic['p50_ms']} ms, p99 {traffic['p99_ms']} ms")
     print(f"requests served by all services: {served / report['duration_s']:.0f}/s "
           f"({report['calls_per_user_request']} calls between services per user request)")
+    print(f"CPU while traffic ran: {report['cpu_s']:.1f} s of {report['duration_s'] * (os.cpu_count() or 1):.0f} s "
+          f"on {os.cpu_count()} cores, {report['cpu_us_per_request'] or 0:.0f} us per request served")
     print(f"peak memory: {report['peak_rss_mib']:.0f} MiB RSS (all processes); "
           f"{report['timeout_share'] or 0:.1%} of user requests timed out")
 

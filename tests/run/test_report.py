@@ -86,3 +86,25 @@ def test_fast_parser_sums_like_prometheus_client() -> None:
     text = plain.exposition().decode()
     assert parse_scrape(text) == _parse_scrape_slow(text)
     assert parse_scrape(text)[("client_requests_total", "other")] == 3.0
+
+
+def test_cpu_per_request_counts_every_hop() -> None:
+    scrape = {("server_requests_total", "web"): 3000.0, ("server_requests_total", "db"): 1000.0}
+    report = build_report(architecture="a", duration_s=8.0, scrape=scrape, services=[("web", "zuul", 2),
+                          ("db", "store", 2)], traffic_sources=[], processes=1, chaos=[], peak_rss_mib=1.0,
+                          zipkin_file="", cpu_s=2.0)
+    assert report.cpu_s == 2.0 and report.cpu_us_per_request == 500.0
+    assert "2 s CPU, 500 us of CPU per request served" in format_text(report)
+    assert _report().cpu_us_per_request is None  # nothing served, or no CPU measured: no figure
+    assert "us of CPU" not in format_text(_report())
+
+
+def test_instances_missing_from_the_final_scrape_are_named() -> None:
+    report = build_report(architecture="a", duration_s=8.0, scrape={}, services=[], traffic_sources=[],
+                          processes=1, chaos=[], peak_rss_mib=1.0, zipkin_file="",
+                          unscraped=[f"a-svc-{n}" for n in range(7, 0, -1)])
+    text = format_text(report)
+    assert "WARNING: 7 instance(s) did not answer the final scrape" in text
+    assert "a-svc-1, a-svc-2, a-svc-3, a-svc-4, a-svc-5, ..." in text
+    assert json.loads(report.to_json())["unscraped"] == [f"a-svc-{n}" for n in range(1, 8)]
+    assert "final scrape" not in format_text(_report())

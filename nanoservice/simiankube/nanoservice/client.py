@@ -41,6 +41,9 @@ from simiankube.nanoservice.tracing import SpanExporter, span_name, wall_time, z
 RETRYABLE_STATUS = frozenset({503})
 SOFT_FAILURES_TO_EJECT = 3
 MIN_ATTEMPT_SECONDS = 0.001  # no attempt is worth starting with less budget
+# A call that timed out (or whose caller gave up) still reads its answer for this long, so the connection goes
+# back to the pool: closing it would cost a new connection, and under load every timeout would add one.
+LATE_ANSWER_SECONDS = 1.0
 NOTHING: frozenset[str] = frozenset()
 
 
@@ -175,7 +178,7 @@ class Caller:
         self.health = health or Health()
         self.retry_budget = retry_budget or RetryBudget()
         self.timeout = config.behavior.timeout_ms / 1000.0
-        self._full_timeout = aiohttp.ClientTimeout(total=self.timeout)  # the usual attempt's, built once
+        self._late_timeout = aiohttp.ClientTimeout(total=self.timeout + LATE_ANSWER_SECONDS)  # the usual, built once
         # id(dependency) → (dependency, the resolver's version, (preferred, fallback))
         self._endpoints: dict[int, _Resolved] = {}
 
@@ -278,6 +281,12 @@ class Caller:
         edge.observe(time.monotonic() - started)
         return result
 
+    async def _exchange(self, method: str, url: str, body: Any, headers: dict[str, str],
+                        timeout: aiohttp.ClientTimeout) -> tuple[int, bytes]:
+        """The HTTP request and its whole answer: (status, body)."""
+        async with self.session.request(method, url, json=body, headers=headers, timeout=timeout) as response:
+            return response.status, await response.read()
+
     def _choose(
         self, groups: Sequence[Sequence[Endpoint]], tried: set[str], prefer_zone: bool, ordered: bool
     ) -> Endpoint | None:
@@ -313,13 +322,12 @@ class Caller:
         started = time.monotonic()
         url = f"http://{endpoint.address}:{endpoint.port}{path}"
         retryable = False
+        exchange = asyncio.ensure_future(self._exchange(
+            method, url, body, headers,
+            self._late_timeout if timeout == self.timeout else aiohttp.ClientTimeout(total=timeout + LATE_ANSWER_SECONDS)))
         try:
-            async with self.session.request(
-                method, url, json=body, headers=headers,
-                timeout=self._full_timeout if timeout == self.timeout else aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                raw = await response.read()
-                status = response.status
+            async with asyncio.timeout(timeout):
+                status, raw = await asyncio.shield(exchange)
         except asyncio.TimeoutError:
             edge.timeouts += 1
             self.health.failure(endpoint.key, hard=False)
@@ -336,6 +344,9 @@ class Caller:
                 self.health.success(endpoint.key)
                 if status >= 500:
                     result.error = str(result.body.get("error", f"{peer} {endpoint.key}: HTTP {status}"))
+        finally:
+            if not exchange.done():  # timed out, or this request was cancelled: the answer may still come
+                exchange.add_done_callback(_forget)
         if not result.ok and result.status >= 500:
             edge.errors += 1
         if self.exporter.enabled and trace.sampled:
@@ -345,6 +356,12 @@ class Caller:
                 tags={"http.status_code": str(result.status), "peer.address": endpoint.key},
             ))
         return result, retryable and hop.remaining() >= MIN_ATTEMPT_SECONDS
+
+
+def _forget(exchange: asyncio.Future[tuple[int, bytes]]) -> None:
+    """An answer nobody waits for any more: its failure, if any, is not an error worth logging."""
+    if not exchange.cancelled():
+        exchange.exception()
 
 
 def _json(raw: bytes) -> dict[str, Any]:

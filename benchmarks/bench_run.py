@@ -68,8 +68,9 @@ def main() -> None:
           f"({report['calls_per_user_request']} calls between services per user request)")
     per_request = report["cpu_us_per_request"] or 0.0
     print(f"CPU while traffic ran: {report['cpu_s']:.1f} s of {report['duration_s'] * (os.cpu_count() or 1):.0f} s "
-          f"on {os.cpu_count()} cores (load average {load_before} before, {load_after} after: other jobs share "
-          f"them), {per_request:.0f} us per request served; at that cost {GOAL_CALLS:,} calls/s need "
+          f"on {os.cpu_count()} cores, {report['cpu_wait_s']:.1f} s more waiting for a CPU (load average "
+          f"{load_before} before, {load_after} after: other jobs share them), {per_request:.0f} us per request "
+          f"served; at that cost {GOAL_CALLS:,} calls/s need "
           f"{GOAL_CALLS * per_request / 1e6:.1f} cores")
     print(f"peak memory: {report['peak_rss_mib']:.0f} MiB RSS (all processes); "
           f"{report['timeout_share'] or 0:.1%} of user requests timed out")

@@ -190,13 +190,15 @@ def choose_victim(arch: Architecture, topology: Topology, seed: int) -> str:
     return random.Random(seed).choice(candidates) if candidates else ""
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process so far (0 when it is gone)."""
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU time, time ready to run but waiting for a CPU) of a live process so far, (0, 0) when it is gone.
+    The wait is its main thread's (the event loop's): the share of the machine that other jobs took."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        waited = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError):
+        return 0.0, 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), waited  # utime + stime
 
 
 def rss_mib(pid: int) -> float:
@@ -223,6 +225,7 @@ class LocalRun:
     peak_rss: float = 0.0
     started: float = 0.0
     cpu: float = 0.0  # CPU seconds all processes spent while traffic ran
+    cpu_wait: float = 0.0  # seconds they were ready to run but waited for a CPU meanwhile
     unscraped: list[str] = field(default_factory=list)  # instances whose final counts are missing
     observer: Observer | None = None
 
@@ -312,10 +315,15 @@ class LocalRun:
         self.peak_rss = max(self.peak_rss, rss_mib(os.getpid()) + sum(rss_mib(p) for p in pids))
         return [m.name for _, m in pending]
 
-    def cpu_so_far(self) -> float:
-        """CPU seconds of the runner and every live worker since each started."""
-        return cpu_seconds(os.getpid()) + sum(
-            cpu_seconds(w.process.pid) for w in self.workers if w.process and w.process.returncode is None)
+    def cpu_so_far(self) -> tuple[float, float]:
+        """CPU seconds of the runner and every live worker since each started, and their waits for a CPU."""
+        times = [cpu_seconds(os.getpid()),
+                 *(cpu_seconds(w.process.pid) for w in self.workers if w.process and w.process.returncode is None)]
+        return sum(t[0] for t in times), sum(t[1] for t in times)
+
+    def count_cpu(self, times: tuple[float, float], sign: float = 1.0) -> None:
+        self.cpu += sign * times[0]
+        self.cpu_wait += sign * times[1]
 
     def traffic_totals(self) -> tuple[int, int]:
         total = combine(self.scrapes.values())
@@ -338,7 +346,7 @@ class LocalRun:
         worker = next(w for w in self.workers if any(m.name == self.victim for m in w.members))
         assert worker.process is not None
         _, errors_before = self.traffic_totals()
-        self.cpu += cpu_seconds(worker.process.pid)  # what the victim's process spent; its successor counts anew
+        self.count_cpu(cpu_seconds(worker.process.pid))  # what the victim's process spent; its successor counts anew
         killed = time.monotonic()
         worker.process.kill()
         await worker.process.wait()
@@ -362,7 +370,7 @@ class LocalRun:
                 print(f"{self.arch.resource_name}: {len(self.topology.instances)} instances ready in "
                       f"{len(self.workers)} processes (pids {pids})", file=self.progress, flush=True)
                 self.started = time.monotonic()
-                self.cpu = -self.cpu_so_far()
+                self.count_cpu(self.cpu_so_far(), -1.0)
                 monkey = asyncio.create_task(self.chaos(session)) if self.victim else None
                 # Progress needs the traffic sources only; the victim's counters must be read before it dies.
                 # Scraping everything every interval costs the workers a large share of their CPU, so only a
@@ -380,7 +388,7 @@ class LocalRun:
                     monkey.cancel()
                     await asyncio.gather(monkey, return_exceptions=True)
                 duration = self.elapsed()
-                self.cpu += self.cpu_so_far()
+                self.count_cpu(self.cpu_so_far())
                 self.unscraped = await self.scrape(session, attempts=FINAL_SCRAPE_ATTEMPTS)
             finally:
                 await self.stop()
@@ -401,6 +409,7 @@ class LocalRun:
             chaos=self.events,
             peak_rss_mib=self.peak_rss,
             cpu_s=self.cpu,
+            cpu_wait_s=self.cpu_wait,
             unscraped=self.unscraped,
             zipkin_file=self.workers[0].members[0].launch.zipkin_file if self.workers else "",
             expected_reachability=(

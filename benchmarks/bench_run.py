@@ -7,18 +7,22 @@ services are about 1,000 instances).
 
 Prints the user request rate of the traffic source, the requests all services
 served per second (every hop counts), calls between services per user
-request, the p50/p99 the users saw, and the peak RSS of all processes.
+request, the p50/p99 the users saw, the CPU all processes spent per request
+served (the steady figure on a shared machine; the load average is printed
+with it), and the peak RSS of all processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
+GOAL_CALLS = 3000  # calls/s between services that 1,000 local instances on 2 cores should sustain (issue 14)
 ARCHITECTURE = Path(__file__).resolve().parents[1] / "architectures" / "spigo" / "netflixoss_arch.json"
 
 
@@ -42,6 +46,7 @@ def main() -> None:
             "spec": {**{k: v for k, v in document.items() if k in ("arch", "description", "version", "victim")},
                      "services": document["services"], "traffic": {"intervalMs": args.interval_ms}},
         }
+    load_before = Path("/proc/loadavg").read_text().split()[0]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "netflixoss.json"
         path.write_text(json.dumps(resource))
@@ -51,6 +56,7 @@ def main() -> None:
              "--zipkin-file", zipkin, "-o", "json"],
             capture_output=True, text=True, check=True,
         )
+    load_after = Path("/proc/loadavg").read_text().split()[0]
     report = json.loads(result.stdout)
     served = sum(s["requests"] for s in report["services"].values())
     [traffic] = report["traffic"]
@@ -60,6 +66,12 @@ def main() -> None:
           f"p50 {traffic['p50_ms']} ms, p99 {traffic['p99_ms']} ms")
     print(f"requests served by all services: {served / report['duration_s']:.0f}/s "
           f"({report['calls_per_user_request']} calls between services per user request)")
+    per_request = report["cpu_us_per_request"] or 0.0
+    print(f"CPU while traffic ran: {report['cpu_s']:.1f} s of {report['duration_s'] * (os.cpu_count() or 1):.0f} s "
+          f"on {os.cpu_count()} cores, {report['cpu_wait_s']:.1f} s more waiting for a CPU (load average "
+          f"{load_before} before, {load_after} after: other jobs share them), {per_request:.0f} us per request "
+          f"served; at that cost {GOAL_CALLS:,} calls/s need "
+          f"{GOAL_CALLS * per_request / 1e6:.1f} cores")
     print(f"peak memory: {report['peak_rss_mib']:.0f} MiB RSS (all processes); "
           f"{report['timeout_share'] or 0:.1%} of user requests timed out")
 

@@ -161,6 +161,14 @@ class Report:
     chaos: list[dict[str, Any]]
     peak_rss_mib: float
     zipkin_file: str
+    # CPU seconds the runner and every worker spent while traffic ran, and per request served (every hop counts):
+    # on a shared machine the steady figure, where requests per second measure the other jobs too.
+    cpu_s: float = 0.0
+    cpu_us_per_request: float | None = None
+    # Seconds the processes were ready to run but waited for a CPU (other jobs, or more work than cores).
+    cpu_wait_s: float = 0.0
+    # Instances that never answered the final scrape: their counts are missing from every figure.
+    unscraped: list[str] = field(default_factory=list)
     # The service-level truth table the rendered NetworkPolicies encode (not enforced locally).
     expected_reachability: str = ""
     # Share of user requests that timed out; above SATURATED_TIMEOUT_SHARE the machine could not keep up.
@@ -210,6 +218,9 @@ def build_report(
     peak_rss_mib: float,
     zipkin_file: str,
     expected_reachability: str = "",
+    cpu_s: float = 0.0,
+    cpu_wait_s: float = 0.0,
+    unscraped: Iterable[str] = (),
 ) -> Report:
     def total(metric: str, service: str) -> int:
         return int(scrape.get((metric, service), 0.0))
@@ -242,6 +253,7 @@ def build_report(
     user_requests = sum(t.requests for t in traffic)
     attempts = sum(v for k, v in scrape.items() if k[0] == "client_requests_total")
     share = timeout_share(traffic)
+    served = sum(s.requests for s in stats)
     return Report(
         architecture=architecture,
         duration_s=round(duration_s, 3),
@@ -254,6 +266,10 @@ def build_report(
         chaos=chaos,
         peak_rss_mib=round(peak_rss_mib, 1),
         zipkin_file=zipkin_file,
+        cpu_s=round(cpu_s, 2),
+        cpu_us_per_request=round(cpu_s / served * 1e6, 1) if served and cpu_s else None,
+        cpu_wait_s=round(cpu_wait_s, 2),
+        unscraped=sorted(unscraped),
         expected_reachability=expected_reachability,
         timeout_share=None if share is None else round(share, 4),
         saturated=saturated(share),
@@ -272,7 +288,13 @@ def section_summary(report: Report) -> str:
     return (f"{report.architecture}: {report.instances} instances in {report.processes} processes for "
             f"{report.duration_s:g} s; {calls} calls between services per user request, "
             f"{report.retries} retries; peak memory {report.peak_rss_mib:g} MiB (RSS, all processes)"
-            + saturation_warning(report))
+            + (f"; {report.cpu_s:g} s CPU ({report.cpu_wait_s:g} s more waiting for one), "
+               f"{report.cpu_us_per_request:g} us of CPU per request served"
+               if report.cpu_us_per_request is not None else "")
+            + saturation_warning(report)
+            + (f"\nWARNING: {len(report.unscraped)} instance(s) did not answer the final scrape; every figure "
+               f"misses their counts: {', '.join(report.unscraped[:5])}{', ...' if len(report.unscraped) > 5 else ''}"
+               if report.unscraped else ""))
 
 
 def saturation_warning(report: Report) -> str:
@@ -282,7 +304,9 @@ def saturation_warning(report: Report) -> str:
     return (f"\nWARNING: saturated: {report.timeout_share:.1%} of user requests timed out "
             f"(more than {SATURATED_TIMEOUT_SHARE:.0%}): this machine could not keep up with the traffic, so "
             "latencies and errors measure the machine, not the architecture. Raise spec.traffic.intervalMs "
-            "(the tick between user requests) or scale down (--scale below 100).")
+            "(the tick between user requests) or scale down (--scale below 100)."
+            + (f" The processes waited {report.cpu_wait_s:g} s for a CPU while they ran {report.cpu_s:g} s: other "
+               "jobs on this machine took the rest." if report.cpu_wait_s > report.cpu_s > 0 else ""))
 
 
 def section_services(report: Report) -> str:

@@ -43,6 +43,8 @@ READY_TIMEOUT = 60.0  # seconds for every instance of a process to answer /ready
 RESTART_DELAY = 2.0  # the victim comes back this long after the kill, like a ReplicaSet's new pod
 STOP_TIMEOUT = 12.0  # SIGTERM, then SIGKILL after this long
 SCRAPE_INTERVAL = 2.0  # progress: the traffic sources' and the victim's /metrics (all of them at the end)
+SCRAPE_CONCURRENCY = 32  # /metrics requests in flight at once
+FINAL_SCRAPE_ATTEMPTS = 3  # the report is the last scrape: an instance that did not answer is asked again
 MAX_INSTANCES_PER_SUBNET = 254
 
 
@@ -188,6 +190,17 @@ def choose_victim(arch: Architecture, topology: Topology, seed: int) -> str:
     return random.Random(seed).choice(candidates) if candidates else ""
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU time, time ready to run but waiting for a CPU) of a live process so far, (0, 0) when it is gone.
+    The wait is its main thread's (the event loop's): the share of the machine that other jobs took."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        waited = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError):
+        return 0.0, 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), waited  # utime + stime
+
+
 def rss_mib(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -211,6 +224,9 @@ class LocalRun:
     events: list[dict[str, Any]] = field(default_factory=list)
     peak_rss: float = 0.0
     started: float = 0.0
+    cpu: float = 0.0  # CPU seconds all processes spent while traffic ran
+    cpu_wait: float = 0.0  # seconds they were ready to run but waited for a CPU meanwhile
+    unscraped: list[str] = field(default_factory=list)  # instances whose final counts are missing
     observer: Observer | None = None
 
     # -- processes -----------------------------------------------------------------
@@ -270,22 +286,44 @@ class LocalRun:
 
     # -- observing -----------------------------------------------------------------
 
-    async def scrape(self, session: aiohttp.ClientSession, workers: list[Worker] | None = None) -> None:
-        """Every instance of `workers` (default all); the peak RSS of all processes either way."""
-        async def one(worker: Worker, member: Planned) -> None:
+    async def scrape(self, session: aiohttp.ClientSession, workers: list[Worker] | None = None, *,
+                     attempts: int = 1) -> list[str]:
+        """Every instance of `workers` (default all), asking again up to `attempts` times those that did not
+        answer; the peak RSS of all processes either way. Returns the instances that never answered."""
+        slots = asyncio.Semaphore(SCRAPE_CONCURRENCY)
+
+        async def one(worker: Worker, member: Planned) -> bool:
             text = None
-            with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
-                async with session.get(f"http://{member.address}:{contract.HTTP_PORT}{contract.PATH_METRICS}",
-                                       timeout=aiohttp.ClientTimeout(total=2)) as response:
-                    if response.status == 200:
-                        text = await response.text()
-                        self.scrapes[(member.name, worker.incarnation)] = parse_scrape(text)
+            async with slots:  # the timeout runs from sending, not from waiting behind a thousand others
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                    async with session.get(f"http://{member.address}:{contract.HTTP_PORT}{contract.PATH_METRICS}",
+                                           timeout=aiohttp.ClientTimeout(total=2)) as response:
+                        if response.status == 200:
+                            text = await response.text()
+                            self.scrapes[(member.name, worker.incarnation)] = parse_scrape(text)
             if self.observer is not None:
                 self.observer.scraped(member.name, text, time.monotonic())
+            return text is not None
 
-        await asyncio.gather(*(one(w, m) for w in (self.workers if workers is None else workers) for m in w.members))
+        pending = [(w, m) for w in (self.workers if workers is None else workers) for m in w.members]
+        for _ in range(attempts):
+            answered = await asyncio.gather(*(one(w, m) for w, m in pending))
+            pending = [p for p, ok in zip(pending, answered) if not ok]
+            if not pending:
+                break
         pids = [w.process.pid for w in self.workers if w.process and w.process.returncode is None]
         self.peak_rss = max(self.peak_rss, rss_mib(os.getpid()) + sum(rss_mib(p) for p in pids))
+        return [m.name for _, m in pending]
+
+    def cpu_so_far(self) -> tuple[float, float]:
+        """CPU seconds of the runner and every live worker since each started, and their waits for a CPU."""
+        times = [cpu_seconds(os.getpid()),
+                 *(cpu_seconds(w.process.pid) for w in self.workers if w.process and w.process.returncode is None)]
+        return sum(t[0] for t in times), sum(t[1] for t in times)
+
+    def count_cpu(self, times: tuple[float, float], sign: float = 1.0) -> None:
+        self.cpu += sign * times[0]
+        self.cpu_wait += sign * times[1]
 
     def traffic_totals(self) -> tuple[int, int]:
         total = combine(self.scrapes.values())
@@ -308,6 +346,7 @@ class LocalRun:
         worker = next(w for w in self.workers if any(m.name == self.victim for m in w.members))
         assert worker.process is not None
         _, errors_before = self.traffic_totals()
+        self.count_cpu(cpu_seconds(worker.process.pid))  # what the victim's process spent; its successor counts anew
         killed = time.monotonic()
         worker.process.kill()
         await worker.process.wait()
@@ -331,6 +370,7 @@ class LocalRun:
                 print(f"{self.arch.resource_name}: {len(self.topology.instances)} instances ready in "
                       f"{len(self.workers)} processes (pids {pids})", file=self.progress, flush=True)
                 self.started = time.monotonic()
+                self.count_cpu(self.cpu_so_far(), -1.0)
                 monkey = asyncio.create_task(self.chaos(session)) if self.victim else None
                 # Progress needs the traffic sources only; the victim's counters must be read before it dies.
                 # Scraping everything every interval costs the workers a large share of their CPU, so only a
@@ -348,7 +388,8 @@ class LocalRun:
                     monkey.cancel()
                     await asyncio.gather(monkey, return_exceptions=True)
                 duration = self.elapsed()
-                await self.scrape(session)
+                self.count_cpu(self.cpu_so_far())
+                self.unscraped = await self.scrape(session, attempts=FINAL_SCRAPE_ATTEMPTS)
             finally:
                 await self.stop()
         return self.report(duration)
@@ -367,6 +408,9 @@ class LocalRun:
             processes=len(self.workers),
             chaos=self.events,
             peak_rss_mib=self.peak_rss,
+            cpu_s=self.cpu,
+            cpu_wait_s=self.cpu_wait,
+            unscraped=self.unscraped,
             zipkin_file=self.workers[0].members[0].launch.zipkin_file if self.workers else "",
             expected_reachability=(
                 expected_service_matrix(self.topology, spigo_names=True)

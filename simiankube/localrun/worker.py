@@ -9,9 +9,11 @@ the parent pid.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -31,9 +33,19 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def raise_file_limit() -> None:
+    """Up to the hard limit: 500 instances hold 500 listening sockets and their connections, past the soft
+    limit many systems start a process with (1,024), where accept() and connect() would fail with EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit is not a valid soft one here
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     die_with_parent(int(spec["parent"]))
+    raise_file_limit()
     launches = [Launch(**item) for item in spec["launches"]]
     run_many(launches)
     return 0

@@ -44,3 +44,19 @@ def test_resolver_answers_stay_the_same_object_until_they_change() -> None:
     assert dns.cached("x", 80) == ()
     dns._cache[("x", 80)] = (Endpoint("10.0.0.1", 80),)
     assert dns.cached("x", 80) is dns.cached("x", 80)
+
+
+async def test_resolver_version_moves_only_when_an_answer_changes() -> None:
+    answers = [(Endpoint("10.0.0.1", 80),), (Endpoint("10.0.0.1", 80),), None, (Endpoint("10.0.0.2", 80),), ()]
+
+    class Scripted(Resolver):
+        async def lookup(self, host: str, port: int) -> tuple[Endpoint, ...] | None:
+            return answers.pop(0)
+
+    dns = Scripted()
+    first = await dns.resolve("x", 80)
+    assert dns.version == 1
+    assert await dns.resolve("x", 80) is first and dns.version == 1  # the same answer: nothing to rebuild
+    assert await dns.resolve("x", 80) is first and dns.version == 1  # a failed lookup keeps the last answer
+    assert await dns.resolve("x", 80) == (Endpoint("10.0.0.2", 80),) and dns.version == 2
+    assert await dns.resolve("x", 80) == () and dns.version == 3  # nobody there is an answer too

@@ -46,6 +46,14 @@ def test_saturated_above_five_percent_only() -> None:
     assert saturated(0.0501)
 
 
+def test_saturation_blames_other_jobs_only_when_the_processes_waited_longer_than_they_ran() -> None:
+    report = _report(_traffic(1000, 400))
+    assert "other jobs on this machine" not in format_text(report)  # no CPU figures: nothing to say
+    for cpu, wait, blamed in ((2.0, 3.0, True), (2.0, 1.0, False)):
+        report.cpu_s, report.cpu_wait_s = cpu, wait
+        assert ("waited 3 s for a CPU while they ran 2 s" in format_text(report)) is blamed
+
+
 def test_saturated_run_warns_in_text_and_json() -> None:
     report = _report(_traffic(1000, 400), _traffic(1000, 300, "api"))
     assert report.saturated and report.timeout_share == 0.35
@@ -86,3 +94,25 @@ def test_fast_parser_sums_like_prometheus_client() -> None:
     text = plain.exposition().decode()
     assert parse_scrape(text) == _parse_scrape_slow(text)
     assert parse_scrape(text)[("client_requests_total", "other")] == 3.0
+
+
+def test_cpu_per_request_counts_every_hop() -> None:
+    scrape = {("server_requests_total", "web"): 3000.0, ("server_requests_total", "db"): 1000.0}
+    report = build_report(architecture="a", duration_s=8.0, scrape=scrape, services=[("web", "zuul", 2),
+                          ("db", "store", 2)], traffic_sources=[], processes=1, chaos=[], peak_rss_mib=1.0,
+                          zipkin_file="", cpu_s=2.0, cpu_wait_s=0.5)
+    assert report.cpu_s == 2.0 and report.cpu_us_per_request == 500.0 and report.cpu_wait_s == 0.5
+    assert "2 s CPU (0.5 s more waiting for one), 500 us of CPU per request served" in format_text(report)
+    assert _report().cpu_us_per_request is None  # nothing served, or no CPU measured: no figure
+    assert "us of CPU" not in format_text(_report())
+
+
+def test_instances_missing_from_the_final_scrape_are_named() -> None:
+    report = build_report(architecture="a", duration_s=8.0, scrape={}, services=[], traffic_sources=[],
+                          processes=1, chaos=[], peak_rss_mib=1.0, zipkin_file="",
+                          unscraped=[f"a-svc-{n}" for n in range(7, 0, -1)])
+    text = format_text(report)
+    assert "WARNING: 7 instance(s) did not answer the final scrape" in text
+    assert "a-svc-1, a-svc-2, a-svc-3, a-svc-4, a-svc-5, ..." in text
+    assert json.loads(report.to_json())["unscraped"] == [f"a-svc-{n}" for n in range(1, 8)]
+    assert "final scrape" not in format_text(_report())

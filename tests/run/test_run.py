@@ -38,7 +38,9 @@ def test_lamp_runs_every_service_with_no_errors(tmp_path: Path) -> None:
     [traffic] = report["traffic"]
     assert traffic["requests"] >= 150 and traffic["errors"] == 0  # 10 ms ticks for 3 s
     assert report["chaos"] == []  # lamp names no victim
-    assert report["instances"] == 23
+    assert report["instances"] == 23 and report["unscraped"] == []
+    assert report["cpu_s"] > 0 and report["cpu_us_per_request"] > 0  # the workers' CPU while traffic ran
+    assert report["cpu_wait_s"] >= 0
     wait_for(lambda: zipkin.exists() and zipkin.stat().st_size > 0, 5, message="spans written")
     assert report["zipkin_file"] == str(zipkin)
     matrix = report["expected_reachability"].splitlines()

@@ -24,7 +24,7 @@ from aiohttp.hdrs import CONTENT_TYPE, RETRY_AFTER
 from simiankube import contract
 from simiankube.contract import Latency, NanoserviceConfig
 from simiankube.nanoservice import keys
-from simiankube.nanoservice.client import Caller
+from simiankube.nanoservice.client import Caller, new_session
 from simiankube.nanoservice.hop import ANONYMOUS, HEADER_CALLER, BadHeader, Hop, incoming_hop
 from simiankube.nanoservice.keys import Identity, Serving, Status
 from simiankube.nanoservice.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -365,12 +365,8 @@ async def probe(request: web.Request) -> web.Response:
 
 
 async def client_session(app: web.Application) -> AsyncIterator[None]:
-    """One keep-alive connection pool per instance; unbounded, as a bound would queue calls behind it
-    and turn overload into timeouts of healthy instances."""
-    # Idle connections are let go well before a callee's read timeout (the same as ours) would close them under
-    # a request.
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=app[keys.READ_TIMEOUT] / 4, use_dns_cache=False)
-    async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",)) as session:
+    """The instance's client: its own keep-alive pool, or the one its process shares (local workers)."""
+    async with new_session(app[keys.READ_TIMEOUT], app.get(keys.CONNECTOR)) as session:
         app[keys.SESSION] = session
         config, identity = app[keys.CONFIG], app[keys.IDENTITY]
         caller = Caller(config=config, zone=identity.zone, address=identity.address, session=session,
@@ -454,8 +450,12 @@ def create_app(
     exporter: SpanExporter | None = None,
     read_timeout: float = READ_TIMEOUT_SECONDS,
     max_in_flight: int = MAX_IN_FLIGHT,
+    connector: aiohttp.BaseConnector | None = None,
 ) -> web.Application:
+    """`connector`: a keep-alive pool shared with other instances of the process (closed by its owner)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
+    if connector is not None:
+        app[keys.CONNECTOR] = connector
     app[keys.READ_TIMEOUT] = read_timeout
     app[keys.CONFIG] = config
     app[keys.IDENTITY] = identity

@@ -41,6 +41,9 @@ from simiankube.nanoservice.tracing import SpanExporter, span_name, wall_time, z
 RETRYABLE_STATUS = frozenset({503})
 SOFT_FAILURES_TO_EJECT = 3
 MIN_ATTEMPT_SECONDS = 0.001  # no attempt is worth starting with less budget
+# A call that timed out (or whose caller gave up) still reads its answer for this long, so the connection goes
+# back to the pool: closing it would cost a new connection, and under load every timeout would add one.
+LATE_ANSWER_SECONDS = 1.0
 NOTHING: frozenset[str] = frozenset()
 
 
@@ -119,9 +122,27 @@ class RetryBudget:
 @dataclass(frozen=True, slots=True)
 class _Resolved:
     dep: Dependency
-    targets: list[Any]
-    answers: list[tuple[Endpoint, ...]]
+    version: int  # the resolver's version the endpoints were built from
     endpoints: tuple[list[Endpoint], list[Endpoint]]
+
+
+def new_connector(read_timeout: float) -> aiohttp.TCPConnector:
+    """A keep-alive pool for outgoing calls: one per pod; one per local worker process, whose instances all
+    connect from the same loopback source address and so can reuse each other's connections to a callee
+    (every request still names its caller), where a pool per instance opened a connection for nearly every
+    call of a thousand instances.
+
+    Unbounded, as a bound would queue calls behind it and turn overload into timeouts of healthy instances.
+    An idle connection is let go at half a callee's read timeout (the same as ours), well before the callee
+    would close it under a request."""
+    return aiohttp.TCPConnector(limit=0, keepalive_timeout=read_timeout / 2, use_dns_cache=False)
+
+
+def new_session(read_timeout: float, shared: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
+    """An instance's client session: on the process's `shared` pool (closed by its owner), else on its own.
+    No cookie jar: nanoservices set no cookies, and filtering an empty jar is paid on every call."""
+    return aiohttp.ClientSession(connector=shared or new_connector(read_timeout), connector_owner=shared is None,
+                                 cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
 
 
 def handed_budget(timeout: float) -> float:
@@ -157,8 +178,8 @@ class Caller:
         self.health = health or Health()
         self.retry_budget = retry_budget or RetryBudget()
         self.timeout = config.behavior.timeout_ms / 1000.0
-        self._full_timeout = aiohttp.ClientTimeout(total=self.timeout)  # the usual attempt's, built once
-        # id(dependency) → (dependency, its targets, the resolver's answers for them, (preferred, fallback))
+        self._late_timeout = aiohttp.ClientTimeout(total=self.timeout + LATE_ANSWER_SECONDS)  # the usual, built once
+        # id(dependency) → (dependency, the resolver's version, (preferred, fallback))
         self._endpoints: dict[int, _Resolved] = {}
 
     # -- where to send ---------------------------------------------------------
@@ -166,18 +187,15 @@ class Caller:
     def dependency_endpoints(self, dep: Dependency) -> tuple[list[Endpoint], list[Endpoint]]:
         """(preferred, fallback): own region's instances, then other regions through the registry.
 
-        Built again only when the resolver's answer for one of the targets changed (the lists are shared:
-        callers must not modify them)."""
+        Built again only when one of the resolver's answers changed (the lists are shared: callers must not
+        modify them)."""
         cached = self._endpoints.get(id(dep))
-        if cached is not None and cached.dep is dep:
-            cache = self.resolver.cached
-            if all(cache(t.peers_host, t.port) is answer for t, answer in zip(cached.targets, cached.answers)):
-                return cached.endpoints
+        version = self.resolver.version
+        if cached is not None and cached.dep is dep and cached.version == version:
+            return cached.endpoints
         preferred, fallback = region_targets(dep, self.config.region, self.config.registry)
-        targets = [*preferred, *fallback]
-        answers = [self.resolver.cached(t.peers_host, t.port) for t in targets]
         built = self._build_endpoints(preferred, fallback)
-        self._endpoints[id(dep)] = _Resolved(dep, targets, answers, built)
+        self._endpoints[id(dep)] = _Resolved(dep, version, built)
         return built
 
     def _build_endpoints(
@@ -263,6 +281,12 @@ class Caller:
         edge.observe(time.monotonic() - started)
         return result
 
+    async def _exchange(self, method: str, url: str, body: Any, headers: dict[str, str],
+                        timeout: aiohttp.ClientTimeout) -> tuple[int, bytes]:
+        """The HTTP request and its whole answer: (status, body)."""
+        async with self.session.request(method, url, json=body, headers=headers, timeout=timeout) as response:
+            return response.status, await response.read()
+
     def _choose(
         self, groups: Sequence[Sequence[Endpoint]], tried: set[str], prefer_zone: bool, ordered: bool
     ) -> Endpoint | None:
@@ -298,13 +322,12 @@ class Caller:
         started = time.monotonic()
         url = f"http://{endpoint.address}:{endpoint.port}{path}"
         retryable = False
+        exchange = asyncio.ensure_future(self._exchange(
+            method, url, body, headers,
+            self._late_timeout if timeout == self.timeout else aiohttp.ClientTimeout(total=timeout + LATE_ANSWER_SECONDS)))
         try:
-            async with self.session.request(
-                method, url, json=body, headers=headers,
-                timeout=self._full_timeout if timeout == self.timeout else aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                raw = await response.read()
-                status = response.status
+            async with asyncio.timeout(timeout):
+                status, raw = await asyncio.shield(exchange)
         except asyncio.TimeoutError:
             edge.timeouts += 1
             self.health.failure(endpoint.key, hard=False)
@@ -321,6 +344,9 @@ class Caller:
                 self.health.success(endpoint.key)
                 if status >= 500:
                     result.error = str(result.body.get("error", f"{peer} {endpoint.key}: HTTP {status}"))
+        finally:
+            if not exchange.done():  # timed out, or this request was cancelled: the answer may still come
+                exchange.add_done_callback(_forget)
         if not result.ok and result.status >= 500:
             edge.errors += 1
         if self.exporter.enabled and trace.sampled:
@@ -330,6 +356,12 @@ class Caller:
                 tags={"http.status_code": str(result.status), "peer.address": endpoint.key},
             ))
         return result, retryable and hop.remaining() >= MIN_ATTEMPT_SECONDS
+
+
+def _forget(exchange: asyncio.Future[tuple[int, bytes]]) -> None:
+    """An answer nobody waits for any more: its failure, if any, is not an error worth logging."""
+    if not exchange.cancelled():
+        exchange.exception()
 
 
 def _json(raw: bytes) -> dict[str, Any]:

@@ -62,6 +62,7 @@ RESOLVER = web.AppKey("resolver", Resolver)
 EXPORTER = web.AppKey("exporter", SpanExporter)
 STATUS = web.AppKey("status", Status)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
+CONNECTOR = web.AppKey("connector", aiohttp.BaseConnector)  # only when the process shares one between instances
 CALLER = web.AppKey("caller", Caller)
 MAX_IN_FLIGHT = web.AppKey("max_in_flight", int)
 SERVING = web.AppKey("serving", Serving)  # set once the package is built

@@ -62,6 +62,9 @@ class Resolver:
         self.table = table
         self._cache: dict[tuple[str, int], tuple[Endpoint, ...]] = {}
         self._table_cache: dict[tuple[str, int], tuple[Endpoint, ...]] = {}  # the table never changes
+        # Counts changed answers: what was built from `cached` answers is still good while it stays the same
+        # (one comparison per call instead of one lookup per target).
+        self.version = 0
 
     def cached(self, host: str, port: int) -> tuple[Endpoint, ...]:
         """What the last resolution found; never blocks the request path."""
@@ -90,9 +93,13 @@ class Resolver:
     async def resolve(self, host: str, port: int) -> tuple[Endpoint, ...]:
         """Resolve now and remember it for `cached`; a transient failure keeps the last good answer."""
         found = await self.lookup(host, port)
+        known = self._cache.get((host, port))
         if found is None:
-            return self._cache.get((host, port), ())
+            return known or ()
+        if found == known and known is not None:
+            return known  # the same answer keeps its identity: nothing built from it is stale
         self._cache[(host, port)] = found
+        self.version += 1
         return found
 
     async def refresh(self, names: Iterable[tuple[str, int]]) -> None:

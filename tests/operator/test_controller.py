@@ -17,7 +17,7 @@ from tests.operator.test_reconcile import architecture
 
 
 def controller(kube: Any) -> Controller:
-    return Controller(OperatorConfig(status_delay_seconds=0), kube, Metrics(), None, WorkloadView({}, {}))
+    return Controller(OperatorConfig(status_delay_seconds=0), kube, Metrics(), None, WorkloadView())
 
 
 async def settle(predicate: Any, timeout: float = 10.0) -> None:

@@ -13,7 +13,7 @@ import yaml
 from simiankube import contract
 from simiankube.operator.kube import KubeError
 from simiankube.operator.reconcile import (
-    ANNOTATION_APPLIED_HASH, AlreadyOwned, Owner, build_children, contains, parse_body, reconcile)
+    ANNOTATION_APPLIED_HASH, AlreadyOwned, Owner, contains, desire, reconcile)
 from simiankube.model.spec import SpecError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def children(kube: Any) -> set[tuple[str, str]]:
 
 def expected(body: dict[str, Any]) -> list[dict[str, Any]]:
     meta = body["metadata"]
-    objects: list[dict[str, Any]] = build_children(parse_body(body), Owner(meta["namespace"], meta["name"], meta["uid"]), IMAGE)
+    objects: list[dict[str, Any]] = desire(body, Owner(meta["namespace"], meta["name"], meta["uid"]), IMAGE).objects
     return objects
 
 

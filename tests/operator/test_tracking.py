@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 from simiankube.operator.reconcile import Owner
-from simiankube.operator.status import WorkloadState, build_status
-from simiankube.operator.tracking import StatusKeeper, WorkloadView, index_workload
+from simiankube.operator.status import build_status
+from simiankube.operator.tracking import StatusKeeper, WorkloadView
 
 OWNER = Owner("demo", "lamp", "arch-uid")
 
@@ -21,11 +21,9 @@ def deployment(ready: int) -> dict[str, Any]:
 
 
 def view_of(*bodies: dict[str, Any]) -> WorkloadView:
-    index: dict[str, list[WorkloadState]] = {}
-    for body in bodies:
-        for key, state in (index_workload(body) or {}).items():
-            index.setdefault(key, []).append(state)
-    return WorkloadView(index)
+    view = WorkloadView()
+    view.replace("Deployment", None, bodies)
+    return view
 
 
 async def test_same_facts_write_nothing_and_changes_write_a_merge_patch(kube: Any) -> None:
@@ -62,7 +60,26 @@ async def test_a_deleted_architecture_is_not_written(kube: Any) -> None:
     assert [w[0] for w in kube.writes] == ["patch"]
 
 
-def test_workloads_without_an_owning_architecture_are_not_indexed() -> None:
+def test_workloads_without_an_owning_architecture_are_not_kept() -> None:
     body = deployment(1)
     body["metadata"]["ownerReferences"] = []
-    assert index_workload(body) is None
+    assert view_of(body).owned(OWNER) == []
+
+
+def test_the_view_follows_watch_events_and_a_relist_drops_what_vanished() -> None:
+    view = view_of(deployment(1))
+    assert [(w.name, w.ready) for w in view.owned(OWNER)] == [("lamp-web", 1)]
+    view.update("MODIFIED", deployment(2))
+    assert [(w.name, w.ready) for w in view.owned(OWNER)] == [("lamp-web", 2)]
+    other = deployment(0)
+    other["metadata"].update(name="lamp-db", uid="d2", namespace="elsewhere")
+    view.update("ADDED", other)
+    set_ = {"kind": "StatefulSet", "metadata": {**deployment(1)["metadata"], "name": "lamp-store", "uid": "s1"},
+            "spec": {"replicas": 1}, "status": {}}
+    view.update("ADDED", set_)
+    # A relist of Deployments in "demo" (after a watch expired) keeps other kinds and namespaces.
+    view.replace("Deployment", "demo", [])
+    assert [w.name for w in view.owned(OWNER)] == ["lamp-db", "lamp-store"]
+    view.update("DELETED", set_)
+    view.update("DELETED", other)
+    assert view.owned(OWNER) == []

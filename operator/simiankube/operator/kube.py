@@ -146,7 +146,9 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         accept: str = "application/json",
+        parse: bool = True,
     ) -> Any:
+        """One API call; its answer parsed, or None when not ``parse`` (an apply's echo is not needed)."""
         try:
             return await self._api.call_api(
                 path,
@@ -154,7 +156,7 @@ class Kube:
                 query_params=list(query),
                 header_params={"Content-Type": content_type, "Accept": accept},
                 body=body,
-                response_types_map={200: "object", 201: "object", 202: "object"},
+                response_types_map={200: "object", 201: "object", 202: "object"} if parse else {},
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
             )
@@ -207,16 +209,24 @@ class Kube:
                             for item in result.get("items") or [])
         return children
 
-    async def watch(self, kind: str, namespace: str | None, selector: str) -> AsyncIterator[tuple[str, Object]]:
+    async def watch(self, kind: str, namespace: str | None, selector: str,
+                    on_list: Callable[[list[Object]], None] | None = None) -> AsyncIterator[tuple[str, Object]]:
         """Events (type, object) of one kind matching the selector, filtered by the server, from now on.
 
+        ``on_list`` gets every matching object first (a list, whole objects),
+        for a caller that keeps them; without it only the list's version is read.
         Runs until cancelled; a watch that ends is resumed from the last
         resourceVersion seen (bookmarks keep it fresh). Raises KubeError when
         the server refuses or that version expired (410): the caller starts again.
         """
         path = RESOURCES[kind].collection(namespace)
-        listed = await self._call("GET", path, query=[("labelSelector", selector), ("limit", 1)],
-                                  accept=METADATA_ACCEPT)
+        if on_list is None:
+            listed = await self._call("GET", path, query=[("labelSelector", selector), ("limit", 1)],
+                                      accept=METADATA_ACCEPT)
+        else:
+            listed = await self._call("GET", path, query=[("labelSelector", selector)])
+            typed = {"apiVersion": RESOURCES[kind].api_version, "kind": kind}  # list items carry neither
+            on_list([{**typed, **item} for item in listed.get("items") or []])
         version = str(listed["metadata"]["resourceVersion"])
         while True:
             query = [("watch", "true"), ("labelSelector", selector), ("resourceVersion", version),
@@ -268,7 +278,7 @@ class Kube:
         meta = obj["metadata"]
         path = RESOURCES[obj["kind"]].path(meta["namespace"], meta["name"])
         query = [("fieldManager", self.field_manager), ("force", "true")]
-        await self._call("PATCH", path, query=query, body=obj, content_type=APPLY_CONTENT_TYPE)
+        await self._call("PATCH", path, query=query, body=obj, content_type=APPLY_CONTENT_TYPE, parse=False)
         self._on_write("apply", obj["kind"])
 
     async def delete(self, kind: str, namespace: str, name: str, uid: str, grace_seconds: int | None = None) -> bool:

@@ -1,5 +1,9 @@
 """Reconcile one Architecture: parse → expand → render → plan → apply → prune.
 
+Parse, render and plan are pure and CPU-bound (a second or more for 1,000
+services): they run in a worker thread, so the event loop keeps answering
+health probes and watch events meanwhile.
+
 The plan is pure: every rendered object is stamped with an owner reference
 and a hash of its own content; an object whose live copy carries the same
 hash and still holds every rendered field (no hand edit) is left alone, so a
@@ -13,6 +17,7 @@ write: what runs keeps running.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -136,16 +141,22 @@ def stamp(obj: Object, owner: Owner) -> Object:
     return {**owned, "metadata": {**owned["metadata"], "annotations": annotations}}
 
 
-def build_children(arch: Architecture, owner: Owner, image: str) -> list[Object]:
-    settings = RenderSettings(namespace=owner.namespace, image=image)
-    return [stamp(obj, owner) for obj in render(expand(arch), settings)]
+@dataclass(frozen=True)
+class Desired:
+    architecture: Architecture
+    objects: list[Object]  # rendered and stamped, in apply order
+    instances: dict[str, int]  # instances per service (spigo names)
 
 
-def desired_instances(arch: Architecture) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for placement in expand(arch).placements:
-        counts[placement.service.name] = counts.get(placement.service.name, 0) + placement.replicas
-    return counts
+def desire(document: Mapping[str, Any], owner: Owner, image: str) -> Desired:
+    """What the Architecture asks for: parsed, expanded and rendered once (raises SpecError, RenderError)."""
+    arch = parse_body(document)
+    topology = expand(arch)
+    objects = [stamp(obj, owner) for obj in render(topology, RenderSettings(namespace=owner.namespace, image=image))]
+    instances: dict[str, int] = {}
+    for placement in topology.placements:
+        instances[placement.service.name] = instances.get(placement.service.name, 0) + placement.replicas
+    return Desired(arch, objects, instances)
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -210,19 +221,23 @@ async def reconcile(body: Mapping[str, Any], kube: ChildClient, image: str, conc
 
     Raises SpecError or AlreadyOwned before anything is written.
     """
-    arch = parse_body(body)  # raises before anything is written
     metadata = body["metadata"]
     owner = Owner(namespace=metadata["namespace"], name=metadata["name"], uid=metadata["uid"])
-    desired = build_children(arch, owner, image)  # raises on clashing rendered names
-    live = await kube.list_children(owner.namespace, child_selector(arch.resource_name))
+    # The worker thread reads a snapshot: kopf may swap the body it passed while the thread runs.
+    document = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                "metadata": {"name": metadata.get("name")}, "spec": copy.deepcopy(dict(body.get("spec") or {}))}
+    # Raises on an invalid spec or clashing rendered names, before anything is written.
+    desired = await asyncio.to_thread(desire, document, owner, image)
+    live = await kube.list_children(owner.namespace, child_selector(desired.architecture.resource_name))
     ours = {(obj.kind, obj.name) for obj in live}
-    missing = sorted({obj["kind"] for obj in desired if (obj["kind"], obj["metadata"]["name"]) not in ours},
+    missing = sorted({obj["kind"] for obj in desired.objects if (obj["kind"], obj["metadata"]["name"]) not in ours},
                      key=CHILD_KINDS.index)
     # Names about to be created may be held by anything in the namespace: look, metadata only.
     others = await kube.list_children(owner.namespace, "", missing, whole=False) if missing else []
-    plan = plan_changes(desired, live, owner.uid, others)
+    plan = await asyncio.to_thread(plan_changes, desired.objects, live, owner.uid, others)
     if plan.clashes:
         raise AlreadyOwned(plan.clashes)
     await execute(plan, kube, owner.namespace, concurrency)
     changed = tuple(f"{obj['kind']}/{obj['metadata']['name']}" for obj in plan.apply)
-    return Outcome(arch, desired_instances(arch), len(plan.apply), len(plan.prune), plan.unchanged, changed)
+    return Outcome(desired.architecture, desired.instances, len(plan.apply), len(plan.prune), plan.unchanged,
+                   changed)

@@ -382,6 +382,7 @@ class Controller:
                 async for event_type, body in self.kube.watch(kind, namespace, CHILD_SELECTOR,
                                                               on_list if listed else None):
                     delay = 1.0
+                    self.metrics.watch_events.labels(kind).inc()
                     if listed:
                         self.workload_changed(event_type, body)
                     self.child_changed(event_type, body)

@@ -24,7 +24,9 @@ from simiankube.segmentation.verify import VerificationReport
 Object = dict[str, Any]
 WriteObserver = Callable[[str, str], None]  # (verb, kind)
 
-APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+# JSON is YAML. With the charset parameter the client sends the bytes it is given (serialized by
+# the C encoder) instead of walking every object to sanitize it first; the server drops the parameter.
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml; charset=utf-8"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
 # Metadata-only lists: the prune plan needs names, uids, owners and one annotation,
 # not 1,000 ConfigMaps of nanoservice configuration.
@@ -72,6 +74,26 @@ RESOURCES: Mapping[str, Resource] = {
 # Every kind the render step can produce, in apply order (see simiankube.render.KIND_ORDER).
 CHILD_KINDS = ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment")
 WATCH_SECONDS = 300  # one watch request; the next continues from the last resourceVersion seen
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One object to apply, already serialized: the event loop holds bytes while it applies
+    thousands of objects, not the millions of small dicts the cyclic collector would walk."""
+
+    kind: str
+    namespace: str
+    name: str
+    body: bytes
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Payload:
+        meta = obj["metadata"]
+        return cls(obj["kind"], meta["namespace"], meta["name"], json.dumps(obj, separators=(",", ":")).encode())
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
 
 
 class KubeError(Exception):
@@ -273,13 +295,12 @@ class Kube:
 
     # -- writes --------------------------------------------------------------------
 
-    async def apply(self, obj: Object) -> None:
+    async def apply(self, payload: Payload) -> None:
         """Server-side apply with this operator's one field manager, taking over conflicts."""
-        meta = obj["metadata"]
-        path = RESOURCES[obj["kind"]].path(meta["namespace"], meta["name"])
+        path = RESOURCES[payload.kind].path(payload.namespace, payload.name)
         query = [("fieldManager", self.field_manager), ("force", "true")]
-        await self._call("PATCH", path, query=query, body=obj, content_type=APPLY_CONTENT_TYPE, parse=False)
-        self._on_write("apply", obj["kind"])
+        await self._call("PATCH", path, query=query, body=payload.body, content_type=APPLY_CONTENT_TYPE, parse=False)
+        self._on_write("apply", payload.kind)
 
     async def delete(self, kind: str, namespace: str, name: str, uid: str, grace_seconds: int | None = None) -> bool:
         """Delete exactly the object with this uid; False when it is already gone or replaced."""

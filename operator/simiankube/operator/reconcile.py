@@ -1,8 +1,9 @@
 """Reconcile one Architecture: parse → expand → render → plan → apply → prune.
 
 Parse, render and plan are pure and CPU-bound (a second or more for 1,000
-services): they run in a worker thread, so the event loop keeps answering
-health probes and watch events meanwhile.
+services): they run in a worker thread with the cyclic garbage collector
+paused (a collection holds the interpreter lock while it walks the whole
+heap), so the event loop keeps answering health probes and watch events.
 
 The plan is pure: every rendered object is stamped with an owner reference
 and a hash of its own content; an object whose live copy carries the same
@@ -20,18 +21,19 @@ import asyncio
 import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from simiankube import contract
-from simiankube.operator.kube import CHILD_KINDS, LiveObject, Object
-from simiankube.render import RenderSettings, render
+from simiankube.operator.kube import CHILD_KINDS, LiveObject, Object, Payload
+from simiankube.render import RenderSettings, cyclic_gc_paused, render
 from simiankube.model.spec import Architecture, parse_document
 from simiankube.model.topology import expand
 
 # The hash of the applied object (without this annotation), compared before every apply.
 ANNOTATION_APPLIED_HASH = f"{contract.API_GROUP}/applied-hash"
+T = TypeVar("T")
 
 
 class ChildClient(Protocol):
@@ -40,7 +42,7 @@ class ChildClient(Protocol):
     async def list_children(self, namespace: str, selector: str, kinds: Sequence[str] = CHILD_KINDS,
                             *, whole: bool = True) -> list[LiveObject]: ...
 
-    async def apply(self, obj: Object) -> None: ...
+    async def apply(self, payload: Payload) -> None: ...
 
     async def delete(self, kind: str, namespace: str, name: str, uid: str,
                      grace_seconds: int | None = None) -> bool: ...
@@ -98,7 +100,7 @@ class AlreadyOwned(Exception):
 
 @dataclass(frozen=True)
 class Plan:
-    apply: tuple[Object, ...]  # in apply order
+    apply: tuple[Payload, ...]  # in apply order
     prune: tuple[LiveObject, ...]
     unchanged: int
     clashes: tuple[Clash, ...] = ()
@@ -194,26 +196,37 @@ def plan_changes(desired: Sequence[Object], live: Sequence[LiveObject], owner_ui
         (obj for obj in live if (obj.kind, obj.name) not in rendered and owner_uid in obj.owner_uids),
         key=lambda o: (-CHILD_KINDS.index(o.kind), o.name),  # workloads first, their config last
     )
-    return Plan(tuple(to_apply), tuple(to_prune), len(desired) - len(to_apply) - len(clashes), tuple(clashes))
+    return Plan(tuple(map(Payload.of, to_apply)), tuple(to_prune), len(desired) - len(to_apply) - len(clashes),
+                tuple(clashes))
 
 
 async def execute(plan: Plan, kube: ChildClient, namespace: str, concurrency: int) -> None:
     """Apply kind by kind in order (config before the workloads mounting it), then prune."""
     limit = asyncio.Semaphore(concurrency)
 
-    async def apply(obj: Object) -> None:
+    async def apply(payload: Payload) -> None:
         async with limit:
-            await kube.apply(obj)
+            await kube.apply(payload)
 
     for kind in CHILD_KINDS:
         # Every apply of a kind ends before an error is raised: none runs on behind the reconcile's lock.
-        results = await asyncio.gather(*(apply(obj) for obj in plan.apply if obj["kind"] == kind),
+        results = await asyncio.gather(*(apply(payload) for payload in plan.apply if payload.kind == kind),
                                        return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result
     for obj in plan.prune:
         await kube.delete(obj.kind, namespace, obj.name, obj.uid)
+
+
+async def off_the_loop(function: Callable[..., T], *args: Any) -> T:
+    """Pure CPU-bound work in a worker thread, with the cyclic collector paused while it runs."""
+
+    def run() -> T:
+        with cyclic_gc_paused():
+            return function(*args)
+
+    return await asyncio.to_thread(run)
 
 
 async def reconcile(body: Mapping[str, Any], kube: ChildClient, image: str, concurrency: int) -> Outcome:
@@ -227,17 +240,18 @@ async def reconcile(body: Mapping[str, Any], kube: ChildClient, image: str, conc
     document = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
                 "metadata": {"name": metadata.get("name")}, "spec": copy.deepcopy(dict(body.get("spec") or {}))}
     # Raises on an invalid spec or clashing rendered names, before anything is written.
-    desired = await asyncio.to_thread(desire, document, owner, image)
+    desired = await off_the_loop(desire, document, owner, image)
     live = await kube.list_children(owner.namespace, child_selector(desired.architecture.resource_name))
     ours = {(obj.kind, obj.name) for obj in live}
     missing = sorted({obj["kind"] for obj in desired.objects if (obj["kind"], obj["metadata"]["name"]) not in ours},
                      key=CHILD_KINDS.index)
     # Names about to be created may be held by anything in the namespace: look, metadata only.
     others = await kube.list_children(owner.namespace, "", missing, whole=False) if missing else []
-    plan = await asyncio.to_thread(plan_changes, desired.objects, live, owner.uid, others)
+    plan = await off_the_loop(plan_changes, desired.objects, live, owner.uid, others)
+    arch, instances = desired.architecture, desired.instances
+    del desired, live, others  # while it applies, the loop keeps the serialized objects only
     if plan.clashes:
         raise AlreadyOwned(plan.clashes)
     await execute(plan, kube, owner.namespace, concurrency)
-    changed = tuple(f"{obj['kind']}/{obj['metadata']['name']}" for obj in plan.apply)
-    return Outcome(desired.architecture, desired.instances, len(plan.apply), len(plan.prune), plan.unchanged,
-                   changed)
+    changed = tuple(payload.key for payload in plan.apply)
+    return Outcome(arch, instances, len(plan.apply), len(plan.prune), plan.unchanged, changed)

@@ -8,6 +8,7 @@ nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ MERGE_CONTENT_TYPE = "application/merge-patch+json"
 # Metadata-only lists: the prune plan needs names, uids, owners and one annotation,
 # not 1,000 ConfigMaps of nanoservice configuration.
 METADATA_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+# An apply's answer is not read: the server need only encode the object's metadata.
+APPLY_ACCEPT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
 
 @dataclass(frozen=True)
@@ -220,11 +223,13 @@ class Kube:
         Whole objects let the plan see hand edits; metadata is enough to find
         who else holds a name.
         """
+        query = [("labelSelector", selector)] if selector else []
+        accept = "application/json" if whole else METADATA_ACCEPT
+        # One list per kind, all at once: the API server encodes them in parallel.
+        results = await asyncio.gather(*(self._call("GET", RESOURCES[kind].path(namespace), query=query, accept=accept)
+                                         for kind in kinds))
         children: list[LiveObject] = []
-        for kind in kinds:
-            query = [("labelSelector", selector)] if selector else []
-            accept = "application/json" if whole else METADATA_ACCEPT
-            result = await self._call("GET", RESOURCES[kind].path(namespace), query=query, accept=accept)
+        for kind, result in zip(kinds, results):
             # A list's items carry neither kind nor apiVersion: put them back, the plan compares whole objects.
             typed = {"apiVersion": RESOURCES[kind].api_version, "kind": kind}
             children.extend(LiveObject.from_item(kind, {**typed, **item}, whole=whole)
@@ -299,7 +304,8 @@ class Kube:
         """Server-side apply with this operator's one field manager, taking over conflicts."""
         path = RESOURCES[payload.kind].path(payload.namespace, payload.name)
         query = [("fieldManager", self.field_manager), ("force", "true")]
-        await self._call("PATCH", path, query=query, body=payload.body, content_type=APPLY_CONTENT_TYPE, parse=False)
+        await self._call("PATCH", path, query=query, body=payload.body, content_type=APPLY_CONTENT_TYPE,
+                         accept=APPLY_ACCEPT, parse=False)
         self._on_write("apply", payload.kind)
 
     async def delete(self, kind: str, namespace: str, name: str, uid: str, grace_seconds: int | None = None) -> bool:

@@ -49,6 +49,31 @@ async def test_a_burst_of_workload_events_makes_one_write(kube: Any) -> None:
     await keeper.close()
 
 
+async def test_events_during_a_slow_write_make_one_more_write_with_the_newest_view(kube: Any) -> None:
+    """Refreshes never queue behind a slow status write (each with the view of its own moment)."""
+    kube.add({"kind": "Architecture", "metadata": {"name": "lamp", "namespace": "demo", "uid": OWNER.uid},
+              "status": {"services": {"web": {"desired": 2, "ready": 0}}}})
+    patch_status = kube.patch_status
+    written: list[int] = []
+
+    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await asyncio.sleep(0.3)
+        await patch_status(namespace, name, patch)
+        written.append(kube.objects[("Architecture", namespace, name)]["status"]["readyInstances"])
+
+    kube.patch_status = slow_patch
+    keeper = StatusKeeper(kube, lambda: "T", 0.01)
+    view = view_of(deployment(0))
+    keeper.refresh_soon(OWNER, view, lambda before, after: None)
+    for ready in (1, 2, 1, 2):  # while the first write is under way
+        await asyncio.sleep(0.05)
+        view.update("MODIFIED", deployment(ready))
+        keeper.refresh_soon(OWNER, view, lambda before, after: None)
+    await asyncio.sleep(1.0)
+    assert written == [0, 2]
+    await keeper.close()
+
+
 async def test_a_deleted_architecture_is_not_written(kube: Any) -> None:
     keeper = StatusKeeper(kube, lambda: "T", 0)
     assert await keeper.update(OWNER, lambda s: {**s, "x": 1}) is None

@@ -286,10 +286,9 @@ class Controller:
                                  failure=("", ""))
 
     async def _write_status(self, owner: Owner, body: Mapping[str, Any], **facts: Any) -> None:
-        workloads = self.view.owned(owner)
         try:
-            result = await self.keeper.update(
-                owner, lambda previous: build_status(previous, workloads, now=rfc3339(), **facts),
+            result = await self.keeper.update(  # the view is read once the keeper's lock is held
+                owner, lambda previous: build_status(previous, self.view.owned(owner), now=rfc3339(), **facts),
                 current=body.get("status") or {},
             )
         except KubeError as err:

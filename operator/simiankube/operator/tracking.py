@@ -81,7 +81,8 @@ class StatusKeeper:
         self._delay = delay
         self._known: dict[str, Status] = {}  # by Architecture uid: the status last written or read
         self._locks: dict[str, asyncio.Lock] = {}
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, asyncio.Task[None]] = {}  # by Architecture uid: its one refresh task
+        self._dirty: set[str] = set()  # Architecture uids with workload events since their refresh read the view
 
     def known(self, owner: Owner) -> Mapping[str, Any]:
         return self._known.get(owner.uid) or {}
@@ -118,25 +119,39 @@ class StatusKeeper:
 
     def refresh_soon(self, owner: Owner, view: WorkloadView,
                      on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
-        """Rebuild the status from the workloads in ``delay`` seconds, once for a burst of events."""
+        """Rebuild the status from the workloads in ``delay`` seconds, once for a burst of events.
+
+        One refresh per Architecture at a time: events during a write make one
+        more write afterwards, from the view as it is then. (A write of a
+        1,000-service status can take seconds on a busy API server: queued
+        refreshes, each with the view of its own moment, would fall further
+        and further behind.)
+        """
+        self._dirty.add(owner.uid)
         if owner.uid not in self._pending:
             self._pending[owner.uid] = asyncio.create_task(self._refresh(owner, view, on_change))
 
     async def _refresh(self, owner: Owner, view: WorkloadView,
                        on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
-        await asyncio.sleep(self._delay)
-        del self._pending[owner.uid]
-        workloads = view.owned(owner)
         try:
-            result = await self.update(owner, lambda previous: build_status(previous, workloads, now=self._clock()))
-        except KubeError as err:  # the next workload event tries again
-            log.warning("status of %s/%s not written: %s", owner.namespace, owner.name, err)
-            return
-        if result is not None:
-            on_change(*result)
+            while owner.uid in self._dirty:
+                await asyncio.sleep(self._delay)
+                self._dirty.discard(owner.uid)
+                try:  # the view is read once the lock is held: the newest facts
+                    result = await self.update(
+                        owner, lambda previous: build_status(previous, view.owned(owner), now=self._clock()))
+                except KubeError as err:  # the next workload event tries again
+                    log.warning("status of %s/%s not written: %s", owner.namespace, owner.name, err)
+                    return
+                if result is not None:
+                    on_change(*result)
+        finally:
+            if self._pending.get(owner.uid) is asyncio.current_task():
+                del self._pending[owner.uid]
 
     def forget(self, owner: Owner) -> None:
         self._known.pop(owner.uid, None)
+        self._dirty.discard(owner.uid)
         self._locks.pop(owner.uid, None)
         task = self._pending.pop(owner.uid, None)
         if task:

@@ -130,3 +130,26 @@ async def test_reconciling_1000_services_leaves_the_event_loop_free(kube: Any) -
     assert sum(1 for (kind, _, _) in kube.objects if kind in ("Deployment", "StatefulSet")) >= 1000
     assert max(busy) < 0.25, f"the loop was busy {max(busy):.2f} s between two turns while reconciling"
     await control.close()
+
+
+async def test_a_watch_that_broke_off_repairs_every_architecture(kube: Any, monkeypatch: Any) -> None:
+    """Events in the gap are lost: every known Architecture is reconciled once the watch starts again."""
+    monkeypatch.setattr(controller_module, "REPAIR_DELAY_SECONDS", 0.01)
+    body = kube.add({**architecture(), "kind": "Architecture"})
+    starts: list[str] = []
+
+    async def watch(kind: str, namespace: str | None, selector: str, on_list: Any = None) -> Any:
+        starts.append(kind)
+        if len(starts) == 1:
+            raise KubeError(410, "too old resource version")
+        await asyncio.Event().wait()  # then quiet
+        yield  # pragma: no cover
+
+    kube.watch = watch
+    control = controller(kube)
+    control.architecture_seen("ADDED", body)
+    task = asyncio.create_task(control._watch("ConfigMap", "demo"))
+    await settle(lambda: any(kind == "Deployment" for (kind, _, _) in kube.objects), timeout=15)
+    assert starts == ["ConfigMap", "ConfigMap"]
+    task.cancel()
+    await control.close()

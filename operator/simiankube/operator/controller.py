@@ -82,9 +82,10 @@ class OperatorConfig:
     # How long startup waits for the CRD to be served before exiting non-zero (below the chart's
     # liveness budget of ~70 s, so the clear message, not the probe, ends the pod).
     crd_timeout_seconds: float = 60.0
-    # Every Architecture is reconciled again this often (hand edits are noticed on the watches at once;
-    # this is the safety net for a missed watch event).
-    resync_seconds: float = 60.0
+    # Every Architecture is reconciled again this often: the last safety net. Hand edits are noticed on
+    # the watches at once, and a watch that broke off repairs every Architecture when it starts again;
+    # a resync lists every child (5,000 objects for 1,000 services), so it is not frequent.
+    resync_seconds: float = 600.0
     verification: bool = True  # periodic segmentation verification (needs pods/proxy)
     lease: LeaseTerms | None = None  # leader election (several replicas); None: this is the only one
 
@@ -389,12 +390,16 @@ class Controller:
                 log.warning("watch of %s in %s: %s; again in %g s", kind, namespace or "all namespaces", err, delay)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, WATCH_BACKOFF_MAX_SECONDS)
+                self._repair_all()  # events may have been lost in the gap: a repair, once the watch is back
 
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.config.resync_seconds)
-            for owner in list(self._known.values()):
-                self.repair_soon(owner)
+            self._repair_all()
+
+    def _repair_all(self) -> None:
+        for owner in list(self._known.values()):
+            self.repair_soon(owner)
 
     def _announce_transitions(self, owner: Owner, previous: Mapping[str, Any], new: Status) -> None:
         for type_, reason, message in transition_events(previous, new):

@@ -4,9 +4,9 @@ Figures: the operator's peak RSS (VmHWM) after lamp is Ready, watching one
 namespace that also holds N unrelated Deployments (default 1,000, replicas 0,
 so no pods) and N unrelated ConfigMaps, against the same run with none; and
 the seconds from a `kubectl scale` of one of lamp's Deployments until the
-operator has restored its replicas (drift repair), in each. The
-operator's own child watches filter by label on the server; kopf's workload
-watches (readiness indexes) filter in the client, so what remains is theirs.
+operator has restored its replicas (drift repair), in each. Every watch
+the operator holds on workloads and other children filters by label on the
+server (kopf watches Architectures only), so the two should match.
 
     python benchmarks/bench_operator_memory.py [--unrelated 1000]
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from simiankube.operator.kube import CHILD_KINDS, RESOURCES, KubeError, LiveObject
+from simiankube.operator.kube import CHILD_KINDS, RESOURCES, KubeError, LiveObject, Payload
 from simiankube.operator.status import merge_patch
 from simiankube.testing import controlplane
 
@@ -75,11 +76,13 @@ class FakeKube:
         obj = self.objects.get((kind, namespace, name))
         return copy.deepcopy(obj) if obj else None
 
-    async def apply(self, obj: dict[str, Any]) -> None:
-        assert obj["kind"] in RESOURCES
+    async def apply(self, payload: Payload) -> None:
+        obj = json.loads(payload.body)
+        assert obj["kind"] == payload.kind in RESOURCES
+        assert (obj["metadata"]["namespace"], obj["metadata"]["name"]) == (payload.namespace, payload.name)
         key = (obj["kind"], obj["metadata"]["namespace"], obj["metadata"]["name"])
-        uid = self.objects.get(key, {}).get("metadata", {}).get("uid")
-        self.add({**obj, "metadata": {**obj["metadata"], **({"uid": uid} if uid else {})}})
+        obj["metadata"]["uid"] = self.objects.get(key, {}).get("metadata", {}).get("uid") or f"uid-{next(_uids)}"
+        self.objects[key] = obj  # parsed from bytes: nobody else holds it
         self.writes.append(("apply", obj["kind"], obj["metadata"]["name"]))
 
     async def delete(self, kind: str, namespace: str, name: str, uid: str, grace_seconds: int | None = None) -> bool:

@@ -12,8 +12,7 @@ from simiankube import contract
 from simiankube.operator.chaos import ChaosController, PodFacts, decide, excluded, next_delay
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import Owner, parse_body
-from simiankube.operator.status import WorkloadState
-from simiankube.operator.tracking import StatusKeeper, WorkloadView, index_workload
+from simiankube.operator.tracking import StatusKeeper, WorkloadView
 from simiankube.model.spec import Chaos
 
 NOW = datetime(2025, 1, 1, 12, 0, tzinfo=timezone.utc)
@@ -60,10 +59,8 @@ class Cluster:
                          "ownerReferences": [{"kind": "Architecture", "name": "lamp", "uid": OWNER.uid,
                                               "controller": True}]},
             "spec": {"replicas": ready_pods}, "status": {"readyReplicas": ready_pods}})
-        index: dict[str, list[WorkloadState]] = {}
-        for key, state in (index_workload(deployment) or {}).items():
-            index.setdefault(key, []).append(state)
-        self.view = WorkloadView(index, {})
+        self.view = WorkloadView()
+        self.view.update("ADDED", deployment)
         kube.add({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {
             "name": "lamp-webserver-abc", "namespace": "demo", "uid": "rs-uid",
             "ownerReferences": [{"kind": "Deployment", "name": "lamp-webserver", "uid": "deploy-uid",

@@ -410,6 +410,48 @@ def test_schema_violations_are_rejected_at_apply(
     assert cluster.kubectl("-n", WATCHED[0], "get", "architectures", "-o", "name").strip() == ""
 
 
+# -- server-side filtering ------------------------------------------------------------------
+
+
+def deployment(name: str, labels: dict[str, str], replicas: int = 0) -> Body:
+    selector = {"app": name}
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "labels": {**selector, **labels}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": selector},
+                     "template": {"metadata": {"labels": selector},
+                                  "spec": {"containers": [{"name": "c", "image": IMAGE}]}}}}
+
+
+def test_unrelated_workloads_never_reach_the_operator(cluster: Cluster, operator: OperatorProcess) -> None:
+    """Its workload watches carry a label selector the API server applies: others' Deployments are not sent."""
+    namespace = WATCHED[0]
+    events = "simiankube_operator_watch_events_total"
+    before = operator.total(events, kind="Deployment")
+    unrelated = [f"unrelated-{i}" for i in range(20)]
+    try:
+        items = [deployment(name, {}) for name in unrelated]
+        cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                                               "items": items}))
+        cluster.kubectl("-n", namespace, "scale", "deployment", *unrelated, "--replicas=1")
+        cluster.kubectl("-n", namespace, "scale", "deployment", *unrelated, "--replicas=0")
+
+        def settled() -> bool:  # the controllers are done with them: every event they cause has happened
+            items = cluster.get(namespace, "deployments", "-l", "app")["items"]
+            return len(items) == len(unrelated) and all(
+                (d.get("status") or {}).get("observedGeneration") == d["metadata"]["generation"] for d in items)
+
+        wait_for(settled, 60, interval=0.5, message="the unrelated Deployments settled")
+        # Each caused >= 4 events (created, scaled twice, status); none arrived. A look-alike carrying this
+        # operator's labels does arrive on the same watch, after them: the watch was live all along.
+        ours = {contract.LABEL_ARCHITECTURE: "none", contract.LABEL_MANAGED_BY: contract.MANAGED_BY}
+        cluster.kubectl("-n", namespace, "apply", "-f", "-", input=json.dumps(deployment("look-alike", ours)))
+        wait_for(lambda: operator.total(events, kind="Deployment") > before, 30, interval=0.2,
+                 message="the look-alike's watch event")
+        assert operator.total(events, kind="Deployment") - before < len(unrelated), operator.log_tail()
+    finally:
+        cluster.kubectl("-n", namespace, "delete", "deployment", "look-alike", *unrelated, "--ignore-not-found")
+
+
 # -- idempotence and restarts ----------------------------------------------------------------
 
 

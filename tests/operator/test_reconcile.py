@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from simiankube import contract
-from simiankube.operator.kube import KubeError
+from simiankube.operator.kube import KubeError, Payload
 from simiankube.operator.reconcile import (
-    ANNOTATION_APPLIED_HASH, AlreadyOwned, Owner, build_children, contains, parse_body, reconcile)
+    ANNOTATION_APPLIED_HASH, AlreadyOwned, Owner, contains, desire, reconcile)
 from simiankube.model.spec import SpecError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def children(kube: Any) -> set[tuple[str, str]]:
 
 def expected(body: dict[str, Any]) -> list[dict[str, Any]]:
     meta = body["metadata"]
-    objects: list[dict[str, Any]] = build_children(parse_body(body), Owner(meta["namespace"], meta["name"], meta["uid"]), IMAGE)
+    objects: list[dict[str, Any]] = desire(body, Owner(meta["namespace"], meta["name"], meta["uid"]), IMAGE).objects
     return objects
 
 
@@ -180,13 +180,13 @@ async def test_a_failed_apply_leaves_no_apply_running_behind_it(kube: Any) -> No
     running = 0
     apply = kube.apply
 
-    async def slow_or_failing(obj: dict[str, Any]) -> None:
+    async def slow_or_failing(payload: Payload) -> None:
         nonlocal running
-        if obj["metadata"]["name"] == "lamp-memcache":
+        if payload.name == "lamp-memcache":
             raise KubeError(403, "forbidden")
         running += 1
         await asyncio.sleep(0.05)
-        await apply(obj)
+        await apply(payload)
         running -= 1
 
     kube.apply = slow_or_failing

@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 from simiankube.operator.reconcile import Owner
-from simiankube.operator.status import WorkloadState, build_status
-from simiankube.operator.tracking import StatusKeeper, WorkloadView, index_workload
+from simiankube.operator.status import build_status
+from simiankube.operator.tracking import StatusKeeper, WorkloadView
 
 OWNER = Owner("demo", "lamp", "arch-uid")
 
@@ -21,11 +21,9 @@ def deployment(ready: int) -> dict[str, Any]:
 
 
 def view_of(*bodies: dict[str, Any]) -> WorkloadView:
-    index: dict[str, list[WorkloadState]] = {}
-    for body in bodies:
-        for key, state in (index_workload(body) or {}).items():
-            index.setdefault(key, []).append(state)
-    return WorkloadView(index)
+    view = WorkloadView()
+    view.replace("Deployment", None, bodies)
+    return view
 
 
 async def test_same_facts_write_nothing_and_changes_write_a_merge_patch(kube: Any) -> None:
@@ -51,6 +49,31 @@ async def test_a_burst_of_workload_events_makes_one_write(kube: Any) -> None:
     await keeper.close()
 
 
+async def test_events_during_a_slow_write_make_one_more_write_with_the_newest_view(kube: Any) -> None:
+    """Refreshes never queue behind a slow status write (each with the view of its own moment)."""
+    kube.add({"kind": "Architecture", "metadata": {"name": "lamp", "namespace": "demo", "uid": OWNER.uid},
+              "status": {"services": {"web": {"desired": 2, "ready": 0}}}})
+    patch_status = kube.patch_status
+    written: list[int] = []
+
+    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> None:
+        await asyncio.sleep(0.3)
+        await patch_status(namespace, name, patch)
+        written.append(kube.objects[("Architecture", namespace, name)]["status"]["readyInstances"])
+
+    kube.patch_status = slow_patch
+    keeper = StatusKeeper(kube, lambda: "T", 0.01)
+    view = view_of(deployment(0))
+    keeper.refresh_soon(OWNER, view, lambda before, after: None)
+    for ready in (1, 2, 1, 2):  # while the first write is under way
+        await asyncio.sleep(0.05)
+        view.update("MODIFIED", deployment(ready))
+        keeper.refresh_soon(OWNER, view, lambda before, after: None)
+    await asyncio.sleep(1.0)
+    assert written == [0, 2]
+    await keeper.close()
+
+
 async def test_a_deleted_architecture_is_not_written(kube: Any) -> None:
     keeper = StatusKeeper(kube, lambda: "T", 0)
     assert await keeper.update(OWNER, lambda s: {**s, "x": 1}) is None
@@ -62,7 +85,26 @@ async def test_a_deleted_architecture_is_not_written(kube: Any) -> None:
     assert [w[0] for w in kube.writes] == ["patch"]
 
 
-def test_workloads_without_an_owning_architecture_are_not_indexed() -> None:
+def test_workloads_without_an_owning_architecture_are_not_kept() -> None:
     body = deployment(1)
     body["metadata"]["ownerReferences"] = []
-    assert index_workload(body) is None
+    assert view_of(body).owned(OWNER) == []
+
+
+def test_the_view_follows_watch_events_and_a_relist_drops_what_vanished() -> None:
+    view = view_of(deployment(1))
+    assert [(w.name, w.ready) for w in view.owned(OWNER)] == [("lamp-web", 1)]
+    view.update("MODIFIED", deployment(2))
+    assert [(w.name, w.ready) for w in view.owned(OWNER)] == [("lamp-web", 2)]
+    other = deployment(0)
+    other["metadata"].update(name="lamp-db", uid="d2", namespace="elsewhere")
+    view.update("ADDED", other)
+    set_ = {"kind": "StatefulSet", "metadata": {**deployment(1)["metadata"], "name": "lamp-store", "uid": "s1"},
+            "spec": {"replicas": 1}, "status": {}}
+    view.update("ADDED", set_)
+    # A relist of Deployments in "demo" (after a watch expired) keeps other kinds and namespaces.
+    view.replace("Deployment", "demo", [])
+    assert [w.name for w in view.owned(OWNER)] == ["lamp-db", "lamp-store"]
+    view.update("DELETED", set_)
+    view.update("DELETED", other)
+    assert view.owned(OWNER) == []

@@ -8,8 +8,10 @@ and not retried; a rendered name another owner holds (AlreadyOwned) or a
 failed API call (403, 422, a conflict, ...) sets ``Reconciled=False`` with the
 reason, posts a Warning Event and is retried with backoff (TemporaryError).
 
-Drift: the operator watches every child kind itself, filtered by label on
-the server (only this operator's objects); a child edited or deleted by
+Every watch the operator holds on its children is its own, filtered by
+label on the server (only this operator's objects): its Deployments and
+StatefulSets fill the workload view (readiness → status, Events on status
+changes, chaos), every child kind feeds drift repair. A child edited or deleted by
 hand, and every Architecture once per ``resync_seconds``, gets a repair: a
 reconcile of its owner, retried with backoff until it succeeds. Reconciles
 of one Architecture never run concurrently (one lock per Architecture).
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -32,7 +35,7 @@ from aiohttp import web
 from simiankube import contract
 from simiankube.operator import metrics as metrics_module
 from simiankube.operator.chaos import ChaosController, Sleep
-from simiankube.operator.kube import CHILD_KINDS, Kube, KubeError
+from simiankube.operator.kube import CHILD_KINDS, Kube, KubeError, Object
 from simiankube.operator.leader import LeaseTerms, keep, release
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import AlreadyOwned, Owner, reconcile
@@ -51,6 +54,8 @@ WATCH_BACKOFF_MAX_SECONDS = 30.0
 CHILD_SELECTOR = f"{contract.LABEL_ARCHITECTURE},{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY}"
 API_ERROR_REASONS = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict",
                      422: "Unprocessable", 429: "Throttled"}
+# Kinds whose objects the workload view keeps (readiness), besides drift repair.
+WORKLOAD_KINDS = ("Deployment", "StatefulSet")
 CRD_POLL_SECONDS = 2.0
 CRD_LOG_SECONDS = 15.0
 log = logging.getLogger(__name__)
@@ -77,9 +82,10 @@ class OperatorConfig:
     # How long startup waits for the CRD to be served before exiting non-zero (below the chart's
     # liveness budget of ~70 s, so the clear message, not the probe, ends the pod).
     crd_timeout_seconds: float = 60.0
-    # Every Architecture is reconciled again this often (hand edits are noticed on the watches at once;
-    # this is the safety net for a missed watch event).
-    resync_seconds: float = 60.0
+    # Every Architecture is reconciled again this often: the last safety net. Hand edits are noticed on
+    # the watches at once, and a watch that broke off repairs every Architecture when it starts again;
+    # a resync lists every child (5,000 objects for 1,000 services), so it is not frequent.
+    resync_seconds: float = 600.0
     verification: bool = True  # periodic segmentation verification (needs pods/proxy)
     lease: LeaseTerms | None = None  # leader election (several replicas); None: this is the only one
 
@@ -136,16 +142,17 @@ class Controller:
         self._repairs: dict[str, asyncio.Task[None]] = {}
         self._seen: dict[str, str] = {}  # child uid → its generation (else resourceVersion) last seen
         self._tasks: list[asyncio.Task[None]] = []
+        self._listed: dict[tuple[str, str | None], asyncio.Event] = {}  # workload watches that listed once
         # kopf posts Events through a queue it sets in the context of its own tasks: repairs run in
         # a copy of a handler's context so that their Events are posted too.
         self._kopf_context: contextvars.Context | None = None
 
     @classmethod
-    async def start(cls, config: OperatorConfig, view: WorkloadView) -> Controller:
+    async def start(cls, config: OperatorConfig) -> Controller:
         metrics = Metrics()
         kube = await Kube.connect(config.field_manager, metrics.count_write)
         runner = await metrics_module.serve(metrics, config.metrics_port) if config.metrics_port else None
-        return cls(config, kube, metrics, runner, view)
+        return cls(config, kube, metrics, runner, WorkloadView())
 
     def hold_lease(self) -> None:
         """Renew the Lease this replica acquired before kopf started; exit the process if it is lost."""
@@ -156,8 +163,24 @@ class Controller:
         """Watch every child kind (server-side label selector) and resync periodically, in the background."""
         for kind in CHILD_KINDS:
             for namespace in self.config.namespaces or (None,):
+                if kind in WORKLOAD_KINDS:
+                    self._listed[(kind, namespace)] = asyncio.Event()
                 self._tasks.append(asyncio.create_task(self._watch(kind, namespace)))
         self._tasks.append(asyncio.create_task(self._resync()))
+
+    async def wait_until_listed(self, timeout: float) -> None:
+        """Return once every workload watch has listed its workloads; raise NotServed after ``timeout`` s.
+
+        Before any Architecture handler runs: a status rebuilt from a partial
+        view would flap (and write) on every restart.
+        """
+        try:
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._listed.values())), timeout)
+        except TimeoutError:
+            missing = sorted(f"{kind} in {ns or 'all namespaces'}"
+                             for (kind, ns), event in self._listed.items() if not event.is_set())
+            raise NotServed(f"could not list this operator's workloads after {timeout:g} s: {', '.join(missing)} "
+                            "(see the watch warnings above)") from None
 
     async def wait_until_served(self, timeout: float) -> None:
         """Return once the API server serves Architectures; raise NotServed after ``timeout`` seconds.
@@ -264,10 +287,9 @@ class Controller:
                                  failure=("", ""))
 
     async def _write_status(self, owner: Owner, body: Mapping[str, Any], **facts: Any) -> None:
-        workloads = self.view.owned(owner)
         try:
-            result = await self.keeper.update(
-                owner, lambda previous: build_status(previous, workloads, now=rfc3339(), **facts),
+            result = await self.keeper.update(  # the view is read once the keeper's lock is held
+                owner, lambda previous: build_status(previous, self.view.owned(owner), now=rfc3339(), **facts),
                 current=body.get("status") or {},
             )
         except KubeError as err:
@@ -275,12 +297,17 @@ class Controller:
         if result is not None:
             self._announce_transitions(owner, *result)
 
-    def workload_changed(self, body: Mapping[str, Any]) -> None:
-        """Refresh the owner's status soon (kopf has indexed the change)."""
+    def workload_changed(self, event_type: str, body: Mapping[str, Any]) -> None:
+        """Keep the workload in the view and refresh its owner's status soon (Events on condition flips)."""
+        self.view.update(event_type, body)
         owner = controlling_architecture(body)
         if owner is not None:
-            self.keeper.refresh_soon(owner, self.view,
-                                     lambda previous, new: self._announce_transitions(owner, previous, new))
+            refresh = functools.partial(self.keeper.refresh_soon, owner, self.view,
+                                        lambda previous, new: self._announce_transitions(owner, previous, new))
+            if self._kopf_context is None:
+                refresh()
+            else:  # the refresh task inherits kopf's context, so that its Events can be posted
+                self._kopf_context.copy().run(refresh)
 
     def child_changed(self, event_type: str, body: Mapping[str, Any]) -> None:
         """A child edited or deleted by someone: repair its owner soon.
@@ -342,22 +369,37 @@ class Controller:
         await self.reconcile(body, adapter, repair=True)
 
     async def _watch(self, kind: str, namespace: str | None) -> None:
+        listed = self._listed.get((kind, namespace))
+
+        def on_list(bodies: list[Object]) -> None:
+            self.view.replace(kind, namespace, bodies)
+            assert listed is not None
+            listed.set()
+
         delay = 1.0
         while True:
             try:
-                async for event_type, body in self.kube.watch(kind, namespace, CHILD_SELECTOR):
+                async for event_type, body in self.kube.watch(kind, namespace, CHILD_SELECTOR,
+                                                              on_list if listed else None):
                     delay = 1.0
+                    self.metrics.watch_events.labels(kind).inc()
+                    if listed:
+                        self.workload_changed(event_type, body)
                     self.child_changed(event_type, body)
             except KubeError as err:
                 log.warning("watch of %s in %s: %s; again in %g s", kind, namespace or "all namespaces", err, delay)
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, WATCH_BACKOFF_MAX_SECONDS)
+                self._repair_all()  # events may have been lost in the gap: a repair, once the watch is back
 
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.config.resync_seconds)
-            for owner in list(self._known.values()):
-                self.repair_soon(owner)
+            self._repair_all()
+
+    def _repair_all(self) -> None:
+        for owner in list(self._known.values()):
+            self.repair_soon(owner)
 
     def _announce_transitions(self, owner: Owner, previous: Mapping[str, Any], new: Status) -> None:
         for type_, reason, message in transition_events(previous, new):

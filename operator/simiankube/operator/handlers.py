@@ -14,17 +14,14 @@ import kopf
 from simiankube import contract
 from simiankube.operator.chaos import Sleep
 from simiankube.operator.controller import Controller, NotServed, OperatorConfig
-from simiankube.operator.tracking import WorkloadView, index_workload
 
 ARCHITECTURES = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
-# Only workloads this operator rendered; a look-alike without the owner reference is ignored later.
-WORKLOAD_LABELS: dict[str, Any] = {contract.LABEL_ARCHITECTURE: kopf.PRESENT, contract.LABEL_MANAGED_BY: contract.MANAGED_BY}
 CHAOS_CANCELLATION_SECONDS = 10.0
 VERIFY_CANCELLATION_SECONDS = 10.0
 
 
 @kopf.on.startup()
-async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
+async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     config: OperatorConfig = memo.config
     settings.scanning.disabled = True  # no cluster-wide CRD/namespace watching: least privilege
     settings.posting.level = logging.WARNING  # Events are posted explicitly, with reasons
@@ -34,15 +31,17 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs:
     # The last handled spec goes to status.kopf: a 1,000-service spec (~190 kB) would not fit
     # next to kubectl's last-applied annotation in the 256 kB that all annotations share.
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage()
-    # kopf passes its (live) indexes to startup handlers too: the controller keeps the view.
-    memo.controller = await Controller.start(config, WorkloadView(kwargs["deployments_by_owner"],
-                                                                  kwargs["statefulsets_by_owner"]))
+    memo.controller = await Controller.start(config)
     memo.controller.hold_lease()
     try:
         await memo.controller.wait_until_served(config.crd_timeout_seconds)
+        # Workloads are watched by the controller, filtered by label on the server (kopf filters
+        # labels in the client: it would hold every Deployment of the cluster); listed before kopf
+        # serves Architectures, so no status is built from a partial view.
+        memo.controller.watch_children()
+        await memo.controller.wait_until_listed(config.crd_timeout_seconds)
     except NotServed as err:
         raise kopf.PermanentError(str(err)) from err
-    memo.controller.watch_children()
 
 
 @kopf.on.cleanup()
@@ -50,16 +49,6 @@ async def on_cleanup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     if "controller" in memo:
         await memo.controller.release_finalizers(settings.persistence.finalizer)
         await memo.controller.close()
-
-
-@kopf.index("apps", "v1", "deployments", labels=WORKLOAD_LABELS)
-async def deployments_by_owner(body: kopf.Body, **_: Any) -> Any:
-    return index_workload(body)
-
-
-@kopf.index("apps", "v1", "statefulsets", labels=WORKLOAD_LABELS)
-async def statefulsets_by_owner(body: kopf.Body, **_: Any) -> Any:
-    return index_workload(body)
 
 
 @kopf.on.resume(*ARCHITECTURES)
@@ -78,12 +67,6 @@ async def on_architecture_event(type: str | None, body: kopf.Body, memo: kopf.Me
     before kopf could call a deletion handler.
     """
     memo.controller.architecture_seen(type, body)
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=WORKLOAD_LABELS)
-@kopf.on.event("apps", "v1", "statefulsets", labels=WORKLOAD_LABELS)
-async def on_workload_event(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.controller.workload_changed(body)
 
 
 def chaos_enabled(spec: kopf.Spec, **_: Any) -> bool:

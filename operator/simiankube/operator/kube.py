@@ -8,6 +8,7 @@ nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -24,11 +25,15 @@ from simiankube.segmentation.verify import VerificationReport
 Object = dict[str, Any]
 WriteObserver = Callable[[str, str], None]  # (verb, kind)
 
-APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+# JSON is YAML. With the charset parameter the client sends the bytes it is given (serialized by
+# the C encoder) instead of walking every object to sanitize it first; the server drops the parameter.
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml; charset=utf-8"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
 # Metadata-only lists: the prune plan needs names, uids, owners and one annotation,
 # not 1,000 ConfigMaps of nanoservice configuration.
 METADATA_ACCEPT = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+# An apply's answer is not read: the server need only encode the object's metadata.
+APPLY_ACCEPT = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,26 @@ RESOURCES: Mapping[str, Resource] = {
 # Every kind the render step can produce, in apply order (see simiankube.render.KIND_ORDER).
 CHILD_KINDS = ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment")
 WATCH_SECONDS = 300  # one watch request; the next continues from the last resourceVersion seen
+
+
+@dataclass(frozen=True)
+class Payload:
+    """One object to apply, already serialized: the event loop holds bytes while it applies
+    thousands of objects, not the millions of small dicts the cyclic collector would walk."""
+
+    kind: str
+    namespace: str
+    name: str
+    body: bytes
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Payload:
+        meta = obj["metadata"]
+        return cls(obj["kind"], meta["namespace"], meta["name"], json.dumps(obj, separators=(",", ":")).encode())
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
 
 
 class KubeError(Exception):
@@ -146,7 +171,9 @@ class Kube:
         body: Any = None,
         content_type: str = "application/json",
         accept: str = "application/json",
+        parse: bool = True,
     ) -> Any:
+        """One API call; its answer parsed, or None when not ``parse`` (an apply's echo is not needed)."""
         try:
             return await self._api.call_api(
                 path,
@@ -154,7 +181,7 @@ class Kube:
                 query_params=list(query),
                 header_params={"Content-Type": content_type, "Accept": accept},
                 body=body,
-                response_types_map={200: "object", 201: "object", 202: "object"},
+                response_types_map={200: "object", 201: "object", 202: "object"} if parse else {},
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
             )
@@ -196,27 +223,37 @@ class Kube:
         Whole objects let the plan see hand edits; metadata is enough to find
         who else holds a name.
         """
+        query = [("labelSelector", selector)] if selector else []
+        accept = "application/json" if whole else METADATA_ACCEPT
+        # One list per kind, all at once: the API server encodes them in parallel.
+        results = await asyncio.gather(*(self._call("GET", RESOURCES[kind].path(namespace), query=query, accept=accept)
+                                         for kind in kinds))
         children: list[LiveObject] = []
-        for kind in kinds:
-            query = [("labelSelector", selector)] if selector else []
-            accept = "application/json" if whole else METADATA_ACCEPT
-            result = await self._call("GET", RESOURCES[kind].path(namespace), query=query, accept=accept)
+        for kind, result in zip(kinds, results):
             # A list's items carry neither kind nor apiVersion: put them back, the plan compares whole objects.
             typed = {"apiVersion": RESOURCES[kind].api_version, "kind": kind}
             children.extend(LiveObject.from_item(kind, {**typed, **item}, whole=whole)
                             for item in result.get("items") or [])
         return children
 
-    async def watch(self, kind: str, namespace: str | None, selector: str) -> AsyncIterator[tuple[str, Object]]:
+    async def watch(self, kind: str, namespace: str | None, selector: str,
+                    on_list: Callable[[list[Object]], None] | None = None) -> AsyncIterator[tuple[str, Object]]:
         """Events (type, object) of one kind matching the selector, filtered by the server, from now on.
 
+        ``on_list`` gets every matching object first (a list, whole objects),
+        for a caller that keeps them; without it only the list's version is read.
         Runs until cancelled; a watch that ends is resumed from the last
         resourceVersion seen (bookmarks keep it fresh). Raises KubeError when
         the server refuses or that version expired (410): the caller starts again.
         """
         path = RESOURCES[kind].collection(namespace)
-        listed = await self._call("GET", path, query=[("labelSelector", selector), ("limit", 1)],
-                                  accept=METADATA_ACCEPT)
+        if on_list is None:
+            listed = await self._call("GET", path, query=[("labelSelector", selector), ("limit", 1)],
+                                      accept=METADATA_ACCEPT)
+        else:
+            listed = await self._call("GET", path, query=[("labelSelector", selector)])
+            typed = {"apiVersion": RESOURCES[kind].api_version, "kind": kind}  # list items carry neither
+            on_list([{**typed, **item} for item in listed.get("items") or []])
         version = str(listed["metadata"]["resourceVersion"])
         while True:
             query = [("watch", "true"), ("labelSelector", selector), ("resourceVersion", version),
@@ -263,13 +300,13 @@ class Kube:
 
     # -- writes --------------------------------------------------------------------
 
-    async def apply(self, obj: Object) -> None:
+    async def apply(self, payload: Payload) -> None:
         """Server-side apply with this operator's one field manager, taking over conflicts."""
-        meta = obj["metadata"]
-        path = RESOURCES[obj["kind"]].path(meta["namespace"], meta["name"])
+        path = RESOURCES[payload.kind].path(payload.namespace, payload.name)
         query = [("fieldManager", self.field_manager), ("force", "true")]
-        await self._call("PATCH", path, query=query, body=obj, content_type=APPLY_CONTENT_TYPE)
-        self._on_write("apply", obj["kind"])
+        await self._call("PATCH", path, query=query, body=payload.body, content_type=APPLY_CONTENT_TYPE,
+                         accept=APPLY_ACCEPT, parse=False)
+        self._on_write("apply", payload.kind)
 
     async def delete(self, kind: str, namespace: str, name: str, uid: str, grace_seconds: int | None = None) -> bool:
         """Delete exactly the object with this uid; False when it is already gone or replaced."""

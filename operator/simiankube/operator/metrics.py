@@ -31,6 +31,9 @@ class Metrics:
         self.api_writes = Counter(
             "simiankube_operator_api_writes", "Writes to the API server by verb and kind "
             "(a no-op resync adds none).", ["verb", "kind"], registry=r)
+        self.watch_events = Counter(
+            "simiankube_operator_watch_events", "Watch events of the operator's own child watches by kind "
+            "(filtered by label on the server: other objects never arrive).", ["kind"], registry=r)
         self.pods_deleted = Counter(
             "simiankube_chaos_pods_deleted", "Pods deleted by the chaos controller.",
             ["namespace", "architecture", "service"], registry=r)

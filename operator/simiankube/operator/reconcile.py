@@ -1,5 +1,10 @@
 """Reconcile one Architecture: parse → expand → render → plan → apply → prune.
 
+Parse, render and plan are pure and CPU-bound (a second or more for 1,000
+services): they run in a worker thread with the cyclic garbage collector
+paused (a collection holds the interpreter lock while it walks the whole
+heap), so the event loop keeps answering health probes and watch events.
+
 The plan is pure: every rendered object is stamped with an owner reference
 and a hash of its own content; an object whose live copy carries the same
 hash and still holds every rendered field (no hand edit) is left alone, so a
@@ -13,20 +18,22 @@ write: what runs keeps running.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from simiankube import contract
-from simiankube.operator.kube import CHILD_KINDS, LiveObject, Object
-from simiankube.render import RenderSettings, render
+from simiankube.operator.kube import CHILD_KINDS, LiveObject, Object, Payload
+from simiankube.render import RenderSettings, cyclic_gc_paused, render
 from simiankube.model.spec import Architecture, parse_document
 from simiankube.model.topology import expand
 
 # The hash of the applied object (without this annotation), compared before every apply.
 ANNOTATION_APPLIED_HASH = f"{contract.API_GROUP}/applied-hash"
+T = TypeVar("T")
 
 
 class ChildClient(Protocol):
@@ -35,7 +42,7 @@ class ChildClient(Protocol):
     async def list_children(self, namespace: str, selector: str, kinds: Sequence[str] = CHILD_KINDS,
                             *, whole: bool = True) -> list[LiveObject]: ...
 
-    async def apply(self, obj: Object) -> None: ...
+    async def apply(self, payload: Payload) -> None: ...
 
     async def delete(self, kind: str, namespace: str, name: str, uid: str,
                      grace_seconds: int | None = None) -> bool: ...
@@ -93,7 +100,7 @@ class AlreadyOwned(Exception):
 
 @dataclass(frozen=True)
 class Plan:
-    apply: tuple[Object, ...]  # in apply order
+    apply: tuple[Payload, ...]  # in apply order
     prune: tuple[LiveObject, ...]
     unchanged: int
     clashes: tuple[Clash, ...] = ()
@@ -136,16 +143,22 @@ def stamp(obj: Object, owner: Owner) -> Object:
     return {**owned, "metadata": {**owned["metadata"], "annotations": annotations}}
 
 
-def build_children(arch: Architecture, owner: Owner, image: str) -> list[Object]:
-    settings = RenderSettings(namespace=owner.namespace, image=image)
-    return [stamp(obj, owner) for obj in render(expand(arch), settings)]
+@dataclass(frozen=True)
+class Desired:
+    architecture: Architecture
+    objects: list[Object]  # rendered and stamped, in apply order
+    instances: dict[str, int]  # instances per service (spigo names)
 
 
-def desired_instances(arch: Architecture) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for placement in expand(arch).placements:
-        counts[placement.service.name] = counts.get(placement.service.name, 0) + placement.replicas
-    return counts
+def desire(document: Mapping[str, Any], owner: Owner, image: str) -> Desired:
+    """What the Architecture asks for: parsed, expanded and rendered once (raises SpecError, RenderError)."""
+    arch = parse_body(document)
+    topology = expand(arch)
+    objects = [stamp(obj, owner) for obj in render(topology, RenderSettings(namespace=owner.namespace, image=image))]
+    instances: dict[str, int] = {}
+    for placement in topology.placements:
+        instances[placement.service.name] = instances.get(placement.service.name, 0) + placement.replicas
+    return Desired(arch, objects, instances)
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -183,20 +196,21 @@ def plan_changes(desired: Sequence[Object], live: Sequence[LiveObject], owner_ui
         (obj for obj in live if (obj.kind, obj.name) not in rendered and owner_uid in obj.owner_uids),
         key=lambda o: (-CHILD_KINDS.index(o.kind), o.name),  # workloads first, their config last
     )
-    return Plan(tuple(to_apply), tuple(to_prune), len(desired) - len(to_apply) - len(clashes), tuple(clashes))
+    return Plan(tuple(map(Payload.of, to_apply)), tuple(to_prune), len(desired) - len(to_apply) - len(clashes),
+                tuple(clashes))
 
 
 async def execute(plan: Plan, kube: ChildClient, namespace: str, concurrency: int) -> None:
     """Apply kind by kind in order (config before the workloads mounting it), then prune."""
     limit = asyncio.Semaphore(concurrency)
 
-    async def apply(obj: Object) -> None:
+    async def apply(payload: Payload) -> None:
         async with limit:
-            await kube.apply(obj)
+            await kube.apply(payload)
 
     for kind in CHILD_KINDS:
         # Every apply of a kind ends before an error is raised: none runs on behind the reconcile's lock.
-        results = await asyncio.gather(*(apply(obj) for obj in plan.apply if obj["kind"] == kind),
+        results = await asyncio.gather(*(apply(payload) for payload in plan.apply if payload.kind == kind),
                                        return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -205,24 +219,39 @@ async def execute(plan: Plan, kube: ChildClient, namespace: str, concurrency: in
         await kube.delete(obj.kind, namespace, obj.name, obj.uid)
 
 
+async def off_the_loop(function: Callable[..., T], *args: Any) -> T:
+    """Pure CPU-bound work in a worker thread, with the cyclic collector paused while it runs."""
+
+    def run() -> T:
+        with cyclic_gc_paused():
+            return function(*args)
+
+    return await asyncio.to_thread(run)
+
+
 async def reconcile(body: Mapping[str, Any], kube: ChildClient, image: str, concurrency: int) -> Outcome:
     """Converge the children of one Architecture to exactly its render.
 
     Raises SpecError or AlreadyOwned before anything is written.
     """
-    arch = parse_body(body)  # raises before anything is written
     metadata = body["metadata"]
     owner = Owner(namespace=metadata["namespace"], name=metadata["name"], uid=metadata["uid"])
-    desired = build_children(arch, owner, image)  # raises on clashing rendered names
-    live = await kube.list_children(owner.namespace, child_selector(arch.resource_name))
+    # The worker thread reads a snapshot: kopf may swap the body it passed while the thread runs.
+    document = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
+                "metadata": {"name": metadata.get("name")}, "spec": copy.deepcopy(dict(body.get("spec") or {}))}
+    # Raises on an invalid spec or clashing rendered names, before anything is written.
+    desired = await off_the_loop(desire, document, owner, image)
+    live = await kube.list_children(owner.namespace, child_selector(desired.architecture.resource_name))
     ours = {(obj.kind, obj.name) for obj in live}
-    missing = sorted({obj["kind"] for obj in desired if (obj["kind"], obj["metadata"]["name"]) not in ours},
+    missing = sorted({obj["kind"] for obj in desired.objects if (obj["kind"], obj["metadata"]["name"]) not in ours},
                      key=CHILD_KINDS.index)
     # Names about to be created may be held by anything in the namespace: look, metadata only.
     others = await kube.list_children(owner.namespace, "", missing, whole=False) if missing else []
-    plan = plan_changes(desired, live, owner.uid, others)
+    plan = await off_the_loop(plan_changes, desired.objects, live, owner.uid, others)
+    arch, instances = desired.architecture, desired.instances
+    del desired, live, others  # while it applies, the loop keeps the serialized objects only
     if plan.clashes:
         raise AlreadyOwned(plan.clashes)
     await execute(plan, kube, owner.namespace, concurrency)
-    changed = tuple(f"{obj['kind']}/{obj['metadata']['name']}" for obj in plan.apply)
-    return Outcome(arch, desired_instances(arch), len(plan.apply), len(plan.prune), plan.unchanged, changed)
+    changed = tuple(payload.key for payload in plan.apply)
+    return Outcome(arch, instances, len(plan.apply), len(plan.prune), plan.unchanged, changed)

@@ -1,7 +1,9 @@
 """What the operator remembers between events: workloads seen, status written.
 
-``WorkloadView`` reads kopf's Deployment/StatefulSet indexes, so status and
-chaos read readiness from memory instead of polling the API server.
+``WorkloadView`` holds this operator's Deployments and StatefulSets as its
+own label-selected watches (filtered by the API server) deliver them, so
+status and chaos read readiness from memory instead of polling the API
+server, and workloads of anyone else never reach the operator.
 ``StatusKeeper`` is the only writer of Architecture status: one lock per
 Architecture, a merge patch of exactly what differs (nothing when nothing
 does), and workload events coalesced into at most one write per ``delay``.
@@ -26,25 +28,44 @@ Clock = Callable[[], str]  # the current time, RFC 3339
 log = logging.getLogger(__name__)
 
 
-def index_workload(body: Mapping[str, Any]) -> dict[str, WorkloadState] | None:
-    """A workload's entry in kopf's index: under its owning Architecture's uid, if any."""
-    state = WorkloadState.from_body(body)
-    return {state.owner_uid: state} if state.owner_uid else None
-
-
 class WorkloadView:
-    """kopf's Deployment and StatefulSet indexes (owner uid → states) read as one.
+    """This operator's workloads by owning Architecture uid, kept from list + watch events.
 
-    kopf fills its indexes before any handler runs, so a restarted operator
-    sees every workload before it rebuilds a status: no flap, no write.
+    The controller lists every workload before any handler runs, so a
+    restarted operator sees them all before it rebuilds a status: no flap, no write.
     """
 
-    def __init__(self, *indexes: Mapping[str, Iterable[WorkloadState]]) -> None:
-        self._indexes = indexes
+    def __init__(self) -> None:
+        self._by_owner: dict[str, dict[str, WorkloadState]] = {}  # owner uid → workload uid → state
+        self._owner_of: dict[str, str] = {}  # workload uid → owner uid
+
+    def replace(self, kind: str, namespace: str | None, bodies: Iterable[Mapping[str, Any]]) -> None:
+        """After a list: exactly these workloads of this kind (in this namespace; None: every namespace)."""
+        gone = [uid for states in self._by_owner.values() for uid, state in states.items()
+                if state.kind == kind and namespace in (None, state.namespace)]
+        for uid in gone:
+            self._drop(uid)
+        for body in bodies:
+            self.update("ADDED", body)
+
+    def update(self, event_type: str, body: Mapping[str, Any]) -> None:
+        """One watch event; workloads without an owning Architecture are not kept."""
+        state = WorkloadState.from_body(body)
+        self._drop(state.uid)
+        if event_type != "DELETED" and state.owner_uid:
+            self._by_owner.setdefault(state.owner_uid, {})[state.uid] = state
+            self._owner_of[state.uid] = state.owner_uid
+
+    def _drop(self, uid: str) -> None:
+        owner_uid = self._owner_of.pop(uid, None)
+        if owner_uid is not None:
+            states = self._by_owner[owner_uid]
+            del states[uid]
+            if not states:
+                del self._by_owner[owner_uid]
 
     def owned(self, owner: Owner) -> list[WorkloadState]:
-        states = [state for index in self._indexes for state in index.get(owner.uid, ())]
-        return sorted(states, key=lambda w: (w.kind, w.name))
+        return sorted(self._by_owner.get(owner.uid, {}).values(), key=lambda w: (w.kind, w.name))
 
 
 class StatusClient(Protocol):
@@ -60,7 +81,8 @@ class StatusKeeper:
         self._delay = delay
         self._known: dict[str, Status] = {}  # by Architecture uid: the status last written or read
         self._locks: dict[str, asyncio.Lock] = {}
-        self._pending: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, asyncio.Task[None]] = {}  # by Architecture uid: its one refresh task
+        self._dirty: set[str] = set()  # Architecture uids with workload events since their refresh read the view
 
     def known(self, owner: Owner) -> Mapping[str, Any]:
         return self._known.get(owner.uid) or {}
@@ -97,25 +119,39 @@ class StatusKeeper:
 
     def refresh_soon(self, owner: Owner, view: WorkloadView,
                      on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
-        """Rebuild the status from the workloads in ``delay`` seconds, once for a burst of events."""
+        """Rebuild the status from the workloads in ``delay`` seconds, once for a burst of events.
+
+        One refresh per Architecture at a time: events during a write make one
+        more write afterwards, from the view as it is then. (A write of a
+        1,000-service status can take seconds on a busy API server: queued
+        refreshes, each with the view of its own moment, would fall further
+        and further behind.)
+        """
+        self._dirty.add(owner.uid)
         if owner.uid not in self._pending:
             self._pending[owner.uid] = asyncio.create_task(self._refresh(owner, view, on_change))
 
     async def _refresh(self, owner: Owner, view: WorkloadView,
                        on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
-        await asyncio.sleep(self._delay)
-        del self._pending[owner.uid]
-        workloads = view.owned(owner)
         try:
-            result = await self.update(owner, lambda previous: build_status(previous, workloads, now=self._clock()))
-        except KubeError as err:  # the next workload event tries again
-            log.warning("status of %s/%s not written: %s", owner.namespace, owner.name, err)
-            return
-        if result is not None:
-            on_change(*result)
+            while owner.uid in self._dirty:
+                await asyncio.sleep(self._delay)
+                self._dirty.discard(owner.uid)
+                try:  # the view is read once the lock is held: the newest facts
+                    result = await self.update(
+                        owner, lambda previous: build_status(previous, view.owned(owner), now=self._clock()))
+                except KubeError as err:  # the next workload event tries again
+                    log.warning("status of %s/%s not written: %s", owner.namespace, owner.name, err)
+                    return
+                if result is not None:
+                    on_change(*result)
+        finally:
+            if self._pending.get(owner.uid) is asyncio.current_task():
+                del self._pending[owner.uid]
 
     def forget(self, owner: Owner) -> None:
         self._known.pop(owner.uid, None)
+        self._dirty.discard(owner.uid)
         self._locks.pop(owner.uid, None)
         task = self._pending.pop(owner.uid, None)
         if task:

@@ -16,10 +16,11 @@ Hop latency: sequential requests (one in flight) straight to the leaf and
 through a three-service chain a → b → c; the added latency per hop is
 (chain − leaf) / 2 at each percentile.
 With `--instructions` (needs valgrind: `apt-get install valgrind`) the leaf
-and the trivial handler also run under callgrind, counting only while wrk
-loads them: instructions per request do not move with what else runs on the
-machine, so their ratio is the steady one on a shared machine (slow: each
-server starts under valgrind).
+and the trivial handler also run under callgrind: the instructions run while
+wrk loads them, minus those of an idle spell as long, per request. They move
+far less with what else runs on the machine than CPU time does, so their
+ratio is the steadier one on a shared machine (slow: each server starts
+under valgrind).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -183,13 +184,26 @@ def isotope_row(binary: str, workdir: Path, seconds: float, connections: int) ->
 
 
 def instructions(command: list[str], url: str, seconds: float, connections: int) -> float:
-    """User-space instructions per request of a server started by `command` under callgrind, counted from
-    after a warm-up until the end of a wrk run."""
+    """User-space instructions per request of a server started by `command` under callgrind: those counted
+    during a wrk run minus those of an idle spell as long (timers, the event loop's own ticks), per request."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         process = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                                     f"--callgrind-out-file={out}", *command],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        control = ["callgrind_control"]
+        dumps = 0
+
+        def counted(phase: Callable[[], None]) -> int:
+            """Instructions the server ran during `phase`."""
+            nonlocal dumps
+            subprocess.run([*control, "-z", str(process.pid)], capture_output=True, check=True)
+            phase()
+            subprocess.run([*control, "-d", str(process.pid)], capture_output=True, check=True)
+            dumps += 1
+            total = re.search(r"^totals: (\d+)", Path(f"{out}.{dumps}").read_text(), re.M)
+            return int(total.group(1))  # type: ignore[union-attr]
+
         try:
             deadline = time.monotonic() + 600  # interpreted by valgrind, an import takes a while
             while True:
@@ -204,13 +218,13 @@ def instructions(command: list[str], url: str, seconds: float, connections: int)
                     time.sleep(0.5)
             wrk = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}"]
             subprocess.run([*wrk, "-d2s", url], capture_output=True, check=True)  # warm up
-            subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], capture_output=True, check=True)
-            run = subprocess.run([*wrk, f"-d{seconds:g}s", url], capture_output=True, text=True, check=True).stdout
-            count = int(re.search(r"(\d+) requests in", run).group(1))  # type: ignore[union-attr]
-            subprocess.run(["callgrind_control", "-d", str(process.pid)], capture_output=True, check=True)
-            dump = Path(f"{out}.1")
-            total = re.search(r"^totals: (\d+)", dump.read_text(), re.M)
-            return int(total.group(1)) / max(count, 1)  # type: ignore[union-attr]
+            subprocess.run([*control, "-i", "on", str(process.pid)], capture_output=True, check=True)
+            runs: list[str] = []
+            loaded = counted(lambda: runs.append(subprocess.run([*wrk, f"-d{seconds:g}s", url], capture_output=True,
+                                                                text=True, check=True).stdout))
+            idle = counted(lambda: time.sleep(seconds))
+            count = int(re.search(r"(\d+) requests in", runs[0]).group(1))  # type: ignore[union-attr]
+            return (loaded - idle) / max(count, 1)
         finally:
             process.kill()
             process.wait()

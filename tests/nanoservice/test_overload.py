@@ -10,7 +10,7 @@ from simiankube.nanoservice import keys
 from simiankube.nanoservice.app import create_app
 from simiankube.nanoservice.client import RetryBudget
 from simiankube.nanoservice.keys import Identity
-from simiankube.nanoservice.limit import LATE_SHARE, ConcurrencyLimit
+from simiankube.nanoservice.limit import LATE_SHARE, MIN_LIMIT, ConcurrencyLimit
 from simiankube.nanoservice.resolver import Resolver
 
 
@@ -81,22 +81,21 @@ def test_a_late_answer_scales_the_bound_to_what_would_have_been_in_time() -> Non
 
 
 def test_answers_in_time_raise_the_bound_about_one_per_round_trip_up_to_the_ceiling() -> None:
-    limit = ConcurrencyLimit(10)
-    limit.limit = 4.0
-    for _ in range(4):
+    limit = ConcurrencyLimit(40)
+    limit.limit = 12.0
+    for _ in range(12):
         assert limit.admit()
-    for _ in range(4):  # in time while at least half the bound was in use (4 and 3 of 4): +1/bound each
+    for _ in range(12):  # in time while at least half the bound was in use (12 .. 7 of 12.0 .. 12.4): +1/bound
         limit.release(started=0.0, now=0.01, budget=1.0)
-    assert limit.limit == 4 + 1 / 4 + 1 / 4.25
+    assert abs(limit.limit - 12.4916) < 0.0001
     assert limit.admit()
-    limit.release(started=0.0, now=0.01, budget=1.0)  # 1 of 4.5 in use: the bound was not what held it back
-    assert limit.limit == 4 + 1 / 4 + 1 / 4.25
-    for _ in range(1000):
-        for _ in range(10):
-            limit.admit()
-        for _ in range(10):
+    limit.release(started=0.0, now=0.01, budget=1.0)  # 1 of 12.5 in use: the bound was not what held it back
+    assert abs(limit.limit - 12.4916) < 0.0001
+    for _ in range(1000):  # a busy instance answering in time: the bound climbs to the ceiling, not beyond
+        admitted = sum(limit.admit() for _ in range(50))
+        for _ in range(admitted):
             limit.release(started=0.0, now=0.01, budget=1.0)
-    assert limit.limit == 10.0
+    assert limit.limit == 40.0 and limit.in_flight == 0
 
 
 def test_slow_answers_within_their_budget_lower_nothing_and_the_floor_holds() -> None:
@@ -109,7 +108,7 @@ def test_slow_answers_within_their_budget_lower_nothing_and_the_floor_holds() ->
     for step in range(20):  # a stalled process: every answer far too late
         limit.admit()
         limit.release(started=float(step), now=step + 10.0, budget=0.1)
-    assert limit.limit == 4.0
+    assert limit.limit == MIN_LIMIT
     assert ConcurrencyLimit(2).floor == 2.0  # never above the ceiling
 
 

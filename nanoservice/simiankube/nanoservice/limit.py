@@ -25,7 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 LATE_SHARE = 0.5  # an admitted request that took more than this share of its budget was late
-MIN_LIMIT = 4.0  # the bound never goes below this (or below the ceiling, when that is lower)
+MIN_LIMIT = 10.0  # the bound never goes below this (or the ceiling, when lower): a process starved of CPU by
+# other work is slow whatever its concurrency, and must not cut itself down to nothing (Netflix AIMD: 20)
 
 
 @dataclass(slots=True)

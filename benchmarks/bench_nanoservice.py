@@ -16,11 +16,12 @@ Hop latency: sequential requests (one in flight) straight to the leaf and
 through a three-service chain a → b → c; the added latency per hop is
 (chain − leaf) / 2 at each percentile.
 With `--instructions` (needs valgrind: `apt-get install valgrind`) the leaf
-and the trivial handler also run under callgrind: the instructions run while
-wrk loads them, minus those of an idle spell as long, per request. They move
-far less with what else runs on the machine than CPU time does, so their
-ratio is the steadier one on a shared machine (slow: each server starts
-under valgrind).
+and the trivial handler also run under callgrind, counted while wrk loads
+them over 8 connections: instructions per request move far less with what
+else runs on the machine than CPU time does (two runs: within 1 %), so their
+ratio is the steadier one on a shared machine; slow, as each server starts
+under valgrind. With 32 connections and a load average above 50 they
+scattered (more requests per loop turn, wrk's own timeouts).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,26 +185,13 @@ def isotope_row(binary: str, workdir: Path, seconds: float, connections: int) ->
 
 
 def instructions(command: list[str], url: str, seconds: float, connections: int) -> float:
-    """User-space instructions per request of a server started by `command` under callgrind: those counted
-    during a wrk run minus those of an idle spell as long (timers, the event loop's own ticks), per request."""
+    """User-space instructions per request of a server started by `command` under callgrind, counted from after
+    a warm-up to the end of a wrk run."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         process = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                                     f"--callgrind-out-file={out}", *command],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        control = ["callgrind_control"]
-        dumps = 0
-
-        def counted(phase: Callable[[], None]) -> int:
-            """Instructions the server ran during `phase`."""
-            nonlocal dumps
-            subprocess.run([*control, "-z", str(process.pid)], capture_output=True, check=True)
-            phase()
-            subprocess.run([*control, "-d", str(process.pid)], capture_output=True, check=True)
-            dumps += 1
-            total = re.search(r"^totals: (\d+)", Path(f"{out}.{dumps}").read_text(), re.M)
-            return int(total.group(1))  # type: ignore[union-attr]
-
         try:
             deadline = time.monotonic() + 600  # interpreted by valgrind, an import takes a while
             while True:
@@ -218,13 +206,12 @@ def instructions(command: list[str], url: str, seconds: float, connections: int)
                     time.sleep(0.5)
             wrk = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}"]
             subprocess.run([*wrk, "-d2s", url], capture_output=True, check=True)  # warm up
-            subprocess.run([*control, "-i", "on", str(process.pid)], capture_output=True, check=True)
-            runs: list[str] = []
-            loaded = counted(lambda: runs.append(subprocess.run([*wrk, f"-d{seconds:g}s", url], capture_output=True,
-                                                                text=True, check=True).stdout))
-            idle = counted(lambda: time.sleep(seconds))
-            count = int(re.search(r"(\d+) requests in", runs[0]).group(1))  # type: ignore[union-attr]
-            return (loaded - idle) / max(count, 1)
+            subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], capture_output=True, check=True)
+            run = subprocess.run([*wrk, f"-d{seconds:g}s", url], capture_output=True, text=True, check=True).stdout
+            subprocess.run(["callgrind_control", "-d", str(process.pid)], capture_output=True, check=True)
+            count = int(re.search(r"(\d+) requests in", run).group(1))  # type: ignore[union-attr]
+            total = re.search(r"^totals: (\d+)", Path(f"{out}.1").read_text(), re.M)
+            return int(total.group(1)) / max(count, 1)  # type: ignore[union-attr]
         finally:
             process.kill()
             process.wait()
@@ -319,7 +306,7 @@ def main() -> None:
                                                            zipkin_file="")}
         baseline = trivial_baseline(nodes["b"].address, args.seconds, args.connections)
         if args.instructions:
-            instruction_rows(Path(tmp), nodes["c"], nodes["b"].address, args.seconds, args.connections)
+            instruction_rows(Path(tmp), nodes["c"], nodes["b"].address, max(args.seconds, 10.0), 8)
         processes = [start(Path(tmp), [nodes["c"]], 0, "leaf")]
         try:
             leaf = throughput(processes[0].pid, f"http://{nodes['c'].address}:8080/kv/key1", args.seconds,

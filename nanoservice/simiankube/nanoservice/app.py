@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +26,6 @@ from simiankube.nanoservice import keys
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.hop import ANONYMOUS, HEADER_CALLER, BadHeader, Hop, incoming_hop
 from simiankube.nanoservice.keys import Identity, Serving, Status
-from simiankube.nanoservice.limit import ConcurrencyLimit
 from simiankube.nanoservice.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.packages import Context, Reply, build_package
@@ -46,10 +44,9 @@ MAX_KEY_LENGTH = 256
 KEY_FORBIDDEN = frozenset("?#%/\\") | frozenset(map(chr, [*range(32), 127]))
 READ_TIMEOUT_SECONDS = 10.0  # headers and bodies must arrive within this (slow clients hold no connection forever)
 PLATFORM_PATHS = frozenset({contract.PATH_HEALTH, contract.PATH_READY, contract.PATH_METRICS})  # not counted
-# The most requests that may wait (service time, calls out) admitted at once; the bound adapts below it to
-# how late answers come (limit.py). More are shed with a fast 503 and a retry hint, so overload turns into
-# quick answers the caller can retry elsewhere instead of a queue that makes every request time out (the
-# answer costs a fraction of the work it saves).
+# Requests that may wait (service time, calls out) admitted at once; more are shed with a fast 503 and a
+# retry hint, so overload turns into quick answers the caller can retry elsewhere instead of a queue that
+# makes every request time out (the answer costs a fraction of the work it saves).
 MAX_IN_FLIGHT = 100
 RETRY_AFTER_SECONDS = "1"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"  # what web.json_response sends
@@ -142,8 +139,8 @@ def answered(request: web.Request, response: web.Response, started: float) -> we
     return response
 
 
-def overloaded(in_flight: int) -> web.Response:
-    response = error(503, f"overloaded: {in_flight} requests in flight, retry another instance")
+def overloaded(limit: int) -> web.Response:
+    response = error(503, f"overloaded: {limit} requests in flight, retry another instance")
     response.headers[RETRY_AFTER] = RETRY_AFTER_SECONDS
     return response
 
@@ -158,12 +155,12 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
     status = 500
     hop: Hop | None = None
     admitted = False
-    budget = math.inf  # until the hop is read: an early answer (400, 508) was never late
     try:
         if serving.may_wait:
-            if not serving.limit.admit():
+            if serving.status.in_flight >= serving.max_in_flight:
                 status = 503
-                return overloaded(serving.limit.in_flight)
+                return overloaded(serving.max_in_flight)
+            serving.status.in_flight += 1
             admitted = True
         trace = incoming_context(request.headers, serving.rng) if serving.traced else UNTRACED
         hop = incoming_hop(request.headers, trace, budget_ms=config.deadline_ms, max_hops=config.max_hops, now=started)
@@ -193,10 +190,9 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
         logging.getLogger(__name__).exception("%s %s failed", request.method, request.path)
         return error(500, "internal error")
     finally:
-        ended = time.monotonic()
         if admitted:
-            serving.limit.release(started, ended, budget)
-        elapsed = ended - started
+            serving.status.in_flight -= 1
+        elapsed = time.monotonic() - started
         edge.observe(elapsed)
         edge.answered(status)
         if serving.exporting and hop is not None and hop.trace.sampled:
@@ -391,7 +387,7 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
             package=package, payload="x" * config.behavior.payload_bytes,
             calls_out=package.calls_out, exporting=exporter.enabled, traced=exporter.enabled or package.calls_out,
             service_time=service_time, status=app[keys.STATUS], may_wait=package.calls_out or service_time,
-            limit=ConcurrencyLimit(app[keys.MAX_IN_FLIGHT]),
+            max_in_flight=app[keys.MAX_IN_FLIGHT],
         )
         yield
 

@@ -10,7 +10,6 @@ from aiohttp import web
 
 from simiankube.contract import NanoserviceConfig
 from simiankube.nanoservice.client import Caller
-from simiankube.nanoservice.limit import ConcurrencyLimit
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.packages import Package
 from simiankube.nanoservice.probe import Scope
@@ -32,6 +31,7 @@ class Identity:
 class Status:
     ready: bool = False
     draining: bool = False
+    in_flight: int = 0  # service requests admitted and not yet answered (only those that may wait)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +49,9 @@ class Serving:
     exporting: bool  # spans are exported
     traced: bool  # a trace context is needed: spans are exported or the package may call out (propagation)
     service_time: bool  # a latency draw can be above 0 (else none is drawn)
-    status: Status  # readiness and draining
+    status: Status  # readiness, draining and the requests in flight
     may_wait: bool  # a request can suspend (service time or calls out), so requests can pile up
-    limit: ConcurrencyLimit  # how many of those may wait at once; more are shed (503)
+    max_in_flight: int  # more waiting requests than this are shed (503)
 
 
 CONFIG = web.AppKey("config", NanoserviceConfig)
@@ -63,7 +63,7 @@ EXPORTER = web.AppKey("exporter", SpanExporter)
 STATUS = web.AppKey("status", Status)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 CALLER = web.AppKey("caller", Caller)
-MAX_IN_FLIGHT = web.AppKey("max_in_flight", int)  # the ceiling of the adaptive bound
+MAX_IN_FLIGHT = web.AppKey("max_in_flight", int)
 SERVING = web.AppKey("serving", Serving)  # set once the package is built
 PROBE_SCOPE = web.AppKey("probe_scope", Scope)
 READ_TIMEOUT = web.AppKey("read_timeout", float)  # seconds a request body may take to arrive

@@ -15,6 +15,13 @@ in a network namespace of its own (it always binds :8080; needs root).
 Hop latency: sequential requests (one in flight) straight to the leaf and
 through a three-service chain a → b → c; the added latency per hop is
 (chain − leaf) / 2 at each percentile.
+With `--instructions` (needs valgrind: `apt-get install valgrind`) the leaf
+and the trivial handler also run under callgrind, counted while wrk loads
+them over 8 connections: instructions per request move far less with what
+else runs on the machine than CPU time does (two runs: within 1 %), so their
+ratio is the steadier one on a shared machine; slow, as each server starts
+under valgrind. With 32 connections and a load average above 50 they
+scattered (more requests per loop turn, wrk's own timeouts).
 """
 
 from __future__ import annotations
@@ -177,6 +184,50 @@ def isotope_row(binary: str, workdir: Path, seconds: float, connections: int) ->
         process.wait()
 
 
+def instructions(command: list[str], url: str, seconds: float, connections: int) -> float:
+    """User-space instructions per request of a server started by `command` under callgrind, counted from after
+    a warm-up to the end of a wrk run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        process = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                                    f"--callgrind-out-file={out}", *command],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 600  # interpreted by valgrind, an import takes a while
+            while True:
+                try:
+                    urllib.request.urlopen(url, timeout=5).close()
+                    break
+                except urllib.error.HTTPError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or process.poll() is not None:
+                        raise RuntimeError(f"{command} did not answer {url} under valgrind") from None
+                    time.sleep(0.5)
+            wrk = ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}"]
+            subprocess.run([*wrk, "-d2s", url], capture_output=True, check=True)  # warm up
+            subprocess.run(["callgrind_control", "-i", "on", str(process.pid)], capture_output=True, check=True)
+            run = subprocess.run([*wrk, f"-d{seconds:g}s", url], capture_output=True, text=True, check=True).stdout
+            subprocess.run(["callgrind_control", "-d", str(process.pid)], capture_output=True, check=True)
+            count = int(re.search(r"(\d+) requests in", run).group(1))  # type: ignore[union-attr]
+            total = re.search(r"^totals: (\d+)", Path(f"{out}.1").read_text(), re.M)
+            return int(total.group(1)) / max(count, 1)  # type: ignore[union-attr]
+        finally:
+            process.kill()
+            process.wait()
+
+
+def instruction_rows(workdir: Path, leaf: Planned, address: str, seconds: float, connections: int) -> None:
+    spec = workdir / "leaf-valgrind.json"
+    spec.write_text(json.dumps({"parent": os.getpid(), "launches": [asdict(leaf.launch)]}))
+    leaf_ir = instructions([sys.executable, "-m", "simiankube.localrun.worker", str(spec)],
+                           f"http://{leaf.address}:8080/kv/key1", seconds, connections)
+    trivial_ir = instructions([sys.executable, "-c", TRIVIAL, address], f"http://{address}:8080/kv/key1", seconds,
+                              connections)
+    print(f"instructions per request (callgrind): leaf {leaf_ir / 1000:,.0f} k, trivial {trivial_ir / 1000:,.0f} k"
+          f" → leaf/trivial {leaf_ir / trivial_ir:.2f}×")
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -238,6 +289,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--isotope", metavar="PATH", default="",
                         help="isotope's service binary (built from istio/tools); without it that row is skipped")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count instructions per request under valgrind (steady on a shared machine)")
     args = parser.parse_args()
     document = {
         "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}", "kind": contract.KIND,
@@ -252,6 +305,8 @@ def main() -> None:
         nodes = {p.instance.service.name: p for p in plan(expand(parse_document(document)), Path(tmp), seed=1,
                                                            zipkin_file="")}
         baseline = trivial_baseline(nodes["b"].address, args.seconds, args.connections)
+        if args.instructions:
+            instruction_rows(Path(tmp), nodes["c"], nodes["b"].address, max(args.seconds, 10.0), 8)
         processes = [start(Path(tmp), [nodes["c"]], 0, "leaf")]
         try:
             leaf = throughput(processes[0].pid, f"http://{nodes['c'].address}:8080/kv/key1", args.seconds,

@@ -11,12 +11,20 @@ connection is reset, as a client timeout does). Goodput = answers that are not 5
 budget, per second. The curve goes up to the sustainable rate; past it, a
 system that sheds load keeps goodput near the peak, one that queues falls
 towards zero as every request waits out its budget.
+
+On a machine shared with other work the CPU the chain gets changes from one
+second to the next, and so does the sustainable rate. Each rate therefore
+also prints goodput per CPU second of the chain's process (useful answers
+for the work done): shedding keeps it near the peak's past saturation,
+work wasted on answers nobody waits for any more makes it fall; the last
+line gives both ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -24,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_nanoservice import FAST, start  # noqa: E402
+from bench_nanoservice import FAST, cpu_seconds, start  # noqa: E402
 
 from simiankube import contract  # noqa: E402
 from simiankube.localrun.runner import plan  # noqa: E402
@@ -125,24 +133,33 @@ def main() -> None:
             {"name": "a", "package": "karyon", "count": 1, "dependencies": ["b"], "behavior": FAST},
         ]},
     }
-    import os
     with tempfile.TemporaryDirectory() as tmp:
         nodes = {p.instance.service.name: p for p in plan(expand(parse_document(document)), Path(tmp), seed=1,
                                                            zipkin_file="")}
         process = start(Path(tmp), [nodes["c"], nodes["b"], nodes["a"]], 0, "chain")
         os.sched_setaffinity(0, {1})
+
+        def measure(rate: float) -> tuple[float, float, float]:
+            """(goodput per second, goodput per CPU second of the chain, share not sent)."""
+            cpu = cpu_seconds(process.pid)
+            goodput, unsent = asyncio.run(offer(nodes["a"].address, rate, args.seconds, args.deadline_ms))
+            used = cpu_seconds(process.pid) - cpu
+            return goodput, goodput * args.seconds / max(used, 1e-3), unsent
+
         try:
             curve = []
             for rate in (float(r) for r in args.rates.split(",")):
-                goodput, unsent = asyncio.run(offer(nodes["a"].address, rate, args.seconds, args.deadline_ms))
-                curve.append((rate, goodput))
-                print(f"offered {rate:7,.0f}/s → goodput {goodput:7,.0f}/s ({goodput / rate:4.0%})"
+                goodput, per_cpu, unsent = measure(rate)
+                curve.append((rate, goodput, per_cpu))
+                print(f"offered {rate:7,.0f}/s → goodput {goodput:7,.0f}/s ({goodput / rate:4.0%}), "
+                      f"{per_cpu:7,.0f} per CPU second"
                       + (f", {unsent:.0%} not sent (1,000 connections busy)" if unsent else ""), flush=True)
                 time.sleep(1)  # let queues drain between rates
-            peak_rate, peak = max(curve, key=lambda c: c[1])
-            goodput, _ = asyncio.run(offer(nodes["a"].address, 2 * peak_rate, args.seconds, args.deadline_ms))
+            peak_rate, peak, peak_per_cpu = max(curve, key=lambda c: c[1])
+            goodput, per_cpu, _ = measure(2 * peak_rate)
             print(f"peak goodput {peak:,.0f}/s at {peak_rate:,.0f}/s offered; at twice that ({2 * peak_rate:,.0f}/s) "
-                  f"goodput {goodput:,.0f}/s = {goodput / peak:.0%} of the peak")
+                  f"goodput {goodput:,.0f}/s = {goodput / peak:.0%} of the peak; per CPU second "
+                  f"{per_cpu:,.0f} = {per_cpu / peak_per_cpu:.0%} of the peak's {peak_per_cpu:,.0f}")
         finally:
             process.kill()
             process.wait()

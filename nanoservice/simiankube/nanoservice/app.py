@@ -8,7 +8,6 @@ package decides the answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -28,7 +27,7 @@ from simiankube.nanoservice.client import Caller, new_session
 from simiankube.nanoservice.hop import ANONYMOUS, HEADER_CALLER, BadHeader, Hop, incoming_hop
 from simiankube.nanoservice.keys import Identity, Serving, Status
 from simiankube.nanoservice.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from simiankube.nanoservice.metrics import Edge, Metrics
+from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.packages import Context, Reply, build_package
 from simiankube.nanoservice.policy import draw_latency_ms
 from simiankube.nanoservice.probe import ProbeRequestError, Scope, parse_probe_request, probe_all
@@ -99,12 +98,6 @@ def caller_label(request: web.Request) -> str:
     return caller if caller.isascii() and caller.isprintable() else ANONYMOUS
 
 
-def count(edge: Edge, status: int, elapsed: float) -> None:
-    """One answer in the server metrics."""
-    edge.observe(elapsed)
-    edge.answered(status)
-
-
 def _message(request: web.Request, err: web.HTTPException) -> str:
     if err.status == 404:
         return f"no such path: {request.path}"
@@ -141,7 +134,8 @@ def answered(request: web.Request, response: web.Response, started: float) -> we
     if serving is not None and request.path not in PLATFORM_PATHS:
         edge = serving.metrics.server(caller_label(request))
         edge.requests += 1
-        count(edge, response.status, time.monotonic() - started)
+        edge.observe(time.monotonic() - started)
+        edge.answered(response.status)
     return response
 
 
@@ -153,7 +147,7 @@ def overloaded(limit: int) -> web.Response:
 
 async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Awaitable[Reply]]) -> web.Response:
     """One service request, from budget check to metrics; `work` is the package's part."""
-    config, rng = serving.config, serving.rng
+    config = serving.config
     caller = caller_label(request)
     edge = serving.metrics.server(caller)
     edge.requests += 1
@@ -168,33 +162,27 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
                 return overloaded(serving.max_in_flight)
             serving.status.in_flight += 1
             admitted = True
-        trace = incoming_context(request.headers, rng) if serving.traced else UNTRACED
-        hop = incoming_hop(request.headers, trace, budget_ms=config.deadline_ms, max_hops=config.max_hops)
-        if hop.exceeded():
+        trace = incoming_context(request.headers, serving.rng) if serving.traced else UNTRACED
+        hop = incoming_hop(request.headers, trace, budget_ms=config.deadline_ms, max_hops=config.max_hops, now=started)
+        if hop.hops > hop.max_hops:
             status = 508
             return error(508, f"hop limit exceeded: hop {hop.hops} of at most {hop.max_hops}")
-        budget = hop.remaining()
+        budget = hop.deadline - started
         if budget <= 0:
             status = 504
             return error(504, "deadline already passed on arrival")
-        delay = draw_latency_ms(config.behavior.latency, rng) if serving.service_time else 0.0
-        # Without a service time and calls, nothing below suspends, so a timer could never fire: skip arming it.
-        budget_timer = asyncio.timeout(budget) if delay > 0 or serving.calls_out else contextlib.nullcontext()
-        try:
-            async with budget_timer:
-                if delay > 0:
-                    await asyncio.sleep(delay / 1000.0)
-                if config.behavior.error_rate and rng.random() < config.behavior.error_rate:
-                    status = 500
-                    return error(500, f"injected error (error_rate {config.behavior.error_rate:g})")
-                reply = await work(hop)
-        except TimeoutError:
-            status = 504
-            return error(504, f"budget of {budget * 1000:.1f} ms ran out in {config.service}")
+        delay = draw_latency_ms(config.behavior.latency, serving.rng) if serving.service_time else 0.0
+        if delay > 0 or serving.calls_out:
+            try:
+                async with asyncio.timeout(budget):
+                    reply = await _answer(serving, hop, delay, work)
+            except TimeoutError:
+                status = 504
+                return error(504, f"budget of {budget * 1000:.1f} ms ran out in {config.service}")
+        else:  # nothing below suspends, so a timer could never fire: none is armed
+            reply = await _answer(serving, hop, 0.0, work)
         status = reply.status
-        if config.behavior.payload_bytes:
-            reply.body["payload"] = serving.payload
-        return json_answer(reply.body, reply.status)
+        return json_answer(reply.body, status)
     except BadHeader as err:
         status = 400
         return error(400, str(err))
@@ -205,7 +193,8 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
         if admitted:
             serving.status.in_flight -= 1
         elapsed = time.monotonic() - started
-        count(edge, status, elapsed)
+        edge.observe(elapsed)
+        edge.answered(status)
         if serving.exporting and hop is not None and hop.trace.sampled:
             identity = serving.identity
             serving.exporter.record(zipkin_span(
@@ -213,6 +202,19 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
                 address=identity.address, start=wall_time(started), duration=elapsed, remote=caller,
                 tags={"http.status_code": str(status), "instance": identity.instance},
             ))
+
+
+async def _answer(serving: Serving, hop: Hop, delay_ms: float, work: Callable[[Hop], Awaitable[Reply]]) -> Reply:
+    """The service time, then an injected error or the package's reply (with the configured payload)."""
+    if delay_ms > 0:
+        await asyncio.sleep(delay_ms / 1000.0)
+    behavior = serving.config.behavior
+    if behavior.error_rate and serving.rng.random() < behavior.error_rate:
+        return Reply(500, {"error": f"injected error (error_rate {behavior.error_rate:g})"})
+    reply = await work(hop)
+    if behavior.payload_bytes:
+        reply.body["payload"] = serving.payload
+    return reply
 
 
 def _key(request: web.Request) -> str:

@@ -36,9 +36,6 @@ class Hop:
         """Seconds of budget left."""
         return self.deadline - time.monotonic()
 
-    def exceeded(self) -> bool:
-        return self.hops > self.max_hops
-
     def outgoing(self, budget: float, caller: str, trace: TraceContext) -> dict[str, str]:
         """Headers of a call made with `budget` seconds, one hop further."""
         headers = {
@@ -53,10 +50,7 @@ class Hop:
         return headers
 
 
-def _number(headers: CIMultiDictProxy[str], name: str, default: float, low: float, high: float) -> float:
-    text = headers.get(name)
-    if text is None:
-        return default
+def _number(name: str, text: str, low: float, high: float) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -66,10 +60,15 @@ def _number(headers: CIMultiDictProxy[str], name: str, default: float, low: floa
     return value
 
 
-def incoming_hop(headers: CIMultiDictProxy[str], trace: TraceContext, *, budget_ms: float, max_hops: int) -> Hop:
-    """The hop of a received request. The architecture's budget and hop limit are what a request from outside
-    gets and the most any caller may ask for: more is a 400, and so is a hop count below 1 (extra hops)."""
-    budget = _number(headers, HEADER_BUDGET, budget_ms, -1e9, budget_ms)
-    hops = int(_number(headers, HEADER_HOPS, 1, 1, 1_000_000))
-    limit = int(_number(headers, HEADER_MAX_HOPS, max_hops, 1, max_hops))
-    return Hop(time.monotonic() + budget / 1000.0, hops, limit, trace)
+def incoming_hop(headers: CIMultiDictProxy[str], trace: TraceContext, *, budget_ms: float, max_hops: int,
+                 now: float) -> Hop:
+    """The hop of a request received at `now` (time.monotonic()). The architecture's budget and hop limit are
+    what a request from outside gets and the most any caller may ask for: more is a 400, and so is a hop count
+    below 1 (extra hops)."""
+    budget, hops, limit = headers.get(HEADER_BUDGET), headers.get(HEADER_HOPS), headers.get(HEADER_MAX_HOPS)
+    return Hop(
+        now + (budget_ms if budget is None else _number(HEADER_BUDGET, budget, -1e9, budget_ms)) / 1000.0,
+        1 if hops is None else int(_number(HEADER_HOPS, hops, 1, 1_000_000)),
+        max_hops if limit is None else int(_number(HEADER_MAX_HOPS, limit, 1, max_hops)),
+        trace,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +38,15 @@ def test_the_node_is_real_labelled_and_alone(real_node: ControlPlane) -> None:
     assert info["containerRuntimeVersion"] == "containerd://" + versions()["CONTAINERD_VERSION"].removeprefix("v")
     addresses = {a["type"]: a["address"] for a in nodes[0]["status"]["addresses"]}
     assert addresses["InternalIP"] == node.NODE_IP
+
+
+def test_the_neighbour_table_holds_every_pod_pair(real_node: ControlPlane) -> None:
+    # verify has every pod probe every pod: with the kernel's default of 1,024 entries (shared by all
+    # network namespaces) ARP requests go unanswered from ~32 pods on and live pods time out.
+    for key, minimum in node.NEIGHBOUR_THRESHOLDS.items():
+        value = int(Path("/proc/sys", *key.split(".")).read_text())
+        assert value >= minimum, key
+    assert node.NEIGHBOUR_THRESHOLDS["net.ipv4.neigh.default.gc_thresh1"] >= 65 * 65  # netflixoss, all pairs
 
 
 def test_kubectl_version_reports_the_pinned_release(real_node: ControlPlane) -> None:

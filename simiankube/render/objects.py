@@ -111,6 +111,7 @@ def config_hash(config_json: str) -> str:
     return hashlib.sha256(config_json.encode()).hexdigest()[:16]
 
 
+STARTUP_SECONDS = 300  # the most a pod may take to answer /healthz before it is restarted
 PRESTOP_SECONDS = 3  # + the nanoservice's 1 s drain + 10 s for work in flight <= terminationGracePeriodSeconds
 
 
@@ -131,6 +132,10 @@ def build_pod_template(topology: Topology, placement: Placement, config_json: st
                            "failureThreshold": 2},
         "livenessProbe": {"httpGet": {"path": contract.PATH_HEALTH, "port": probe_port}, "periodSeconds": 10,
                           "failureThreshold": 3},
+        # Liveness starts once /healthz first answers: on a crowded node a Python process can take
+        # longer than liveness's 30 s to listen, and killing it then only adds load (a crash loop).
+        "startupProbe": {"httpGet": {"path": contract.PATH_HEALTH, "port": probe_port}, "periodSeconds": 2,
+                         "failureThreshold": STARTUP_SECONDS // 2},
         # Serve on while the endpoint removal reaches every client, then SIGTERM (the nanoservice drains).
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "resources": {

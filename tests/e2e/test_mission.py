@@ -38,7 +38,8 @@ def apply_architecture(kube: Kube, resource: dict[str, Any]) -> None:
 
 def wait_ready(kube: Kube, name: str) -> float:
     began = time.monotonic()
-    kube.run("wait", f"architecture/{name}", "--for=condition=Ready", f"--timeout={int(READY_TIMEOUT)}s")
+    kube.cp.kubectl("-n", kube.namespace, "wait", f"architecture/{name}", "--for=condition=Ready",
+                    f"--timeout={int(READY_TIMEOUT)}s", timeout=READY_TIMEOUT + 30)  # fmt: skip
     return time.monotonic() - began
 
 
@@ -125,8 +126,8 @@ def test_chaos_kills_a_real_container_and_records_recovery(chart: ControlPlane, 
     apply_architecture(restricted, resource)
     wait_ready(restricted, "lamp")
     before = {p["metadata"]["uid"] for p in architecture_pods(restricted, "lamp")}
-    # Right after Ready, user requests fail while headless-Service DNS catches up with
-    # the new pods: measure the kill from a steady state (requests flowing, no new errors).
+    # Measure the kill from a steady state (requests flowing, no new errors), not from the
+    # start-up of the pods.
     last = [traffic_totals(chart, restricted, "lamp")]
 
     def steady() -> tuple[float, float] | None:
@@ -158,14 +159,15 @@ def test_chaos_kills_a_real_container_and_records_recovery(chart: ControlPlane, 
 
 
 @pytest.mark.xfail(
-    reason="from step 4 on, verify keeps seeing mixed reachability (wwwproxy -> homepage, webserver: "
-    "some pods reachable, some not) for minutes on the real node; not yet understood",
+    reason="steps 0-8 reach Ready and verify agrees (first run but step 7); step 9 (two regions, ~107 pods) "
+    "did not reach Ready within 300 s on a machine at load ~50 (2026-11-29): not yet understood",
     strict=False,
 )
 def test_migration_steps_on_one_architecture(chart: ControlPlane, restricted: Kube) -> None:
     for step in range(10):
         resource = yaml.safe_load(architecture_file(f"migration/step{step}.yaml").read_text())
         resource["metadata"]["name"] = "migration"
+        began = time.monotonic()
         apply_architecture(restricted, resource)
         time.sleep(1)  # let the operator see the new generation before Ready is judged
         wait_for(
@@ -182,8 +184,10 @@ def test_migration_steps_on_one_architecture(chart: ControlPlane, restricted: Ku
             return bool(pods) and all(pod_ready(p) for p in pods) and services <= wanted
 
         wait_for(pruned, 120, interval=1, message=f"step {step}: only its services run")
-        # kube-router applies the step's policies to new and relabelled pods over a few
-        # seconds on a loaded machine: verify until it agrees (each run is a full check).
+        ready = time.monotonic() - began
+        # Each run is a full check. A second one is needed when a probe of 1 s times out on a
+        # machine loaded far beyond its 2 cores (seen at load 60-90, steps 7 and 8: ~107 pods);
+        # at a normal load the first run agrees. 180 s is about six runs on such a machine.
         results: list[subprocess.CompletedProcess[str]] = []
 
         def verified() -> bool:
@@ -194,4 +198,5 @@ def test_migration_steps_on_one_architecture(chart: ControlPlane, restricted: Ku
             wait_for(verified, 180, interval=5, message=f"step {step}: verify exits 0")
         except AssertionError:
             raise AssertionError(f"step {step}: {results[-1].stdout}{results[-1].stderr}") from None
-        print(f"step {step}: verify ok after {len(results)} run(s)")
+        print(f"step {step}: Ready and pruned {ready:.1f}s, verify ok after {len(results)} run(s), "
+              f"{time.monotonic() - began - ready:.1f}s")  # fmt: skip

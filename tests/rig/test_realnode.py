@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +38,14 @@ def test_the_node_is_real_labelled_and_alone(real_node: ControlPlane) -> None:
     assert info["containerRuntimeVersion"] == "containerd://" + versions()["CONTAINERD_VERSION"].removeprefix("v")
     addresses = {a["type"]: a["address"] for a in nodes[0]["status"]["addresses"]}
     assert addresses["InternalIP"] == node.NODE_IP
+
+
+def test_the_neighbour_table_holds_every_pod_pair(real_node: ControlPlane) -> None:
+    # verify has every pod probe every pod: with the kernel's default of 1,024 entries (shared by all
+    # network namespaces) ARP requests go unanswered from ~32 pods on and live pods time out.
+    for key, minimum in node.NEIGHBOUR_THRESHOLDS.items():
+        value = int(Path("/proc/sys", *key.split(".")).read_text())
+        assert value >= minimum, key
 
 
 def test_kubectl_version_reports_the_pinned_release(real_node: ControlPlane) -> None:
@@ -101,3 +110,33 @@ def test_pods_run_log_exec_and_reach_the_api_by_dns(ns: Kube) -> None:
     assert logs == "200"
     exec_out = ns.run("exec", "probe", "--", "python3", "-c", "print(6*7)").stdout
     assert exec_out.strip() == "42"
+
+
+def _resolve(ns: Kube, pod: str, name: str) -> str:
+    """getaddrinfo inside ``pod``: the addresses, or the gaierror's errno."""
+    script = (
+        "import socket, sys\n"
+        "try:\n"
+        f"    print(sorted({{a[4][0] for a in socket.getaddrinfo({name!r}, 8080)}}))\n"
+        "except socket.gaierror as e:\n"
+        "    print(e.errno)\n"
+    )
+    return ns.run("exec", pod, "--", "python3", "-c", script).stdout.strip()
+
+
+def test_a_headless_service_resolves_as_soon_as_its_pod_is_ready(ns: Kube) -> None:
+    # The Corefile caches no cluster.local denial (as kubeadm's and kind's): a lookup made before the
+    # pod was ready must not hide it for the cache's 30 s afterwards. Unknown names are NXDOMAIN
+    # (EAI_NONAME, -2), not the SERVFAIL (EAI_AGAIN, -3) of a CoreDNS without an upstream.
+    server = "import http.server as h; h.HTTPServer(('', 8080), h.SimpleHTTPRequestHandler).serve_forever()"
+    _run_pod(ns, "client", "import time; time.sleep(600)")
+    wait_for(lambda: pod_ready(ns.get("pod", "client")), 120, message="pod client Ready")
+    ns.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "later-peers"},
+              "spec": {"clusterIP": "None", "selector": {"app": "later"}, "ports": [{"port": 8080}]}})  # fmt: skip
+    assert _resolve(ns, "client", "later-peers") == "-2"
+    assert _resolve(ns, "client", "no-such-name") == "-2"
+    _run_pod(ns, "later", server)
+    pod = wait_for(lambda: next((p for p in [ns.get("pod", "later")] if pod_ready(p)), None), 120,
+                   message="pod later Ready")  # fmt: skip
+    wait_for(lambda: _resolve(ns, "client", "later-peers") == f"['{pod['status']['podIP']}']", 10,
+             interval=1, message="later-peers resolving to the ready pod")  # fmt: skip

@@ -2,7 +2,7 @@
 
 A pod, not a host process, so the DNS egress rules of the project's
 NetworkPolicies meet a real DNS server behind a real Service. No ``forward``
-plugin (no upstream is reachable) and therefore no ``loop`` plugin.
+plugin (no upstream is reachable) and therefore no ``loop`` plugin: see :data:`COREFILE`.
 """
 
 from __future__ import annotations
@@ -15,17 +15,30 @@ NAMESPACE: Final = "kube-system"
 NAME: Final = "coredns"
 LABELS: Final = {"k8s-app": "kube-dns"}
 
-COREFILE: Final = f""".:53 {{
+#: Like kubeadm's (and so kind's) default: cluster.local answers are never cached, so a name whose
+#: pods just became ready resolves at once (a cached denial kept the new pods of a headless `-peers`
+#: Service unknown to their callers for up to 30 s after Ready). No upstream can be reached, so
+#: names outside the cluster get the NXDOMAIN an upstream would give instead of SERVFAIL: the
+#: last search-list lookup of an unknown cluster name then fails for good, not "try again".
+COREFILE: Final = f"""{CLUSTER_DOMAIN}:53 in-addr.arpa:53 ip6.arpa:53 {{
     errors
     health :8080
     ready :8181
     kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
         pods insecure
-        fallthrough in-addr.arpa ip6.arpa
         ttl 30
     }}
-    cache 30
+    cache 30 {{
+        disable success {CLUSTER_DOMAIN}
+        disable denial {CLUSTER_DOMAIN}
+    }}
     loadbalance
+}}
+.:53 {{
+    errors
+    template ANY ANY {{
+        rcode NXDOMAIN
+    }}
 }}
 """
 

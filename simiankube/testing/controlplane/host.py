@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Final
 
 from simiankube.testing.controlplane.errors import RigError
-from simiankube.testing.controlplane.node import BRIDGE, POD_SUBNET
+from simiankube.testing.controlplane.node import BRIDGE, NEIGHBOUR_THRESHOLDS, POD_SUBNET
 
-#: Sysctls the kubelet, kube-proxy and the bridge plugin are known to set.
+#: Sysctls the kubelet, kube-proxy and the bridge plugin are known to set, and those the node raises.
 SYSCTLS: Final = (
+    *NEIGHBOUR_THRESHOLDS,
     "kernel.panic",
     "kernel.panic_on_oops",
     "vm.overcommit_memory",
@@ -330,6 +331,14 @@ def restore(before: Snapshot, *, bridge: str, directories: Iterable[Path]) -> Sn
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
     return snapshot()
+
+
+def raise_sysctls(minimums: dict[str, int]) -> None:
+    """Raise each sysctl to at least its minimum (a higher value set by the host's owner stays)."""
+    for key, minimum in minimums.items():
+        path = _sysctl_path(key)
+        if int(path.read_text().split()[0]) < minimum:
+            path.write_text(f"{minimum}\n")
 
 
 def set_up_bridge(name: str, address: str) -> None:

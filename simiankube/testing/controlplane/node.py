@@ -31,6 +31,19 @@ NODE_REGION: Final = "rig"
 SANDBOX_IMAGE: Final = "registry.k8s.io/pause:3.10"
 #: The containerd namespace the CRI plugin (and so the kubelet) uses.
 K8S_NAMESPACE: Final = "k8s.io"
+#: Kernel neighbour (ARP) table sizes the node needs, raised at bring-up and restored at teardown.
+#: The table is one for the whole kernel, shared by every network namespace, and on a bridge each
+#: pod keeps an entry per pod it talks to: `verify` has every pod probe every pod, so n pods need
+#: about n² entries (65 pods: 4,225; 110, the kubelet's maxPods: 12,100). The kernel's defaults
+#: (128/512/1024) overflow from ~32 pods on: the kernel then answers no ARP request for which it
+#: cannot make an entry ("neighbor table overflow!" in dmesg), so connections between live pods
+#: time out or fail with "No route to host" until entries expire (gc_stale_time, 60 s) — the mixed
+#: reachability `verify` saw for minutes after a migration step. Entries cost ~340 bytes.
+NEIGHBOUR_THRESHOLDS: Final = {
+    "net.ipv4.neigh.default.gc_thresh1": 4096,  # below this, no garbage collection at all
+    "net.ipv4.neigh.default.gc_thresh2": 16384,  # above this, entries older than 5 s are collected
+    "net.ipv4.neigh.default.gc_thresh3": 32768,  # hard limit
+}
 #: Host tools the node needs from Debian (scripts/bootstrap.sh system).
 HOST_TOOLS: Final = ("runc", "iptables", "ip6tables", "ipset", "nft", "ip", "umount")
 

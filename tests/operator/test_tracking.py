@@ -69,7 +69,10 @@ async def test_events_during_a_slow_write_make_one_more_write_with_the_newest_vi
         await asyncio.sleep(0.05)
         view.update("MODIFIED", deployment(ready))
         keeper.refresh_soon(OWNER, view, lambda before, after: None)
-    await asyncio.sleep(1.0)
+    async with asyncio.timeout(30):
+        while len(written) < 2:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.6)  # two slow writes' time: a queued third write would land in it
     assert written == [0, 2]
     await keeper.close()
 

@@ -22,44 +22,46 @@ PREFIX = "simiankube_"
 Scrape = dict[tuple[str, ...], float]
 
 
-def parse_scrape(text: str) -> Scrape:
-    """Sum one instance's samples per service (callers/peers folded together).
+# One `simiankube_*` sample: name without the prefix, its labels, its value.
+Sample = tuple[str, dict[str, str], float]
 
-    A minimal line parser for the only lines the report reads: samples named
-    `simiankube_*` (not `*_created`) with their `service` and `le` labels. It
-    gives the same sums as prometheus_client's parser (which cost the runner
-    most of its CPU) and falls back to it on any line it does not understand.
+
+def read_samples(text: str) -> list[Sample]:
+    """The `simiankube_*` samples of one /metrics text (not `*_created`).
+
+    A minimal line parser: prometheus_client's parser cost the runner most of
+    its CPU at one scrape per instance. A line it does not understand (escaped
+    label values, say) goes to prometheus_client; a line neither can read is
+    left out, so one bad line never loses a whole scrape.
     """
-    values: Scrape = defaultdict(float)
+    found: list[Sample] = []
     for line in text.split("\n"):
         if not line.startswith(PREFIX):
-            continue  # comments, blank lines and samples the report does not read
-        brace = line.find("{")
-        if brace < 0:
-            name, _, rest = line.partition(" ")
-            labels: dict[str, str] = {}
-        else:
-            end = line.rfind("}")
-            parsed = _labels(line[brace + 1:end]) if end > brace else None
-            if parsed is None:
-                return _parse_scrape_slow(text)
-            name, labels, rest = line[:brace], parsed, line[end + 1:]
-        fields = rest.split()
-        if not fields or len(fields) > 2:
-            return _parse_scrape_slow(text)
-        try:
-            value = float(fields[0])
-        except ValueError:
-            return _parse_scrape_slow(text)
-        if name.endswith("_created"):
-            continue
-        name = name[len(PREFIX):]
-        service = labels.get("service", "")
-        if name.endswith("_bucket"):
-            values[(name, service, labels["le"])] += value
-        else:
-            values[(name, service)] += value
-    return dict(values)
+            continue  # comments, blank lines and samples nobody here reads
+        sample = _read_line(line)
+        if sample is None:
+            found.extend(_read_line_slow(line))
+        elif not sample[0].endswith("_created"):
+            found.append(sample)
+    return found
+
+
+def _read_line(line: str) -> Sample | None:
+    brace = line.find("{")
+    if brace < 0:
+        name, _, rest = line.partition(" ")
+        labels: dict[str, str] | None = {}
+    else:
+        end = line.rfind("}")
+        labels = _labels(line[brace + 1:end]) if end > brace else None
+        name, rest = line[:brace], line[end + 1:]
+    fields = rest.split()
+    if labels is None or not fields or len(fields) > 2:
+        return None
+    try:
+        return name[len(PREFIX):], labels, float(fields[0])
+    except ValueError:
+        return None
 
 
 def _labels(text: str) -> dict[str, str] | None:
@@ -77,18 +79,28 @@ def _labels(text: str) -> dict[str, str] | None:
     return labels
 
 
-def _parse_scrape_slow(text: str) -> Scrape:
+def _read_line_slow(line: str) -> list[Sample]:
+    try:
+        families = list(text_string_to_metric_families(line))
+    except ValueError:
+        return []
+    return [
+        (sample.name[len(PREFIX):], dict(sample.labels), sample.value)
+        for family in families
+        for sample in family.samples
+        if sample.name.startswith(PREFIX) and not sample.name.endswith("_created")
+    ]
+
+
+def parse_scrape(text: str) -> Scrape:
+    """Sum one instance's samples per service (callers/peers folded together)."""
     values: Scrape = defaultdict(float)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if not sample.name.startswith(PREFIX) or sample.name.endswith("_created"):
-                continue
-            name = sample.name[len(PREFIX):]
-            service = sample.labels.get("service", "")
-            if name.endswith("_bucket"):
-                values[(name, service, sample.labels["le"])] += sample.value
-            else:
-                values[(name, service)] += sample.value
+    for name, labels, value in read_samples(text):
+        service = labels.get("service", "")
+        if name.endswith("_bucket"):
+            values[(name, service, labels["le"])] += value
+        else:
+            values[(name, service)] += value
     return dict(values)
 
 

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simiankube import contract
-from simiankube.localrun.report import quantile
+from simiankube.localrun.report import quantile, read_samples
 from simiankube.model.spec import TRAFFIC_SOURCE_PACKAGES
 from simiankube.model.topology import Topology
 from simiankube.segmentation.scenario import scenario
 
-PREFIX = "simiankube_"
 # The other end of an edge, by the label the nanoservice puts on it.
 OTHER_END = ("peer", "caller")
 MAX_EVENTS = 200  # the timeline keeps the latest ones
@@ -36,36 +35,12 @@ Samples = dict[tuple[str, str, str, str], float]
 
 
 def parse_samples(text: str) -> Samples:
-    """The `simiankube_*` samples of one /metrics text, summed over labels the view does not show.
-
-    A line parser (prometheus_client's costs too much CPU at one scrape per
-    instance every two seconds); lines it cannot read are left out.
-    """
+    """The `simiankube_*` samples of one /metrics text, summed over labels the view does not show."""
     values: Samples = defaultdict(float)
-    for line in text.split("\n"):
-        if not line.startswith(PREFIX):
-            continue
-        brace, end = line.find("{"), line.rfind("}")
-        if brace < 0 or end < brace:
-            continue
-        name = line[len(PREFIX):brace]
-        if name.endswith("_created"):
-            continue
-        labels = dict(_pairs(line[brace + 1:end]))
-        try:
-            value = float(line[end + 1:].split()[0])
-        except (IndexError, ValueError):
-            continue
+    for name, labels, value in read_samples(text):
         other = next((labels[k] for k in OTHER_END if k in labels), "")
         values[(name, labels.get("service", ""), other, labels.get("le", ""))] += value
     return dict(values)
-
-
-def _pairs(text: str) -> Iterable[tuple[str, str]]:
-    for item in text.split('",'):
-        key, eq, value = item.partition('="')
-        if eq:
-            yield key.strip(), value.rstrip('"')
 
 
 @dataclass

@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import random
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.localrun.report import (
     Report,
     TrafficStats,
-    _parse_scrape_slow,
     build_report,
     format_text,
     parse_scrape,
+    read_samples,
     saturated,
     timeout_share,
 )
@@ -87,13 +89,29 @@ def test_fast_parser_sums_like_prometheus_client() -> None:
                 edge.observe(rng.random() * 3)
                 edge.answered(rng.choice([200, 404, 500]))
     text = metrics.exposition().decode()
-    assert parse_scrape(text) == _parse_scrape_slow(text)
+    assert read_samples(text) == _prometheus_client_samples(text)
     plain = Metrics("other", "store")
     plain.client("x").requests += 3
     plain.server("y").observe(0.02)
     text = plain.exposition().decode()
-    assert parse_scrape(text) == _parse_scrape_slow(text)
+    assert read_samples(text) == _prometheus_client_samples(text)
     assert parse_scrape(text)[("client_requests_total", "other")] == 3.0
+
+
+def test_a_line_the_fast_reader_cannot_read_goes_to_prometheus_client_and_a_broken_one_is_left_out() -> None:
+    text = ('simiankube_server_requests_total{service="a\\"b",caller="c"} 2.0\n'
+            'simiankube_server_requests_total{broken\n'
+            'simiankube_up 1\n')
+    assert read_samples(text) == [("server_requests_total", {"service": 'a"b', "caller": "c"}, 2.0), ("up", {}, 1.0)]
+
+
+def _prometheus_client_samples(text: str) -> list[tuple[str, dict[str, str], float]]:
+    return [
+        (sample.name.removeprefix("simiankube_"), dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("simiankube_") and not sample.name.endswith("_created")
+    ]
 
 
 def test_cpu_per_request_counts_every_hop() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -631,3 +632,11 @@ def test_periodic_segmentation_verification_is_recorded(cluster: Cluster, operat
     # Periodic: the next verification moves the time.
     wait_for(lambda: (recorded() or {}).get("time") != segmentation["time"], 120, interval=0.5,
              message="a second verification")
+
+
+def test_health_probes_leave_the_log_quiet(operator: OperatorProcess) -> None:
+    url = f"http://127.0.0.1:{operator.health_port}/healthz"
+    for _ in range(3):
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+    assert "/healthz" not in operator.log_tail(10_000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import socket
 import sys
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     )
     importlib.import_module("simiankube.operator.handlers")  # registers the handlers
     kopf.configure(verbose=args.verbose)
+    if not args.verbose:  # kopf's health server logs every probe: a line every few seconds, forever
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # kopf names itself user@host with getpass.getuser(), which raises when the
     # uid has no passwd entry, as in the image (65532); getuser reads LOGNAME first.
     os.environ.setdefault("LOGNAME", "simiankube")

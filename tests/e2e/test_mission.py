@@ -16,10 +16,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from simiankube import contract
+from simiankube.model.generate import generate
 from simiankube.model.naming import kube_name
+from simiankube.model.spec import parse_document
 from simiankube.segmentation.reachability import BLOCKED
 from simiankube.testing.controlplane import REPO_ROOT, ControlPlane
 from simiankube.testing.kube import Kube, pod_ready
@@ -48,8 +51,10 @@ def wait_ready(kube: Kube, name: str) -> float:
 
 
 def declared_edges(resource: dict[str, Any]) -> set[tuple[str, str]]:
-    """(caller, callee) pairs the architecture declares, by Kubernetes names."""
-    return {(kube_name(s["name"]), kube_name(d)) for s in resource["spec"]["services"] for d in s.get("dependencies", [])}
+    """(caller, callee) pairs the architecture declares, by Kubernetes names; a dependency on the
+    registry (``eureka``, not a service of the architecture) is no call."""
+    arch = parse_document(resource)
+    return {(s.kube_name, kube_name(d)) for s in arch.services for d in s.dependencies if arch.has_service(d)}
 
 
 def architecture_pods(kube: Kube, name: str) -> list[dict[str, Any]]:
@@ -102,7 +107,7 @@ def runs_with_traffic_on_declared_edges_only(cp: ControlPlane, kube: Kube, resou
     assert pods and all(c["image"] == NANOSERVICE_IMAGE for p in pods for c in p["spec"]["containers"])
     # The chart value reached the pods (through the operator's flag and the render).
     assert {c["resources"]["requests"]["cpu"] for p in pods for c in p["spec"]["containers"]} == {NANOSERVICE_CPU_REQUEST}
-    services = {kube_name(s["name"]) for s in resource["spec"]["services"]}
+    services = {s.kube_name for s in parse_document(resource).services}
     edges = declared_edges(resource)
 
     def every_edge_served() -> dict[tuple[str, str], float] | None:
@@ -150,41 +155,52 @@ def test_riak_camel_case_names_and_all_runs_for_real(chart: ControlPlane, restri
     runs_with_traffic_on_declared_edges_only(chart, restricted, resource)
 
 
-def test_chaos_kills_a_real_container_and_records_recovery(chart: ControlPlane, restricted: Kube) -> None:
-    resource = yaml.safe_load(architecture_file("lamp.yaml").read_text())
+def test_a_generated_shape_runs_for_real(chart: ControlPlane, restricted: Kube) -> None:
+    """A shape nobody wrote by hand (`simiankube generate`): power-law fan-in, five store packages."""
+    runs_with_traffic_on_declared_edges_only(chart, restricted, generate(30, seed=2026))
+
+
+@pytest.mark.parametrize(("name", "victim"), [
+    ("lamp", "webserver"),  # one of 18 Deployment pods
+    ("riak", "riakTS"),  # one of 6 StatefulSet pods, named in camelCase in the spec
+])
+def test_chaos_kills_a_real_container_and_records_recovery(
+    chart: ControlPlane, restricted: Kube, name: str, victim: str
+) -> None:
+    resource = yaml.safe_load(architecture_file(f"{name}.yaml").read_text())
     apply_architecture(restricted, resource)
-    wait_ready(restricted, "lamp")
-    before = {p["metadata"]["uid"] for p in architecture_pods(restricted, "lamp")}
+    wait_ready(restricted, name)
+    before = {p["metadata"]["uid"] for p in architecture_pods(restricted, name)}
     # Measure the kill from a steady state (requests flowing, no new errors), not from the
     # start-up of the pods.
-    last = [traffic_totals(chart, restricted, "lamp")]
+    last = [traffic_totals(chart, restricted, name)]
 
     def steady() -> tuple[float, float] | None:
-        now = traffic_totals(chart, restricted, "lamp")
+        now = traffic_totals(chart, restricted, name)
         previous, last[0] = last[0], now
         return now if now[0] > previous[0] and now[1] == previous[1] else None
 
-    requests_before, errors_before = wait_for(steady, 120, interval=3, message="lamp's traffic error-free")
+    requests_before, errors_before = wait_for(steady, 120, interval=3, message=f"{name}'s traffic error-free")
     restricted.run(
-        "patch", "architecture", "lamp", "--type=merge", "-p",
-        json.dumps({"spec": {"victim": "webserver", "chaos": {
+        "patch", "architecture", name, "--type=merge", "-p",
+        json.dumps({"spec": {"victim": victim, "chaos": {
             "enabled": True, "intervalSeconds": 10, "minPodAgeSeconds": 0, "maxKills": 1}}}),
     )  # fmt: skip
 
     def recorded() -> dict[str, Any] | None:
-        chaos = restricted.get("architecture", "lamp").get("status", {}).get("chaos", {})
+        chaos = restricted.get("architecture", name).get("status", {}).get("chaos", {})
         return chaos if chaos.get("kills", 0) >= 1 and chaos.get("lastRecoverySeconds") is not None else None
 
     chaos = wait_for(recorded, 240, interval=2, message="a chaos kill and its recovery")
-    after = {p["metadata"]["uid"] for p in architecture_pods(restricted, "lamp")}
+    after = {p["metadata"]["uid"] for p in architecture_pods(restricted, name)}
     assert before - after, "no pod was replaced"
-    requests_after, errors_after = traffic_totals(chart, restricted, "lamp")
+    requests_after, errors_after = traffic_totals(chart, restricted, name)
     requests = requests_after - requests_before
     share = (errors_after - errors_before) / requests if requests else 0.0
-    print(f"\nchaos: {json.dumps(chaos)}; user-visible error share during the kill: {share:.2%} of {requests:.0f}")
+    print(f"\n{name} chaos: {json.dumps(chaos)}; user-visible error share during the kill: {share:.2%} of {requests:.0f}")
     assert requests > 0
-    assert share < 0.5  # one of 18 webservers killed: most user requests still succeed
-    wait_ready(restricted, "lamp")
+    assert share < 0.5  # one pod of several killed: most user requests still succeed
+    wait_ready(restricted, name)
 
 
 def test_migration_steps_on_one_architecture(chart: ControlPlane, restricted: Kube) -> None:

@@ -17,6 +17,7 @@ import yaml
 
 from simiankube.cli import build_parser
 from simiankube.render.settings import PodResources, RenderSettings, parse_resources
+from tests.e2e.support import NANOSERVICE_CPU_REQUEST
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "simiankube"
@@ -256,6 +257,8 @@ def test_kind_workflow_is_in_step_with_the_chart_and_the_repo() -> None:
     assert "rig/images.sh list nanoservice operator" in scripts and "kind load docker-image" in scripts
     assert "image.repository=" not in scripts and "image.tag=" not in scripts
     assert "watchNamespaces=" in scripts and "watchNamespaces" in values
+    # The same pod CPU request as the real-node tests: the migration's step 9 fits a small node.
+    assert f"nanoservice.resources.requests.cpu={NANOSERVICE_CPU_REQUEST}" in scripts
     for path in ("architectures/lamp.yaml", "helm/simiankube", "architectures/migration/step"):
         assert path in scripts, path
     assert "seq 0 9" in scripts and sorted(p.name for p in (REPO / "architectures" / "migration").glob("step*.yaml")) \

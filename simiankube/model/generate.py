@@ -4,7 +4,9 @@ The shape follows the seed's microservice pictures: one traffic source in
 front of an elb, a few edge proxies, business-logic services in layers, data
 access layers and stores at the leaves. Dependencies are drawn by preferential
 attachment, so a few services become hubs (a power-law in-degree), as in real
-call graphs.
+call graphs. Every service is reachable from the traffic source: one nobody
+upstream calls would get no traffic at all (a proxy picks only a few of the
+top services).
 """
 
 from __future__ import annotations
@@ -66,6 +68,17 @@ def generate(services: int, seed: int = 0, name: str = "") -> dict[str, Any]:
         entries.append({"name": s, "package": "zuul", "count": 3, "regions": 1,
                         "dependencies": attach(logic or staash or stores, rng.randint(2, 8))})
         in_degree[s] = 0
+    # Callers that may call each service, top down; those drawn above that no traffic would reach
+    # get one caller each, drawn from services already reached (after the draws above, so a seed's
+    # shape only gains edges).
+    upper = list(proxies)
+    allowed: list[tuple[str, list[str]]] = []
+    for layer in reversed(range(layers)):
+        members = logic[layer::layers]
+        allowed += [(m, list(upper)) for m in members]
+        upper += members
+    allowed += [(s, logic or proxies) for s in staash] + [(s, staash + logic or proxies) for s in stores]
+    connect_unreached(entries, proxies, allowed, rng)
     entries.append({"name": "edge-elb", "package": "elb", "count": 0, "regions": 1, "dependencies": proxies})
     entries.append({"name": "www", "package": "denominator", "count": 0, "regions": 0, "dependencies": ["edge-elb"]})
     arch_name = name or f"generated-{services}"
@@ -81,3 +94,27 @@ def generate(services: int, seed: int = 0, name: str = "") -> dict[str, Any]:
             "services": entries,
         },
     }
+
+
+def connect_unreached(entries: list[dict[str, Any]], roots: list[str], allowed: list[tuple[str, list[str]]],
+                      rng: random.Random) -> None:
+    """Give every service in ``allowed`` (in top-down order) that ``roots`` do not reach a caller from
+    its allowed callers that they do reach."""
+    by_name = {e["name"]: e for e in entries}
+    reached: set[str] = set()
+
+    def reach(name: str) -> None:
+        stack = [name]
+        while stack:
+            current = stack.pop()
+            if current not in reached:
+                reached.add(current)
+                stack.extend(by_name[current]["dependencies"])
+
+    for root in roots:
+        reach(root)
+    for name, callers in allowed:
+        if name not in reached:
+            caller = by_name[rng.choice([c for c in callers if c in reached])]
+            caller["dependencies"] = sorted([*caller["dependencies"], name])
+            reach(name)

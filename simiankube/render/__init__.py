@@ -17,10 +17,10 @@ from simiankube.model.spec import SpecError, quote
 from simiankube.render.nanoconfig import build_nanoservice_config
 from simiankube.render.networkpolicies import build_network_policies
 from simiankube.render.objects import build_config_map, build_services, build_workload
-from simiankube.render.settings import RenderSettings
+from simiankube.render.settings import PodResources, RenderSettings, parse_resources
 from simiankube.model.topology import Topology
 
-__all__ = ["RenderSettings", "render", "build_nanoservice_config"]
+__all__ = ["PodResources", "RenderSettings", "build_nanoservice_config", "parse_resources", "render"]
 
 # Apply order: configuration before the workloads that mount it.
 KIND_ORDER = ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment")

@@ -138,10 +138,7 @@ def build_pod_template(topology: Topology, placement: Placement, config_json: st
                          "failureThreshold": STARTUP_SECONDS // 2},
         # Serve on while the endpoint removal reaches every client, then SIGTERM (the nanoservice drains).
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
-        "resources": {
-            "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
-            "limits": {"memory": settings.memory_limit},
-        },
+        "resources": settings.resources.as_kubernetes(),
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ from tests.core.paths import EXAMPLES, ROOT, SPIGO
 
 from simiankube import contract
 from simiankube.contract import NanoserviceConfig
-from simiankube.render import RenderSettings, render
+from simiankube.render import PodResources, RenderSettings, parse_resources, render
+from simiankube.render.settings import quantity
 from simiankube.model.spec import SpecError, load_file, parse_document
 from simiankube.model.topology import expand
 
@@ -59,6 +61,45 @@ def test_clashing_object_names_are_spec_errors() -> None:
     assert raised.value.problems == [
         'services[2].name: "db-peers" renders the Service "shop-db-peers", which "db" renders too; rename one of them'
     ]
+
+
+def containers(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for o in objects if o["kind"] in ("Deployment", "StatefulSet") for c in o["spec"]["template"]["spec"]["containers"]]
+
+
+def test_pod_resources_are_settings_and_default_to_small_requests() -> None:
+    lamp = ROOT / "architectures" / "lamp.yaml"
+    assert {json.dumps(c["resources"]) for c in containers(rendered(lamp))} == {json.dumps(
+        {"requests": {"cpu": "10m", "memory": "40Mi"}, "limits": {"memory": "128Mi"}})}
+    small = parse_resources({"requests": {"cpu": "2m"}, "limits": {"cpu": 1, "memory": "64Mi"}})
+    assert [c["resources"] for c in containers(rendered(lamp, resources=small))][0] == {
+        "requests": {"cpu": "2m"}, "limits": {"cpu": "1", "memory": "64Mi"}}
+    assert {json.dumps(c["resources"]) for c in containers(rendered(lamp, resources=PodResources((), ())))} == {"{}"}
+
+
+@pytest.mark.parametrize(("text", "amount"), [
+    ("10m", "0.01"), ("2", "2"), ("0.5", "0.5"), (".5", "0.5"), ("64Mi", str(64 * 2**20)), ("1G", "1e9"),
+    ("1e3", "1000"), ("+1k", "1000"), ("100n", "1e-7"),
+])
+def test_quantities_read_as_kubernetes_reads_them(text: str, amount: str) -> None:
+    assert quantity(text) == Decimal(amount)
+
+
+@pytest.mark.parametrize(("document", "complaint"), [
+    ({"requests": {"cpu": "ten"}}, "resources.requests.cpu: 'ten' is not a Kubernetes quantity"),
+    ({"requests": {"cpu": "-1"}}, "resources.requests.cpu: '-1' is not a Kubernetes quantity"),
+    ({"requests": {"memory": "64MB"}}, "resources.requests.memory: '64MB' is not a Kubernetes quantity"),
+    ({"requests": {"cpu": True}}, "resources.requests.cpu: True is not a Kubernetes quantity"),
+    ({"requests": {"gpu": "1"}}, "resources.requests.gpu: unknown resource"),
+    ({"request": {"cpu": "1"}}, "resources.request: unknown key"),
+    ({"limits": ["cpu"]}, "resources.limits: expected a mapping"),
+    ("2m", "resources: expected a mapping"),
+    ({"requests": {"memory": "1Gi"}, "limits": {"memory": "128Mi"}}, "resources.requests.memory: '1Gi' is more than limits.memory '128Mi'"),
+])
+def test_bad_pod_resources_name_the_field_and_value(document: Any, complaint: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_resources(document)
+    assert str(raised.value).startswith(complaint), raised.value
 
 
 def test_render_is_deterministic_and_sorted() -> None:

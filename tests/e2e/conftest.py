@@ -16,7 +16,7 @@ import pytest
 from simiankube.testing.controlplane import ControlPlane
 from simiankube.testing.kube import Kube
 from simiankube.testing.wait import wait_for
-from tests.e2e.support import RELEASE, RELEASE_NAMESPACE, helm
+from tests.e2e.support import NANOSERVICE_CPU_REQUEST, RELEASE, RELEASE_NAMESPACE, helm
 
 _counter = itertools.count()
 
@@ -26,7 +26,8 @@ def chart(real_node: ControlPlane) -> Iterator[ControlPlane]:
     """helm/simiankube installed with its defaults but chaos on (the chart's default is dry-run, as a user
     opts in); uninstalled (and checked) at the end."""
     helm(real_node, "install", RELEASE, "helm/simiankube", "-n", RELEASE_NAMESPACE, "--create-namespace",
-         "--set", "chaos.mode=on", "--wait", "--timeout", "5m")  # fmt: skip
+         "--set", "chaos.mode=on", "--set", f"nanoservice.resources.requests.cpu={NANOSERVICE_CPU_REQUEST}",
+         "--wait", "--timeout", "5m")  # fmt: skip
     yield real_node
     helm(real_node, "uninstall", RELEASE, "-n", RELEASE_NAMESPACE, "--wait", "--timeout", "3m")
 

@@ -1,5 +1,8 @@
-"""lamp and the migration on the real node: Ready, traffic on every declared edge only,
+"""lamp, riak and the migration on the real node: Ready, traffic on every declared edge only,
 policies enforced (`simiankube verify`), chaos kills a real container, delete leaves nothing.
+
+Edges are compared by Kubernetes names on both sides: a pod's metrics name its caller by the
+spigo name (``riakTS``), its service label is the Kubernetes name (``riak-ts``).
 """
 
 from __future__ import annotations
@@ -17,13 +20,19 @@ import pytest
 import yaml
 
 from simiankube import contract
+from simiankube.model.generate import generate
 from simiankube.model.naming import kube_name
+from simiankube.model.spec import parse_document
+from simiankube.segmentation.reachability import BLOCKED
 from simiankube.testing.controlplane import REPO_ROOT, ControlPlane
 from simiankube.testing.kube import Kube, pod_ready
 from simiankube.testing.wait import wait_for
+from tests.e2e.support import NANOSERVICE_CPU_REQUEST
 
 NANOSERVICE_IMAGE = "ghcr.io/simiankube/nanoservice:0.1.0"
-READY_TIMEOUT = 300.0
+# Generous: at load 35-50 (other work on the 2 cores) the migration's step 6 took 193 s and step 7
+# more than 300 s; on a quiet machine each step is Ready in under a minute.
+READY_TIMEOUT = 600.0
 _SERIES = re.compile(r'^simiankube_server_requests_total\{([^}]*)\} ([0-9.e+]+)$', re.M)
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 
@@ -44,7 +53,10 @@ def wait_ready(kube: Kube, name: str) -> float:
 
 
 def declared_edges(resource: dict[str, Any]) -> set[tuple[str, str]]:
-    return {(s["name"], d) for s in resource["spec"]["services"] for d in s.get("dependencies", [])}
+    """(caller, callee) pairs the architecture declares, by Kubernetes names; a dependency on the
+    registry (``eureka``, not a service of the architecture) is no call."""
+    arch = parse_document(resource)
+    return {(s.kube_name, kube_name(d)) for s in arch.services for d in s.dependencies if arch.has_service(d)}
 
 
 def architecture_pods(kube: Kube, name: str) -> list[dict[str, Any]]:
@@ -52,15 +64,22 @@ def architecture_pods(kube: Kube, name: str) -> list[dict[str, Any]]:
     return [p for p in pods if pod_ready(p)]
 
 
+def scrape(cp: ControlPlane, kube: Kube, pod: dict[str, Any]) -> str:
+    """A pod's /metrics through the API server's pod proxy; "" when it does not answer (it was Ready
+    when listed but is restarting: its counters start again from zero anyway)."""
+    path = f"/api/v1/namespaces/{kube.namespace}/pods/{pod['metadata']['name']}:{contract.HTTP_PORT}/proxy/metrics"
+    result = cp.kubectl("get", "--raw", path, check=False)
+    return result.stdout if result.returncode == 0 else ""
+
+
 def served_by_caller(cp: ControlPlane, kube: Kube, name: str) -> dict[tuple[str, str], float]:
-    """(caller, callee) → requests served, from every pod's /metrics via the API server's pod proxy."""
+    """(caller, callee) → requests served, by Kubernetes names, from every pod's /metrics via the API
+    server's pod proxy."""
     totals: dict[tuple[str, str], float] = defaultdict(float)
     for pod in architecture_pods(kube, name):
         callee = pod["metadata"]["labels"][contract.LABEL_SERVICE]
-        path = f"/api/v1/namespaces/{kube.namespace}/pods/{pod['metadata']['name']}:{contract.HTTP_PORT}/proxy/metrics"
-        text = cp.kubectl("get", "--raw", path).stdout
-        for labels, value in _SERIES.findall(text):
-            caller = dict(_LABEL.findall(labels))["caller"]
+        for labels, value in _SERIES.findall(scrape(cp, kube, pod)):
+            caller = kube_name(dict(_LABEL.findall(labels))["caller"])
             totals[(caller, callee)] += float(value)
     return dict(totals)
 
@@ -69,8 +88,7 @@ def traffic_totals(cp: ControlPlane, kube: Kube, name: str) -> tuple[float, floa
     """(user requests, failed user requests) the architecture's traffic sources counted so far."""
     requests = errors = 0.0
     for pod in architecture_pods(kube, name):
-        path = f"/api/v1/namespaces/{kube.namespace}/pods/{pod['metadata']['name']}:{contract.HTTP_PORT}/proxy/metrics"
-        for line in cp.kubectl("get", "--raw", path).stdout.splitlines():
+        for line in scrape(cp, kube, pod).splitlines():
             if line.startswith("simiankube_traffic_requests_total{"):
                 requests += float(line.rsplit(" ", 1)[1])
             elif line.startswith("simiankube_traffic_errors_total{"):
@@ -78,99 +96,144 @@ def traffic_totals(cp: ControlPlane, kube: Kube, name: str) -> tuple[float, floa
     return requests, errors
 
 
-def verify(cp: ControlPlane, kube: Kube, name: str) -> subprocess.CompletedProcess[str]:
+def verify(cp: ControlPlane, kube: Kube, name: str, *options: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(Path(sys.executable).parent / "simiankube"), "verify", name, "-n", kube.namespace, "--kubeconfig", str(cp.kubeconfig)],
+        [str(Path(sys.executable).parent / "simiankube"), "verify", name, "-n", kube.namespace, "--kubeconfig", str(cp.kubeconfig), *options],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 
-def test_lamp_runs_for_real_with_traffic_on_declared_edges_only(chart: ControlPlane, restricted: Kube) -> None:
-    resource = yaml.safe_load(architecture_file("lamp.yaml").read_text())
-    apply_architecture(restricted, resource)
-    seconds = wait_ready(restricted, "lamp")
-    print(f"\nlamp apply -> Ready: {seconds:.1f}s")
-    pods = architecture_pods(restricted, "lamp")
+def verified(cp: ControlPlane, kube: Kube, name: str) -> tuple[dict[str, Any], int]:
+    """`simiankube verify NAME -o json` until it exits 0 → (its report, runs). Each run is a full check.
+    A second one is needed when a probe of 1 s times out on a machine loaded far beyond its 2 cores
+    (seen at load 60-90: the migration's steps 7 and 8, riak); at a normal load the first run agrees.
+    180 s is about six runs on such a machine."""
+    results: list[subprocess.CompletedProcess[str]] = []
+
+    def exits_0() -> bool:
+        results.append(verify(cp, kube, name, "-o", "json"))
+        return results[-1].returncode == 0
+
+    try:
+        wait_for(exits_0, 180, interval=5, message=f"{name}: verify exits 0")
+    except AssertionError:
+        last = results[-1]
+        raise AssertionError(f"{name}: verify exited {last.returncode}: {last.stdout[-4000:]}{last.stderr}") from None
+    return json.loads(results[-1].stdout), len(results)
+
+
+def runs_with_traffic_on_declared_edges_only(cp: ControlPlane, kube: Kube, resource: dict[str, Any]) -> None:
+    """Ready, traffic on every declared edge and on no other pair, verify exits 0 with blocked paths
+    observed blocked, delete leaves no child."""
+    name = resource["metadata"]["name"]
+    apply_architecture(kube, resource)
+    seconds = wait_ready(kube, name)
+    pods = architecture_pods(kube, name)
+    print(f"\n{name} apply -> Ready: {seconds:.1f}s, {len(pods)} pods")
     assert pods and all(c["image"] == NANOSERVICE_IMAGE for p in pods for c in p["spec"]["containers"])
-    services = {s["name"] for s in resource["spec"]["services"]}
+    # The chart value reached the pods (through the operator's flag and the render).
+    assert {c["resources"]["requests"]["cpu"] for p in pods for c in p["spec"]["containers"]} == {NANOSERVICE_CPU_REQUEST}
+    services = {s.kube_name for s in parse_document(resource).services}
     edges = declared_edges(resource)
 
     def every_edge_served() -> dict[tuple[str, str], float] | None:
-        served = served_by_caller(chart, restricted, "lamp")
+        served = served_by_caller(cp, kube, name)
         return served if all(served.get(e, 0) > 0 for e in edges) else None
 
-    served = wait_for(every_edge_served, 120, interval=2, message="traffic on every declared edge")
+    try:
+        served = wait_for(every_edge_served, 180, interval=3, message="traffic on every declared edge")
+    except AssertionError:
+        served = served_by_caller(cp, kube, name)
+        raise AssertionError(f"edges without traffic: {sorted(e for e in edges if served.get(e, 0) <= 0)}") from None
+    print(f"{name}: traffic on {len(edges)}/{len(edges)} declared edges")
     undeclared = {pair: n for pair, n in served.items() if pair not in edges and pair[0] in services}
     assert undeclared == {}
 
     began = time.monotonic()
-    result = verify(chart, restricted, "lamp")
-    print(f"lamp verify: {time.monotonic() - began:.1f}s")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "incorrect:0" in result.stdout
-    assert re.search(r"^www\s+X", result.stdout, re.M)  # www may call nothing but its edge: blocked
+    report, runs = verified(cp, kube, name)
+    print(f"{name} verify: ok after {runs} run(s), {time.monotonic() - began:.1f}s")
+    assert report["counts"]["incorrect"] == 0 and report["enforced"] is True, report["counts"]
+    blocked = sum(cell == BLOCKED for row in report["observed"]["cells"] for cell in row)
+    print(f"{name} verify: {report['counts']['correct']} correct, {blocked} paths observed blocked")
+    assert blocked > 0
 
-    restricted.run("delete", "architecture", "lamp", "--wait=true", "--timeout=120s")
+    kube.cp.kubectl("-n", kube.namespace, "delete", "architecture", name, "--wait=true", "--timeout=180s", timeout=200)
 
     def children() -> list[str]:
-        return restricted.run(
+        return kube.run(
             "get", "deploy,statefulset,svc,networkpolicy,configmap,pods", "-l",
-            f"{contract.LABEL_ARCHITECTURE}=lamp", "-o", "name",
+            f"{contract.LABEL_ARCHITECTURE}={name}", "-o", "name",
         ).stdout.split()  # fmt: skip
 
-    wait_for(lambda: children() == [], 120, interval=1, message="every child of lamp gone")
+    wait_for(lambda: children() == [], 180, interval=1, message=f"every child of {name} gone")
 
 
-def test_chaos_kills_a_real_container_and_records_recovery(chart: ControlPlane, restricted: Kube) -> None:
+def test_lamp_runs_for_real_with_traffic_on_declared_edges_only(chart: ControlPlane, restricted: Kube) -> None:
     resource = yaml.safe_load(architecture_file("lamp.yaml").read_text())
+    runs_with_traffic_on_declared_edges_only(chart, restricted, resource)
+
+
+def test_riak_camel_case_names_and_all_runs_for_real(chart: ControlPlane, restricted: Kube) -> None:
+    """riak: 51 pods, services named in camelCase (riakTS → riak-ts), a shape lamp does not have."""
+    resource = yaml.safe_load(architecture_file("riak.yaml").read_text())
+    runs_with_traffic_on_declared_edges_only(chart, restricted, resource)
+
+
+def test_a_generated_shape_runs_for_real(chart: ControlPlane, restricted: Kube) -> None:
+    """A shape nobody wrote by hand (`simiankube generate`): power-law fan-in, five store packages."""
+    runs_with_traffic_on_declared_edges_only(chart, restricted, generate(30, seed=2026))
+
+
+@pytest.mark.parametrize(("name", "victim"), [
+    ("lamp", "webserver"),  # one of 18 Deployment pods
+    ("riak", "riakTS"),  # one of 6 StatefulSet pods, named in camelCase in the spec
+])
+def test_chaos_kills_a_real_container_and_records_recovery(
+    chart: ControlPlane, restricted: Kube, name: str, victim: str
+) -> None:
+    resource = yaml.safe_load(architecture_file(f"{name}.yaml").read_text())
     apply_architecture(restricted, resource)
-    wait_ready(restricted, "lamp")
-    before = {p["metadata"]["uid"] for p in architecture_pods(restricted, "lamp")}
+    wait_ready(restricted, name)
+    before = {p["metadata"]["uid"] for p in architecture_pods(restricted, name)}
     # Measure the kill from a steady state (requests flowing, no new errors), not from the
     # start-up of the pods.
-    last = [traffic_totals(chart, restricted, "lamp")]
+    last = [traffic_totals(chart, restricted, name)]
 
     def steady() -> tuple[float, float] | None:
-        now = traffic_totals(chart, restricted, "lamp")
+        now = traffic_totals(chart, restricted, name)
         previous, last[0] = last[0], now
         return now if now[0] > previous[0] and now[1] == previous[1] else None
 
-    requests_before, errors_before = wait_for(steady, 120, interval=3, message="lamp's traffic error-free")
+    requests_before, errors_before = wait_for(steady, 120, interval=3, message=f"{name}'s traffic error-free")
     restricted.run(
-        "patch", "architecture", "lamp", "--type=merge", "-p",
-        json.dumps({"spec": {"victim": "webserver", "chaos": {
+        "patch", "architecture", name, "--type=merge", "-p",
+        json.dumps({"spec": {"victim": victim, "chaos": {
             "enabled": True, "intervalSeconds": 10, "minPodAgeSeconds": 0, "maxKills": 1}}}),
     )  # fmt: skip
 
     def recorded() -> dict[str, Any] | None:
-        chaos = restricted.get("architecture", "lamp").get("status", {}).get("chaos", {})
+        chaos = restricted.get("architecture", name).get("status", {}).get("chaos", {})
         return chaos if chaos.get("kills", 0) >= 1 and chaos.get("lastRecoverySeconds") is not None else None
 
     chaos = wait_for(recorded, 240, interval=2, message="a chaos kill and its recovery")
-    after = {p["metadata"]["uid"] for p in architecture_pods(restricted, "lamp")}
+    after = {p["metadata"]["uid"] for p in architecture_pods(restricted, name)}
     assert before - after, "no pod was replaced"
-    requests_after, errors_after = traffic_totals(chart, restricted, "lamp")
+    requests_after, errors_after = traffic_totals(chart, restricted, name)
     requests = requests_after - requests_before
     share = (errors_after - errors_before) / requests if requests else 0.0
-    print(f"\nchaos: {json.dumps(chaos)}; user-visible error share during the kill: {share:.2%} of {requests:.0f}")
+    print(f"\n{name} chaos: {json.dumps(chaos)}; user-visible error share during the kill: {share:.2%} of {requests:.0f}")
     assert requests > 0
-    assert share < 0.5  # one of 18 webservers killed: most user requests still succeed
-    wait_ready(restricted, "lamp")
+    assert share < 0.5  # one pod of several killed: most user requests still succeed
+    wait_ready(restricted, name)
 
 
-@pytest.mark.xfail(
-    reason="steps 0-8 reach Ready and verify agrees (first run but step 7); step 9 (two regions, ~107 pods) "
-    "did not reach Ready within 300 s on a machine at load ~50 (2026-11-29): not yet understood",
-    strict=False,
-)
 def test_migration_steps_on_one_architecture(chart: ControlPlane, restricted: Kube) -> None:
     for step in range(10):
         resource = yaml.safe_load(architecture_file(f"migration/step{step}.yaml").read_text())
         resource["metadata"]["name"] = "migration"
         began = time.monotonic()
         apply_architecture(restricted, resource)
-        time.sleep(1)  # let the operator see the new generation before Ready is judged
-        wait_for(
+        wait_for(  # Ready is judged on the new generation, not the last step's
             lambda: restricted.get("architecture", "migration").get("status", {}).get("observedGeneration")
             == restricted.get("architecture", "migration")["metadata"]["generation"],
             120, message=f"step {step} observed",
@@ -185,18 +248,10 @@ def test_migration_steps_on_one_architecture(chart: ControlPlane, restricted: Ku
 
         wait_for(pruned, 120, interval=1, message=f"step {step}: only its services run")
         ready = time.monotonic() - began
-        # Each run is a full check. A second one is needed when a probe of 1 s times out on a
-        # machine loaded far beyond its 2 cores (seen at load 60-90, steps 7 and 8: ~107 pods);
-        # at a normal load the first run agrees. 180 s is about six runs on such a machine.
-        results: list[subprocess.CompletedProcess[str]] = []
-
-        def verified() -> bool:
-            results.append(verify(chart, restricted, "migration"))
-            return results[-1].returncode == 0
-
-        try:
-            wait_for(verified, 180, interval=5, message=f"step {step}: verify exits 0")
-        except AssertionError:
-            raise AssertionError(f"step {step}: {results[-1].stdout}{results[-1].stderr}") from None
-        print(f"step {step}: Ready and pruned {ready:.1f}s, verify ok after {len(results)} run(s), "
+        report, runs = verified(chart, restricted, "migration")
+        assert report["counts"]["incorrect"] == 0, f"step {step}: {report['counts']}"
+        print(f"step {step}: Ready and pruned {ready:.1f}s, verify ok after {runs} run(s), "
               f"{time.monotonic() - began - ready:.1f}s")  # fmt: skip
+    # The cause of step 9's late Ready before pods' CPU requests could be set: none waited on CPU.
+    events = restricted.get("events", "--field-selector", "reason=FailedScheduling")["items"]
+    assert [e["message"] for e in events if "Insufficient cpu" in e.get("message", "")] == []

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from simiankube.cli import build_parser
-from simiankube.render.settings import RenderSettings
+from simiankube.render.settings import PodResources, RenderSettings, parse_resources
+from tests.e2e.support import NANOSERVICE_CPU_REQUEST
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "simiankube"
@@ -159,6 +160,9 @@ def test_replicas_elect_a_leader_over_a_lease(helm_bin: Path) -> None:
     ("chaos.mod=off", "mod"),
     ("replicaCount=0", "/replicaCount"),
     ("replicas=2", "replicas"),
+    ("nanoservice.resources.requests.cpu=ten", "/nanoservice/resources/requests/cpu"),
+    ("nanoservice.resources.limits.memory=-1", "/nanoservice/resources/limits/memory"),
+    ("nanoservice.resources.requests.gpu=1", "gpu"),
 ])
 def test_bad_values_fail_at_install(helm_bin: Path, value: str, complaint: str) -> None:
     result = run_helm(helm_bin, "template", "sk", str(CHART), "--set", value)
@@ -187,6 +191,36 @@ def test_operator_args_are_accepted_by_the_cli(helm_bin: Path, values: tuple[str
     parsed = build_parser().parse_args(["operator", *args])
     assert parsed.nanoservice_image == "ghcr.io/simiankube/nanoservice:0.1.0" == RenderSettings.image
     assert parsed.liveness == "http://0.0.0.0:8080/healthz"
+    assert parsed.nanoservice_resources == PodResources()  # the chart's defaults are the render's
+
+
+def operator_args(helm_bin: Path, *values: str) -> list[str]:
+    (deployment,) = by_kind(template(helm_bin, *values), "Deployment")
+    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+def test_nanoservice_resources_reach_the_operator(helm_bin: Path) -> None:
+    args = operator_args(helm_bin, "nanoservice.resources.requests.cpu=2m", "nanoservice.resources.limits.cpu=1",
+                         "nanoservice.resources.limits.memory=null")
+    assert build_parser().parse_args(["operator", *args]).nanoservice_resources == parse_resources(
+        {"requests": {"cpu": "2m", "memory": "40Mi"}, "limits": {"cpu": "1"}})
+
+
+@pytest.mark.parametrize(("flag", "complaint"), [
+    ('{"requests": {"cpu": "lots"}}', "resources.requests.cpu: 'lots' is not a Kubernetes quantity"),
+    ('{"requests": {"cpu": "2"}, "limits": {"cpu": "1"}}', "resources.requests.cpu: '2' is more than limits.cpu '1'"),
+    ("cpu=2m", "not JSON"),
+])
+def test_bad_nanoservice_resources_stop_the_operator_naming_the_value(
+        flag: str, complaint: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["operator", f"--nanoservice-resources={flag}"])
+    assert exited.value.code == 2
+    assert f"--nanoservice-resources: {complaint}" in capsys.readouterr().err
+    monkeypatch.setenv("SIMIANKUBE_NANOSERVICE_RESOURCES", flag)  # the same check for the environment
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["operator"])
+    assert complaint in capsys.readouterr().err
 
 
 def chart_defaults() -> tuple[str, dict[str, Any]]:
@@ -223,6 +257,8 @@ def test_kind_workflow_is_in_step_with_the_chart_and_the_repo() -> None:
     assert "rig/images.sh list nanoservice operator" in scripts and "kind load docker-image" in scripts
     assert "image.repository=" not in scripts and "image.tag=" not in scripts
     assert "watchNamespaces=" in scripts and "watchNamespaces" in values
+    # The same pod CPU request as the real-node tests: the migration's step 9 fits a small node.
+    assert f"nanoservice.resources.requests.cpu={NANOSERVICE_CPU_REQUEST}" in scripts
     for path in ("architectures/lamp.yaml", "helm/simiankube", "architectures/migration/step"):
         assert path in scripts, path
     assert "seq 0 9" in scripts and sorted(p.name for p in (REPO / "architectures" / "migration").glob("step*.yaml")) \

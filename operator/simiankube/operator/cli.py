@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import logging
 import os
 import socket
@@ -18,9 +19,10 @@ from simiankube.operator.chaos import CHAOS_MODES
 from simiankube.operator.controller import OperatorConfig, now
 from simiankube.operator.kube import Kube
 from simiankube.operator.leader import LeaseTerms, acquire
-from simiankube.render import RenderSettings
+from simiankube.render import PodResources, RenderSettings, parse_resources
 
 ENV_IMAGE = "SIMIANKUBE_NANOSERVICE_IMAGE"
+ENV_RESOURCES = "SIMIANKUBE_NANOSERVICE_RESOURCES"
 
 
 def register(commands: Any) -> None:
@@ -38,6 +40,11 @@ def register(commands: Any) -> None:
                    help="kopf health endpoint, e.g. http://0.0.0.0:8080/healthz (default: off)")
     p.add_argument("--nanoservice-image", default=os.environ.get(ENV_IMAGE, RenderSettings.image), metavar="IMAGE",
                    help=f"image of the rendered pods (env {ENV_IMAGE}; default %(default)s)")
+    p.add_argument("--nanoservice-resources", type=pod_resources, metavar="JSON",
+                   default=os.environ.get(ENV_RESOURCES, json.dumps(PodResources().as_kubernetes())),
+                   help="requests and limits of every rendered pod's container, "
+                        '{"requests": {"cpu": ..., "memory": ...}, "limits": {...}}; a key left out is not set '
+                        f"(env {ENV_RESOURCES}; default %(default)s)")
     p.add_argument("--apply-concurrency", type=int, default=OperatorConfig.apply_concurrency, metavar="N",
                    help="parallel server-side applies (default %(default)s)")
     p.add_argument("--chaos", choices=CHAOS_MODES, default=OperatorConfig.chaos_mode,
@@ -52,6 +59,15 @@ def register(commands: Any) -> None:
                         "(the others wait, answering --liveness); default: off, the only replica")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(handler=run)
+
+
+def pod_resources(value: str) -> PodResources:
+    try:
+        return parse_resources(json.loads(value))
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}): {value!r}") from None
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def lease_name(value: str) -> tuple[str, str]:
@@ -80,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         liveness=args.liveness,
         nanoservice_image=args.nanoservice_image,
+        nanoservice_resources=args.nanoservice_resources,
         apply_concurrency=args.apply_concurrency,
         chaos_mode=args.chaos,
         crd_timeout_seconds=args.crd_timeout,

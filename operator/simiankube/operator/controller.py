@@ -42,7 +42,7 @@ from simiankube.operator.reconcile import AlreadyOwned, Owner, reconcile
 from simiankube.operator.segmentation import SegmentationVerifier
 from simiankube.operator.status import Status, build_status, transition_events
 from simiankube.operator.tracking import StatusKeeper, WorkloadView
-from simiankube.render import RenderSettings
+from simiankube.render import PodResources, RenderSettings
 from simiankube.model.spec import SpecError
 
 RETRY_DELAY_SECONDS = 10.0
@@ -73,6 +73,7 @@ class OperatorConfig:
     metrics_port: int = 8000  # Prometheus /metrics; 0 disables it
     liveness: str = ""  # kopf's health endpoint, e.g. http://0.0.0.0:8080/healthz; "" disables it
     nanoservice_image: str = RenderSettings.image  # image of every rendered pod
+    nanoservice_resources: PodResources = PodResources()  # requests/limits of every rendered pod
     field_manager: str = contract.MANAGED_BY  # the one server-side-apply field manager
     apply_concurrency: int = 16  # parallel applies within one kind (1,000 services in seconds, not minutes)
     status_delay_seconds: float = 1.0  # workload events within this window make one status write
@@ -255,7 +256,8 @@ class Controller:
                          logger: logging.Logger | logging.LoggerAdapter[Any], retry: int, repair: bool) -> None:
         started = time.monotonic()
         try:
-            outcome = await reconcile(body, self.kube, self.config.nanoservice_image, self.config.apply_concurrency)
+            outcome = await reconcile(body, self.kube, self.config.nanoservice_image, self.config.apply_concurrency,
+                                      self.config.nanoservice_resources)
         except SpecError as err:
             self.metrics.reconciles.labels("invalid").inc()
             announce(owner, "Warning", "InvalidSpec", str(err))

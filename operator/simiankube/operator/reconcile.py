@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from simiankube import contract
 from simiankube.operator.kube import CHILD_KINDS, LiveObject, Object, Payload
-from simiankube.render import RenderSettings, cyclic_gc_paused, render
+from simiankube.render import PodResources, RenderSettings, cyclic_gc_paused, render
 from simiankube.model.spec import Architecture, parse_document
 from simiankube.model.topology import expand
 
@@ -150,11 +150,13 @@ class Desired:
     instances: dict[str, int]  # instances per service (spigo names)
 
 
-def desire(document: Mapping[str, Any], owner: Owner, image: str) -> Desired:
+def desire(document: Mapping[str, Any], owner: Owner, image: str,
+           resources: PodResources = PodResources()) -> Desired:
     """What the Architecture asks for: parsed, expanded and rendered once (raises SpecError, RenderError)."""
     arch = parse_body(document)
     topology = expand(arch)
-    objects = [stamp(obj, owner) for obj in render(topology, RenderSettings(namespace=owner.namespace, image=image))]
+    settings = RenderSettings(namespace=owner.namespace, image=image, resources=resources)
+    objects = [stamp(obj, owner) for obj in render(topology, settings)]
     instances: dict[str, int] = {}
     for placement in topology.placements:
         instances[placement.service.name] = instances.get(placement.service.name, 0) + placement.replicas
@@ -229,7 +231,8 @@ async def off_the_loop(function: Callable[..., T], *args: Any) -> T:
     return await asyncio.to_thread(run)
 
 
-async def reconcile(body: Mapping[str, Any], kube: ChildClient, image: str, concurrency: int) -> Outcome:
+async def reconcile(body: Mapping[str, Any], kube: ChildClient, image: str, concurrency: int,
+                    resources: PodResources = PodResources()) -> Outcome:
     """Converge the children of one Architecture to exactly its render.
 
     Raises SpecError or AlreadyOwned before anything is written.
@@ -240,7 +243,7 @@ async def reconcile(body: Mapping[str, Any], kube: ChildClient, image: str, conc
     document = {"apiVersion": body.get("apiVersion"), "kind": body.get("kind"),
                 "metadata": {"name": metadata.get("name")}, "spec": copy.deepcopy(dict(body.get("spec") or {}))}
     # Raises on an invalid spec or clashing rendered names, before anything is written.
-    desired = await off_the_loop(desire, document, owner, image)
+    desired = await off_the_loop(desire, document, owner, image, resources)
     live = await kube.list_children(owner.namespace, child_selector(desired.architecture.resource_name))
     ours = {(obj.kind, obj.name) for obj in live}
     missing = sorted({obj["kind"] for obj in desired.objects if (obj["kind"], obj["metadata"]["name"]) not in ours},

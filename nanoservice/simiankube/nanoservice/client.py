@@ -89,7 +89,9 @@ class Health:
         if hard or strikes >= SOFT_FAILURES_TO_EJECT:
             count = self.ejections.get(key, 0) + 1
             self.ejections[key] = count
-            self.until[key] = time.monotonic() + min(self.max_seconds, self.base_seconds * 2 ** (count - 1))
+            # the exponent stops growing once max_seconds is reached: an instance that keeps timing out under
+            # overload is ejected over a thousand times, and 2 ** 1024 is no float (OverflowError)
+            self.until[key] = time.monotonic() + min(self.max_seconds, self.base_seconds * 2.0 ** min(count - 1, 64))
             self.strikes[key] = 0
             if hard:
                 self.dead.add(key)

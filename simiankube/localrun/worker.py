@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import resource
@@ -21,6 +22,11 @@ from pathlib import Path
 from simiankube.nanoservice.launch import Launch, run_many
 
 PR_SET_PDEATHSIG = 1
+# The cyclic collector's thresholds (generation 0, 1, 2): CPython's default (700, 10, 10) collected every few
+# milliseconds under load, each time walking every request still in flight (coroutines, futures, timers,
+# headers); a profile of a worker at ~1,000 calls/s had 13-16 % of its CPU in the collector. At 50,000 it runs
+# every few seconds: cyclic garbage still goes, in-flight state is walked far less often.
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def die_with_parent(parent: int) -> None:
@@ -46,6 +52,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     die_with_parent(int(spec["parent"]))
     raise_file_limit()
+    gc.set_threshold(*GC_THRESHOLDS)
     launches = [Launch(**item) for item in spec["launches"]]
     run_many(launches)
     return 0

@@ -66,6 +66,16 @@ def test_ejection_doubles_on_repeats_up_to_the_maximum() -> None:
     assert round(health.until["a"] - time.monotonic()) == 1  # a success starts over
 
 
+def test_an_instance_ejected_thousands_of_times_stays_at_the_maximum() -> None:
+    """Catches an unbounded exponent: under overload a traffic source ejected one callee over 1,024 times in a
+    run, and 2 ** 1024 raised OverflowError in every user request after that (each logged with a traceback)."""
+    health = Health(base_seconds=1.0, max_seconds=10.0)
+    for _ in range(3 * 1100):  # three timeouts in a row eject it again
+        health.failure("a", hard=False)
+    assert health.ejections["a"] == 1100
+    assert 9 < health.until["a"] - time.monotonic() <= 10
+
+
 def test_instances_ejected_for_timeouts_are_still_used_when_nothing_else_is_left(mesh: Mesh) -> None:
     """Catches the fall-back removed: an overloaded (slow) only instance is not treated as dead."""
     mesh.load([

@@ -11,7 +11,7 @@ import subprocess
 from aiohttp import web
 
 from simiankube.nanoservice import keys
-from simiankube.nanoservice.client import new_connector
+from simiankube.nanoservice.client import new_pool
 from simiankube.testing.wait import wait_for
 from tests.nanoservice.conftest import Mesh
 
@@ -42,14 +42,14 @@ def test_callers_in_one_process_reuse_one_connection_to_a_callee(mesh: Mesh) -> 
 async def test_a_shared_pool_outlives_its_instances_and_an_own_pool_does_not(mesh: Mesh) -> None:
     nodes = mesh.load([{"name": "web", "package": "karyon", "count": 2, "dependencies": ["db"]},
                        {"name": "db", "package": "store", "count": 1}])
-    shared = new_connector(10.0)
-    runners = [web.AppRunner(node.launch.build(connector=shared)) for node in nodes.values()]
+    shared = new_pool(10.0)
+    runners = [web.AppRunner(node.launch.build(pool=shared)) for node in nodes.values()]
     own = web.AppRunner(next(iter(nodes.values())).launch.build())  # a pod: a pool of its own
     for runner in [*runners, own]:
         await runner.setup()
-    assert all(r.app[keys.SESSION].connector is shared for r in runners)
-    own_pool = own.app[keys.SESSION].connector
-    assert own_pool is not None and own_pool is not shared
+    assert all(r.app[keys.CALLER].pool is shared for r in runners)
+    own_pool = own.app[keys.CALLER].pool
+    assert own_pool is not shared
     for runner in [*runners, own]:
         await runner.cleanup()
     assert own_pool.closed and not shared.closed  # the process closes the shared one last

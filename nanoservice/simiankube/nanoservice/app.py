@@ -23,13 +23,14 @@ from aiohttp.hdrs import CONTENT_TYPE, RETRY_AFTER
 from simiankube import contract
 from simiankube.contract import Latency, NanoserviceConfig
 from simiankube.nanoservice import keys
-from simiankube.nanoservice.client import Caller, new_session
+from simiankube.nanoservice.client import Caller, new_pool, new_session
 from simiankube.nanoservice.hop import ANONYMOUS, HEADER_CALLER, BadHeader, Hop, incoming_hop
 from simiankube.nanoservice.keys import Identity, Serving, Status
 from simiankube.nanoservice.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.packages import Context, Reply, build_package
 from simiankube.nanoservice.policy import draw_latency_ms
+from simiankube.nanoservice.pool import Pool
 from simiankube.nanoservice.probe import ProbeRequestError, Scope, parse_probe_request, probe_all
 from simiankube.nanoservice.resolver import Resolver
 from simiankube.nanoservice.tracing import (UNTRACED, SpanExporter, incoming_context, span_name, wall_time,
@@ -368,10 +369,12 @@ async def probe(request: web.Request) -> web.Response:
 
 async def client_session(app: web.Application) -> AsyncIterator[None]:
     """The instance's client: its own keep-alive pool, or the one its process shares (local workers)."""
-    async with new_session(app[keys.READ_TIMEOUT], app.get(keys.CONNECTOR)) as session:
+    shared = app.get(keys.POOL)
+    pool = new_pool(app[keys.READ_TIMEOUT]) if shared is None else shared
+    async with new_session() as session:
         app[keys.SESSION] = session
         config, identity = app[keys.CONFIG], app[keys.IDENTITY]
-        caller = Caller(config=config, zone=identity.zone, address=identity.address, session=session,
+        caller = Caller(config=config, zone=identity.zone, address=identity.address, pool=pool,
                         resolver=app[keys.RESOLVER], metrics=app[keys.METRICS], exporter=app[keys.EXPORTER],
                         rng=app[keys.RNG])
         app[keys.CALLER] = caller
@@ -385,7 +388,11 @@ async def client_session(app: web.Application) -> AsyncIterator[None]:
             service_time=service_time, status=app[keys.STATUS], may_wait=package.calls_out or service_time,
             max_in_flight=app[keys.MAX_IN_FLIGHT],
         )
-        yield
+        try:
+            yield
+        finally:
+            if shared is None:
+                await pool.close()
 
 
 async def resolver_refresh(app: web.Application) -> AsyncIterator[None]:
@@ -452,12 +459,12 @@ def create_app(
     exporter: SpanExporter | None = None,
     read_timeout: float = READ_TIMEOUT_SECONDS,
     max_in_flight: int = MAX_IN_FLIGHT,
-    connector: aiohttp.BaseConnector | None = None,
+    pool: Pool | None = None,
 ) -> web.Application:
-    """`connector`: a keep-alive pool shared with other instances of the process (closed by its owner)."""
+    """`pool`: a keep-alive pool shared with other instances of the process (closed by its owner)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
-    if connector is not None:
-        app[keys.CONNECTOR] = connector
+    if pool is not None:
+        app[keys.POOL] = pool
     app[keys.READ_TIMEOUT] = read_timeout
     app[keys.CONFIG] = config
     app[keys.IDENTITY] = identity

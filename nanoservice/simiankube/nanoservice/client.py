@@ -33,6 +33,7 @@ import aiohttp
 from simiankube.contract import Dependency, Instance, NanoserviceConfig
 from simiankube.nanoservice.hop import Hop
 from simiankube.nanoservice.metrics import Metrics
+from simiankube.nanoservice.pool import Pool, authority, request_head
 from simiankube.nanoservice.policy import (Endpoint, choose_endpoint, choose_weighted, instance_weights,
                                             region_targets)
 from simiankube.nanoservice.resolver import Resolver
@@ -88,7 +89,9 @@ class Health:
         if hard or strikes >= SOFT_FAILURES_TO_EJECT:
             count = self.ejections.get(key, 0) + 1
             self.ejections[key] = count
-            self.until[key] = time.monotonic() + min(self.max_seconds, self.base_seconds * 2 ** (count - 1))
+            # the exponent stops growing once max_seconds is reached: an instance that keeps timing out under
+            # overload is ejected over a thousand times, and 2 ** 1024 is no float (OverflowError)
+            self.until[key] = time.monotonic() + min(self.max_seconds, self.base_seconds * 2.0 ** min(count - 1, 64))
             self.strikes[key] = 0
             if hard:
                 self.dead.add(key)
@@ -126,23 +129,17 @@ class _Resolved:
     endpoints: tuple[list[Endpoint], list[Endpoint]]
 
 
-def new_connector(read_timeout: float) -> aiohttp.TCPConnector:
-    """A keep-alive pool for outgoing calls: one per pod; one per local worker process, whose instances all
-    connect from the same loopback source address and so can reuse each other's connections to a callee
-    (every request still names its caller), where a pool per instance opened a connection for nearly every
-    call of a thousand instances.
-
-    Unbounded, as a bound would queue calls behind it and turn overload into timeouts of healthy instances.
-    An idle connection is let go at half a callee's read timeout (the same as ours), well before the callee
-    would close it under a request."""
-    return aiohttp.TCPConnector(limit=0, keepalive_timeout=read_timeout / 2, use_dns_cache=False)
+def new_pool(read_timeout: float) -> Pool:
+    """The keep-alive pool for calls to other instances (see `Pool`): one per pod, one per local worker process
+    (a pool per instance opened a connection for nearly every call of a thousand instances). An idle
+    connection is let go at half a callee's read timeout (the same as ours)."""
+    return Pool(idle_seconds=read_timeout / 2, late_seconds=LATE_ANSWER_SECONDS)
 
 
-def new_session(read_timeout: float, shared: aiohttp.BaseConnector | None = None) -> aiohttp.ClientSession:
-    """An instance's client session: on the process's `shared` pool (closed by its owner), else on its own.
-    No cookie jar: nanoservices set no cookies, and filtering an empty jar is paid on every call."""
-    return aiohttp.ClientSession(connector=shared or new_connector(read_timeout), connector_owner=shared is None,
-                                 cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
+def new_session() -> aiohttp.ClientSession:
+    """An instance's aiohttp session, for what is not a call to another instance (span export). No cookie jar:
+    nanoservices set no cookies, and filtering an empty jar is paid on every request."""
+    return aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), skip_auto_headers=("User-Agent",))
 
 
 def handed_budget(timeout: float) -> float:
@@ -159,7 +156,7 @@ class Caller:
         config: NanoserviceConfig,
         zone: str,
         address: str,
-        session: aiohttp.ClientSession,
+        pool: Pool,
         resolver: Resolver,
         metrics: Metrics,
         exporter: SpanExporter,
@@ -170,7 +167,7 @@ class Caller:
         self.config = config
         self.zone = zone
         self.address = address
-        self.session = session
+        self.pool = pool
         self.resolver = resolver
         self.metrics = metrics
         self.exporter = exporter
@@ -178,7 +175,6 @@ class Caller:
         self.health = health or Health()
         self.retry_budget = retry_budget or RetryBudget()
         self.timeout = config.behavior.timeout_ms / 1000.0
-        self._late_timeout = aiohttp.ClientTimeout(total=self.timeout + LATE_ANSWER_SECONDS)  # the usual, built once
         # id(dependency) → (dependency, the resolver's version, (preferred, fallback))
         self._endpoints: dict[int, _Resolved] = {}
 
@@ -281,12 +277,6 @@ class Caller:
         edge.observe(time.monotonic() - started)
         return result
 
-    async def _exchange(self, method: str, url: str, body: Any, headers: dict[str, str],
-                        timeout: aiohttp.ClientTimeout) -> tuple[int, bytes]:
-        """The HTTP request and its whole answer: (status, body)."""
-        async with self.session.request(method, url, json=body, headers=headers, timeout=timeout) as response:
-            return response.status, await response.read()
-
     def _choose(
         self, groups: Sequence[Sequence[Endpoint]], tried: set[str], prefer_zone: bool, ordered: bool
     ) -> Endpoint | None:
@@ -320,19 +310,19 @@ class Caller:
         trace = hop.trace.child(self.rng)
         headers = hop.outgoing(handed_budget(timeout), self.config.service, trace)
         started = time.monotonic()
-        url = f"http://{endpoint.address}:{endpoint.port}{path}"
+        payload = None if body is None else json.dumps(body).encode()
+        head = request_head(method, path, authority(endpoint.address, endpoint.port), headers.items(),
+                            None if payload is None else len(payload))
         retryable = False
-        exchange = asyncio.ensure_future(self._exchange(
-            method, url, body, headers,
-            self._late_timeout if timeout == self.timeout else aiohttp.ClientTimeout(total=timeout + LATE_ANSWER_SECONDS)))
         try:
-            async with asyncio.timeout(timeout):
-                status, raw = await asyncio.shield(exchange)
+            # a timed-out (or cancelled) call leaves its connection reading the late answer for
+            # LATE_ANSWER_SECONDS, so the connection goes back to the pool
+            status, raw = await self.pool.request(method, endpoint.address, endpoint.port, head, payload, timeout)
         except asyncio.TimeoutError:
             edge.timeouts += 1
             self.health.failure(endpoint.key, hard=False)
             result, retryable = Result(504, {}, endpoint, f"{peer} {endpoint.key}: timed out after {timeout * 1000:.0f} ms"), True
-        except (aiohttp.ClientError, OSError) as err:
+        except OSError as err:  # refused, reset, closed early, not HTTP (ProtocolError)
             self.health.failure(endpoint.key, hard=True)
             result, retryable = Result(502, {}, endpoint, f"{peer} {endpoint.key}: {type(err).__name__}: {err}"), True
         else:
@@ -344,9 +334,6 @@ class Caller:
                 self.health.success(endpoint.key)
                 if status >= 500:
                     result.error = str(result.body.get("error", f"{peer} {endpoint.key}: HTTP {status}"))
-        finally:
-            if not exchange.done():  # timed out, or this request was cancelled: the answer may still come
-                exchange.add_done_callback(_forget)
         if not result.ok and result.status >= 500:
             edge.errors += 1
         if self.exporter.enabled and trace.sampled:
@@ -356,12 +343,6 @@ class Caller:
                 tags={"http.status_code": str(result.status), "peer.address": endpoint.key},
             ))
         return result, retryable and hop.remaining() >= MIN_ATTEMPT_SECONDS
-
-
-def _forget(exchange: asyncio.Future[tuple[int, bytes]]) -> None:
-    """An answer nobody waits for any more: its failure, if any, is not an error worth logging."""
-    if not exchange.cancelled():
-        exchange.exception()
 
 
 def _json(raw: bytes) -> dict[str, Any]:

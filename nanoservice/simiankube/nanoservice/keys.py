@@ -12,6 +12,7 @@ from simiankube.contract import NanoserviceConfig
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.packages import Package
+from simiankube.nanoservice.pool import Pool
 from simiankube.nanoservice.probe import Scope
 from simiankube.nanoservice.resolver import Resolver
 from simiankube.nanoservice.tracing import SpanExporter
@@ -62,7 +63,7 @@ RESOLVER = web.AppKey("resolver", Resolver)
 EXPORTER = web.AppKey("exporter", SpanExporter)
 STATUS = web.AppKey("status", Status)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
-CONNECTOR = web.AppKey("connector", aiohttp.BaseConnector)  # only when the process shares one between instances
+POOL = web.AppKey("pool", Pool)  # only when the process shares one between instances
 CALLER = web.AppKey("caller", Caller)
 MAX_IN_FLIGHT = web.AppKey("max_in_flight", int)
 SERVING = web.AppKey("serving", Serving)  # set once the package is built

@@ -25,8 +25,9 @@ from simiankube import contract
 from simiankube.contract import NanoserviceConfig
 from simiankube.nanoservice import keys
 from simiankube.nanoservice.app import READ_TIMEOUT_SECONDS, create_app
-from simiankube.nanoservice.client import new_connector
+from simiankube.nanoservice.client import new_pool
 from simiankube.nanoservice.keys import Identity
+from simiankube.nanoservice.pool import Pool
 from simiankube.nanoservice.resolver import HostsTable, Resolver, load_hosts_table
 from simiankube.nanoservice.tracing import SpanExporter
 
@@ -68,9 +69,9 @@ class Launch:
         )
 
     def build(self, tables: dict[tuple[str, int], HostsTable] | None = None,
-              connector: aiohttp.BaseConnector | None = None) -> web.Application:
+              pool: Pool | None = None) -> web.Application:
         """`tables`: hosts tables already loaded by this process (instances share one; it is only read);
-        `connector`: the process's keep-alive pool for outgoing calls, when its instances share one."""
+        `pool`: the process's keep-alive pool for outgoing calls, when its instances share one."""
         config = NanoserviceConfig.from_json(Path(self.config_path).read_text(encoding="utf-8"))
         table = None
         if self.hosts_path:
@@ -85,7 +86,7 @@ class Launch:
             resolver=Resolver(table),
             exporter=SpanExporter(file=self.zipkin_file, url=self.zipkin_url),
             read_timeout=self.read_timeout,
-            connector=connector,
+            pool=pool,
         )
 
 
@@ -110,10 +111,10 @@ async def serve_many(launches: list[Launch]) -> None:
     tables: dict[tuple[str, int], HostsTable] = {}  # one copy of the runner's hosts table, not one per instance
     # One keep-alive pool for every instance of the process: a connection one instance opened to a callee
     # serves the others too (each call still says who calls), instead of a new connection per call.
-    connector = new_connector(min((launch.read_timeout for launch in launches), default=READ_TIMEOUT_SECONDS))
+    pool = new_pool(min((launch.read_timeout for launch in launches), default=READ_TIMEOUT_SECONDS))
     try:
         for launch in launches:
-            runner = web.AppRunner(launch.build(tables, connector), access_log=None,
+            runner = web.AppRunner(launch.build(tables, pool), access_log=None,
                                    keepalive_timeout=launch.read_timeout,
                                    lingering_time=launch.read_timeout)  # the rest of an unread body, too
             await runner.setup()
@@ -129,7 +130,7 @@ async def serve_many(launches: list[Launch]) -> None:
         await asyncio.sleep(max((launch.drain_seconds for launch in launches), default=0.0))
     finally:
         await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)
-        await connector.close()
+        await pool.close()
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ from aiohttp import web
 from simiankube import contract
 from simiankube.contract import NanoserviceConfig
 from simiankube.nanoservice import keys
-from simiankube.nanoservice.app import READ_TIMEOUT_SECONDS, create_app
+from simiankube.nanoservice.app import READ_TIMEOUT_SECONDS, InstanceRunner, create_app
 from simiankube.nanoservice.client import new_connector
 from simiankube.nanoservice.keys import Identity
 from simiankube.nanoservice.resolver import HostsTable, Resolver, load_hosts_table
@@ -113,9 +113,9 @@ async def serve_many(launches: list[Launch]) -> None:
     connector = new_connector(min((launch.read_timeout for launch in launches), default=READ_TIMEOUT_SECONDS))
     try:
         for launch in launches:
-            runner = web.AppRunner(launch.build(tables, connector), access_log=None,
-                                   keepalive_timeout=launch.read_timeout,
-                                   lingering_time=launch.read_timeout)  # the rest of an unread body, too
+            runner = InstanceRunner(launch.build(tables, connector), access_log=None,
+                                    keepalive_timeout=launch.read_timeout,
+                                    lingering_time=launch.read_timeout)  # the rest of an unread body, too
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, launch.host, launch.port, shutdown_timeout=SHUTDOWN_SECONDS).start()

@@ -9,6 +9,7 @@ process, which serves each on its own socket (`serve_many`).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import os
 import signal
@@ -123,6 +124,7 @@ async def serve_many(launches: list[Launch]) -> None:
         # worker hosting 500 instances tracks ~2.6 million objects; one full collection of them took seconds,
         # stalling every instance of the process at once (timeouts, reconnects, more load).
         gc.freeze()
+        release_free_memory()
         await stop.wait()
         for runner in runners:
             runner.app[keys.STATUS].draining = True
@@ -130,6 +132,15 @@ async def serve_many(launches: list[Launch]) -> None:
     finally:
         await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)
         await connector.close()
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages (what startup allocated and freed) back to the kernel: about 1 MiB of a
+    pod's RSS. glibc only; elsewhere nothing happens."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def main() -> None:

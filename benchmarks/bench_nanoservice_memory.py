@@ -20,10 +20,10 @@ import sys
 
 STAGES = (
     ("bare Python", []),
-    ("+ asyncio", ["asyncio"]),
+    ("+ asyncio (it imports ssl: OpenSSL)", ["asyncio"]),
     ("+ aiohttp (its __init__ imports the client)", ["aiohttp"]),
     ("+ aiohttp.web", ["aiohttp.web"]),
-    ("+ uvloop (imports ssl)", ["uvloop"]),
+    ("+ uvloop", ["uvloop"]),
     ("+ the nanoservice (simiankube.nanoservice.launch)", ["simiankube.nanoservice.launch"]),
 )
 NO_OPENSSL = ("ssl", "_hashlib")

@@ -1,6 +1,6 @@
 """Nanoservice speed: one leaf's throughput on one core, and the latency a hop adds.
 
-    .venv/bin/python benchmarks/bench_nanoservice.py [--seconds 5] [--connections 32] [--isotope PATH]
+    .venv/bin/python benchmarks/bench_nanoservice.py [--seconds 5] [--connections 32] [--isotope PATH] [--instructions]
 
 Throughput: a `store` nanoservice (no service time) pinned to CPU 0 with
 taskset; the load generator pinned to CPU 1 — wrk when it is installed
@@ -41,6 +41,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from simiankube import contract
 from simiankube.localrun.runner import Planned, plan
@@ -49,6 +50,22 @@ from simiankube.model.spec import parse_document
 from simiankube.model.topology import expand
 
 FAST = {"latency": {"distribution": "constant", "meanMs": 0}}
+
+
+def chain(workdir: Path, name: str, leaf_behavior: dict[str, Any]) -> dict[str, Planned]:
+    """The three-service chain a → b → c (karyon, karyon, store) the benchmarks load, planned as local instances
+    by service name; `leaf_behavior` is the store's, the others answer at once."""
+    document = {
+        "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}", "kind": contract.KIND,
+        "metadata": {"name": name},
+        "spec": {"arch": name, "services": [
+            {"name": "c", "package": "store", "count": 1, "behavior": leaf_behavior},
+            {"name": "b", "package": "karyon", "count": 1, "dependencies": ["c"], "behavior": FAST},
+            {"name": "a", "package": "karyon", "count": 1, "dependencies": ["b"], "behavior": FAST},
+        ]},
+    }
+    planned = plan(expand(parse_document(document)), workdir, seed=1, zipkin_file="")
+    return {p.instance.service.name: p for p in planned}
 
 
 def start(workdir: Path, members: list[Planned], cpu: int, tag: str) -> subprocess.Popen[bytes]:
@@ -125,11 +142,22 @@ async def ok(request): return web.Response(text="ok")
 app = web.Application(); app.router.add_get("/kv/{key}", ok)
 web.run_app(app, host=sys.argv[1], port=8080, access_log=None, print=None, loop=uvloop.new_event_loop())
 """
+TRIVIAL_LOW_LEVEL = """
+import asyncio, sys, uvloop
+from aiohttp import web
+async def ok(request): return web.Response(text="ok")
+async def main():
+    runner = web.ServerRunner(web.Server(ok), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, sys.argv[1], 8080).start()
+    await asyncio.Event().wait()
+uvloop.run(main())
+"""
 
 
-def trivial_baseline(address: str, seconds: float, connections: int) -> Measured:
+def trivial_baseline(address: str, seconds: float, connections: int, script: str = TRIVIAL) -> Measured:
     """The same measurement against a one-line aiohttp handler, for a machine-independent ratio."""
-    process = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", TRIVIAL, address])
+    process = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", script, address])
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -222,10 +250,11 @@ def instruction_rows(workdir: Path, leaf: Planned, address: str, seconds: float,
     spec.write_text(json.dumps({"parent": os.getpid(), "launches": [asdict(leaf.launch)]}))
     leaf_ir = instructions([sys.executable, "-m", "simiankube.localrun.worker", str(spec)],
                            f"http://{leaf.address}:8080/kv/key1", seconds, connections)
-    trivial_ir = instructions([sys.executable, "-c", TRIVIAL, address], f"http://{address}:8080/kv/key1", seconds,
-                              connections)
-    print(f"instructions per request (callgrind): leaf {leaf_ir / 1000:,.0f} k, trivial {trivial_ir / 1000:,.0f} k"
-          f" → leaf/trivial {leaf_ir / trivial_ir:.2f}×")
+    trivial_ir, low_ir = (instructions([sys.executable, "-c", script, address], f"http://{address}:8080/kv/key1",
+                                       seconds, connections) for script in (TRIVIAL, TRIVIAL_LOW_LEVEL))
+    print(f"instructions per request (callgrind): leaf {leaf_ir / 1000:,.0f} k, trivial {trivial_ir / 1000:,.0f} k,"
+          f" trivial low-level {low_ir / 1000:,.0f} k → leaf/trivial {leaf_ir / trivial_ir:.2f}×,"
+          f" leaf/trivial low-level {leaf_ir / low_ir:.2f}×")
 
 
 def rss_mib(pid: int) -> float:
@@ -292,19 +321,10 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true",
                         help="also count instructions per request under valgrind (steady on a shared machine)")
     args = parser.parse_args()
-    document = {
-        "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}", "kind": contract.KIND,
-        "metadata": {"name": "bench"},
-        "spec": {"arch": "bench", "services": [
-            {"name": "c", "package": "store", "count": 1, "behavior": FAST},
-            {"name": "b", "package": "karyon", "count": 1, "dependencies": ["c"], "behavior": FAST},
-            {"name": "a", "package": "karyon", "count": 1, "dependencies": ["b"], "behavior": FAST},
-        ]},
-    }
     with tempfile.TemporaryDirectory() as tmp:
-        nodes = {p.instance.service.name: p for p in plan(expand(parse_document(document)), Path(tmp), seed=1,
-                                                           zipkin_file="")}
+        nodes = chain(Path(tmp), "bench", FAST)
         baseline = trivial_baseline(nodes["b"].address, args.seconds, args.connections)
+        low_level = trivial_baseline(nodes["b"].address, args.seconds, args.connections, TRIVIAL_LOW_LEVEL)
         if args.instructions:
             instruction_rows(Path(tmp), nodes["c"], nodes["b"].address, max(args.seconds, 10.0), 8)
         processes = [start(Path(tmp), [nodes["c"]], 0, "leaf")]
@@ -314,9 +334,11 @@ def main() -> None:
             print(f"leaf throughput ({leaf.tool}, {args.connections} connections, server on 1 core): "
                   f"{leaf.rps:,.0f} req/s = {leaf.rps / baseline.rps:.0%} of a trivial aiohttp handler on this "
                   f"machine now ({baseline.rps:,.0f} req/s)")
-            print(f"server CPU per request: leaf {leaf.cpu_us:.1f} µs, trivial {baseline.cpu_us:.1f} µs "
-                  f"= {baseline.cpu_us / leaf.cpu_us:.0%} of the trivial handler's requests per CPU second")
-            print(f"server RSS after the run: leaf {leaf.rss_mib:.1f} MiB, trivial {baseline.rss_mib:.1f} MiB")
+            print(f"server CPU per request: leaf {leaf.cpu_us:.1f} µs, trivial {baseline.cpu_us:.1f} µs, trivial "
+                  f"low-level (web.Server) {low_level.cpu_us:.1f} µs → leaf/trivial {leaf.cpu_us / baseline.cpu_us:.2f}×,"
+                  f" leaf/trivial low-level {leaf.cpu_us / low_level.cpu_us:.2f}×")
+            print(f"server RSS after the run: leaf {leaf.rss_mib:.1f} MiB, trivial {baseline.rss_mib:.1f} MiB, "
+                  f"trivial low-level {low_level.rss_mib:.1f} MiB")
             if args.isotope:
                 iso = isotope_row(args.isotope, Path(tmp), args.seconds, args.connections)
                 print(f"isotope service: {iso.rps:,.0f} req/s, {iso.cpu_us:.1f} µs CPU per request, "
@@ -327,12 +349,12 @@ def main() -> None:
             os.sched_setaffinity(0, {1})
             seconds = min(args.seconds, 3.0)
             direct: list[float] = []
-            chain: list[float] = []
+            chained: list[float] = []
             asyncio.run(drive(nodes["c"].address, "/kv/key1", 1, seconds, direct))
-            asyncio.run(drive(nodes["a"].address, "/kv/key1", 1, seconds, chain))
+            asyncio.run(drive(nodes["a"].address, "/kv/key1", 1, seconds, chained))
             for q in (0.5, 0.99):
-                hop = (percentile(chain, q) - percentile(direct, q)) / 2 * 1000
-                print(f"p{q * 100:g}: leaf {percentile(direct, q) * 1000:.3f} ms, a→b→c {percentile(chain, q) * 1000:.3f} ms"
+                hop = (percentile(chained, q) - percentile(direct, q)) / 2 * 1000
+                print(f"p{q * 100:g}: leaf {percentile(direct, q) * 1000:.3f} ms, a→b→c {percentile(chained, q) * 1000:.3f} ms"
                       f" → added per hop {hop:.3f} ms")
             print(amplification(processes[0], nodes))
         finally:

@@ -32,12 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_nanoservice import FAST, cpu_seconds, start  # noqa: E402
+from bench_nanoservice import chain, cpu_seconds, start  # noqa: E402
 
 from simiankube import contract  # noqa: E402
-from simiankube.localrun.runner import plan  # noqa: E402
-from simiankube.model.spec import parse_document  # noqa: E402
-from simiankube.model.topology import expand  # noqa: E402
 
 SLOW = {"latency": {"distribution": "constant", "meanMs": 1}}
 
@@ -124,18 +121,8 @@ def main() -> None:
     parser.add_argument("--deadline-ms", type=float, default=250.0)
     parser.add_argument("--rates", default="250,500,1000,1500,2000,3000,4000,6000")
     args = parser.parse_args()
-    document = {
-        "apiVersion": f"{contract.API_GROUP}/{contract.API_VERSION}", "kind": contract.KIND,
-        "metadata": {"name": "overload"},
-        "spec": {"arch": "overload", "services": [
-            {"name": "c", "package": "store", "count": 1, "behavior": SLOW},
-            {"name": "b", "package": "karyon", "count": 1, "dependencies": ["c"], "behavior": FAST},
-            {"name": "a", "package": "karyon", "count": 1, "dependencies": ["b"], "behavior": FAST},
-        ]},
-    }
     with tempfile.TemporaryDirectory() as tmp:
-        nodes = {p.instance.service.name: p for p in plan(expand(parse_document(document)), Path(tmp), seed=1,
-                                                           zipkin_file="")}
+        nodes = chain(Path(tmp), "overload", SLOW)
         process = start(Path(tmp), [nodes["c"], nodes["b"], nodes["a"]], 0, "chain")
         os.sched_setaffinity(0, {1})
 

@@ -49,6 +49,48 @@ def test_bad_bodies_and_unknown_routes_are_json_4xx_never_500_and_every_answer_i
     assert mesh.call(db, "GET", "/kv/k")[1]["value"] == "é"  # a known charset is honoured
 
 
+def exchange(address: str, port: int, head: bytes) -> tuple[socket.socket, bytes]:
+    """Send a request head on a new connection and read what comes back first (an answer or an interim 100)."""
+    sock = socket.create_connection((address, port), timeout=10)
+    sock.sendall(head)
+    return sock, sock.recv(65536)
+
+
+def test_routing_answers_as_aiohttps_router_did(mesh: Mesh) -> None:
+    """The nanoservice routes with its own table (not web.Application's router): HEAD, Expect, a quoted slash,
+    and methods per path must answer as the router did."""
+    mesh.load([{"name": "db", "package": "store", "count": 1}])
+    mesh.start_all()
+    [db] = mesh.service("db")
+    address, port = db.address, db.launch.port
+
+    sock, interim = exchange(address, port, b"PUT /kv/big HTTP/1.1\r\nHost: db\r\nContent-Type: text/plain\r\n"
+                             b"Content-Length: 2000\r\nExpect: 100-continue\r\n\r\n")
+    with sock:
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"  # asked for the body before it was sent
+        sock.sendall(b"v" * 2000)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK\r\n")
+    assert mesh.call(db, "GET", "/kv/big")[1]["value"] == "v" * 2000
+    sock, answer = exchange(address, port, b"PUT /kv/big HTTP/1.1\r\nHost: db\r\nContent-Length: 1\r\n"
+                            b"Expect: teapot\r\n\r\n")
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 417 ") and b'"error": "Expect: unknown expectation' in answer
+
+    sock, answer = exchange(address, port, f"HEAD {contract.PATH_HEALTH} HTTP/1.1\r\nHost: db\r\n\r\n".encode())
+    sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"Content-Type: application/json" in head and body == b""
+
+    assert mesh.call(db, "GET", "/kv/a%2Fb") == (400, {"error": "key: 'a/b' has a character a forwarded path "
+                                                          "cannot carry (?#%/\\ or control)"})
+    for path in ("/kv/", "/kv/a/b", "/kv/a{b", "/kv", "/healthz/"):
+        assert mesh.call(db, "GET", path)[0] == 404, path
+    status, body = mesh.call(db, "POST", "/kv/k", b"v", TEXT)
+    assert (status, body) == (405, {"error": "method POST not allowed on /kv/k (allowed: GET,HEAD,PUT)"})
+    assert mesh.call(db, "GET", "/replicate") == (405, {"error": "method GET not allowed on /replicate "
+                                                               "(allowed: POST)"})
+
+
 def test_a_put_is_never_reported_stored_when_it_was_not(mesh: Mesh) -> None:
     mesh.load([
         {"name": "db", "package": "store", "count": 1},

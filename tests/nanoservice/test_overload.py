@@ -5,12 +5,26 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiohttp import web
+from aiohttp.test_utils import BaseTestServer
+
 from simiankube.contract import Behavior, Latency, NanoserviceConfig
 from simiankube.nanoservice import keys
-from simiankube.nanoservice.app import create_app
+from simiankube.nanoservice.app import InstanceRunner, create_app
 from simiankube.nanoservice.client import RetryBudget
 from simiankube.nanoservice.keys import Identity
 from simiankube.nanoservice.resolver import Resolver
+
+
+class InstanceServer(BaseTestServer):
+    """A test server for the `aiohttp_client` fixture that serves a nanoservice as its processes do."""
+
+    def __init__(self, app: web.Application) -> None:
+        super().__init__()
+        self.app = app
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        return InstanceRunner(self.app, **kwargs)
 
 
 def slow_store(ms: float) -> NanoserviceConfig:
@@ -20,7 +34,7 @@ def slow_store(ms: float) -> NanoserviceConfig:
 async def test_requests_beyond_the_bound_are_shed_at_once_with_a_retry_hint(aiohttp_client: Any) -> None:
     app = create_app(slow_store(1000.0), Identity("db-0", "", "127.0.0.1", 1), resolver=Resolver({}),
                      max_in_flight=2)
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(InstanceServer(app))
 
     async def get(i: int) -> tuple[int, str | None, dict[str, Any]]:
         async with client.get(f"/kv/k{i}") as response:
@@ -44,7 +58,7 @@ async def test_requests_beyond_the_bound_are_shed_at_once_with_a_retry_hint(aioh
 async def test_requests_that_cannot_wait_are_never_shed(aiohttp_client: Any) -> None:
     app = create_app(slow_store(0.0), Identity("db-0", "", "127.0.0.1", 1), resolver=Resolver({}),
                      max_in_flight=1)
-    client = await aiohttp_client(app)
+    client = await aiohttp_client(InstanceServer(app))
 
     async def get(i: int) -> int:
         async with client.get(f"/kv/k{i}") as response:

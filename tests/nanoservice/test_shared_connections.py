@@ -8,9 +8,8 @@ import resource
 import signal
 import subprocess
 
-from aiohttp import web
-
 from simiankube.nanoservice import keys
+from simiankube.nanoservice.app import InstanceRunner
 from simiankube.nanoservice.client import new_pool
 from simiankube.testing.wait import wait_for
 from tests.nanoservice.conftest import Mesh
@@ -43,8 +42,8 @@ async def test_a_shared_pool_outlives_its_instances_and_an_own_pool_does_not(mes
     nodes = mesh.load([{"name": "web", "package": "karyon", "count": 2, "dependencies": ["db"]},
                        {"name": "db", "package": "store", "count": 1}])
     shared = new_pool(10.0)
-    runners = [web.AppRunner(node.launch.build(pool=shared)) for node in nodes.values()]
-    own = web.AppRunner(next(iter(nodes.values())).launch.build())  # a pod: a pool of its own
+    runners = [InstanceRunner(node.launch.build(pool=shared)) for node in nodes.values()]
+    own = InstanceRunner(next(iter(nodes.values())).launch.build())  # a pod: a pool of its own
     for runner in [*runners, own]:
         await runner.setup()
     assert all(r.app[keys.CALLER].pool is shared for r in runners)

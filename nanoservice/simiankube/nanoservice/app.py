@@ -1,5 +1,9 @@
-"""The nanoservice application: `create_app(config, identity) -> web.Application`.
+"""The nanoservice application: `create_app(config, identity) -> web.Application`, served by `InstanceRunner`.
 
+The Application holds the state (typed keys) and the resources (cleanup
+contexts); requests skip its router and middleware: aiohttp's low-level
+server hands each one to `dispatch`, a lookup in a table of the few fixed
+paths (a third of the CPU a leaf spent per request went to that machinery).
 Views are thin: `serve` applies what every service request gets (budget and
 hop checks, service time, injected errors, payload, metrics, spans) and the
 package decides the answer.
@@ -8,6 +12,7 @@ package decides the answer.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -18,7 +23,8 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.hdrs import CONTENT_TYPE, RETRY_AFTER
+from aiohttp.hdrs import CONTENT_TYPE, EXPECT, RETRY_AFTER
+from aiohttp.http import HttpVersion11
 
 from simiankube import contract
 from simiankube.contract import Latency, NanoserviceConfig
@@ -37,7 +43,7 @@ from simiankube.nanoservice.tracing import (UNTRACED, SpanExporter, incoming_con
                                              zipkin_span)
 from simiankube.nanoservice.traffic import generate
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+View = Callable[[web.Application, web.BaseRequest], Awaitable[web.StreamResponse]]
 
 MAX_BODY_BYTES = 64 * 1024  # larger request bodies are answered 413; also what a forwarded value must fit in
 MAX_KEY_LENGTH = 256
@@ -92,46 +98,16 @@ class BadRequest(Exception):
         self.message = message
 
 
-def caller_label(request: web.Request) -> str:
+def caller_label(request: web.BaseRequest) -> str:
     """The calling service for metrics edges; a header that is not printable ASCII (undecodable bytes would
     break every later scrape) counts as an outside caller."""
     caller = request.headers.get(HEADER_CALLER, ANONYMOUS)[:64]
     return caller if caller.isascii() and caller.isprintable() else ANONYMOUS
 
 
-def _message(request: web.Request, err: web.HTTPException) -> str:
-    if err.status == 404:
-        return f"no such path: {request.path}"
-    if err.status == 405:
-        return f"method {request.method} not allowed on {request.path} (allowed: {err.headers.get('Allow', '')})"
-    return err.text or err.reason  # 413: aiohttp names the limit and the size
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error is JSON `{"error"}` (routing's 404/405, the body limit's 413 too) and counted, and a bug is
-    a JSON 500 rather than a dropped connection. Answers that come back normally were counted by `serve` or
-    `answered`: the usual request pays no more than this try."""
-    started = time.monotonic()
-    try:
-        return await handler(request)
-    except BadRequest as err:
-        response = error(err.status, err.message)
-    except web.HTTPException as err:
-        if err.status < 400:
-            raise
-        response = error(err.status, _message(request, err))
-        if "Allow" in err.headers:
-            response.headers["Allow"] = err.headers["Allow"]
-    except Exception:  # a bug: answered, logged, counted
-        logging.getLogger(__name__).exception("%s %s failed", request.method, request.path)
-        response = error(500, "internal error")
-    return answered(request, response, started)
-
-
-def answered(request: web.Request, response: web.Response, started: float) -> web.Response:
+def answered(app: web.Application, request: web.BaseRequest, response: web.Response, started: float) -> web.Response:
     """Count an answer that did not go through `serve` (platform endpoints are not counted)."""
-    serving = request.app.get(keys.SERVING)
+    serving = app.get(keys.SERVING)
     if serving is not None and request.path not in PLATFORM_PATHS:
         edge = serving.metrics.server(caller_label(request))
         edge.requests += 1
@@ -146,7 +122,7 @@ def overloaded(limit: int) -> web.Response:
     return response
 
 
-async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Awaitable[Reply]]) -> web.Response:
+async def serve(serving: Serving, request: web.BaseRequest, work: Callable[[Hop], Awaitable[Reply]]) -> web.Response:
     """One service request, from budget check to metrics; `work` is the package's part."""
     config = serving.config
     caller = caller_label(request)
@@ -173,15 +149,19 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
             status = 504
             return error(504, "deadline already passed on arrival")
         delay = draw_latency_ms(config.behavior.latency, serving.rng) if serving.service_time else 0.0
+        # The service time, then an injected error or the package's reply (with the configured payload); written
+        # out rather than in a coroutine of its own, which would cost a frame per request.
         if delay > 0 or serving.calls_out:
             try:
                 async with asyncio.timeout(budget):
-                    reply = await _answer(serving, hop, delay, work)
+                    if delay > 0:
+                        await asyncio.sleep(delay / 1000.0)
+                    reply = _injected_error(serving) or _with_payload(serving, await work(hop))
             except TimeoutError:
                 status = 504
                 return error(504, f"budget of {budget * 1000:.1f} ms ran out in {config.service}")
         else:  # nothing below suspends, so a timer could never fire: none is armed
-            reply = await _answer(serving, hop, 0.0, work)
+            reply = _injected_error(serving) or _with_payload(serving, await work(hop))
         status = reply.status
         return json_answer(reply.body, status)
     except BadHeader as err:
@@ -205,21 +185,21 @@ async def serve(serving: Serving, request: web.Request, work: Callable[[Hop], Aw
             ))
 
 
-async def _answer(serving: Serving, hop: Hop, delay_ms: float, work: Callable[[Hop], Awaitable[Reply]]) -> Reply:
-    """The service time, then an injected error or the package's reply (with the configured payload)."""
-    if delay_ms > 0:
-        await asyncio.sleep(delay_ms / 1000.0)
+def _injected_error(serving: Serving) -> Reply | None:
     behavior = serving.config.behavior
     if behavior.error_rate and serving.rng.random() < behavior.error_rate:
         return Reply(500, {"error": f"injected error (error_rate {behavior.error_rate:g})"})
-    reply = await work(hop)
-    if behavior.payload_bytes:
+    return None
+
+
+def _with_payload(serving: Serving, reply: Reply) -> Reply:
+    if serving.payload:
         reply.body["payload"] = serving.payload
     return reply
 
 
-def _key(request: web.Request) -> str:
-    key = request.match_info["key"]
+def _key(request: web.BaseRequest) -> str:
+    key = unquote_key(request.rel_url.path_safe[len(KV_PREFIX):])
     if len(key) > MAX_KEY_LENGTH:
         raise BadRequest(400, f"key: at most {MAX_KEY_LENGTH} characters")
     if not KEY_FORBIDDEN.isdisjoint(key):
@@ -227,18 +207,23 @@ def _key(request: web.Request) -> str:
     return key
 
 
-async def _body(request: web.Request) -> bytes:
-    """The body, within the read timeout (413 beyond MAX_BODY_BYTES: aiohttp's client_max_size)."""
+def unquote_key(segment: str) -> str:
+    """A path segment as aiohttp's router hands a `{key}` to its view (only %2F and %25 are still quoted)."""
+    return segment if "%" not in segment else segment.replace("%2F", "/").replace("%25", "%")
+
+
+async def _body(app: web.Application, request: web.BaseRequest) -> bytes:
+    """The body, within the read timeout (413 beyond MAX_BODY_BYTES: the request's client_max_size)."""
     try:
-        async with asyncio.timeout(request.app[keys.READ_TIMEOUT]):
+        async with asyncio.timeout(app[keys.READ_TIMEOUT]):
             return await request.read()
     except TimeoutError:
-        raise BadRequest(408, f"body: not received within {request.app[keys.READ_TIMEOUT]:g} s") from None
+        raise BadRequest(408, f"body: not received within {app[keys.READ_TIMEOUT]:g} s") from None
 
 
-async def _text(request: web.Request) -> str:
+async def _text(app: web.Application, request: web.BaseRequest) -> str:
     """The body decoded with the Content-Type's charset (UTF-8 by default); a wrong charset or byte is a 400."""
-    raw = await _body(request)
+    raw = await _body(app, request)
     charset = request.charset or "utf-8"
     try:
         return raw.decode(charset)
@@ -250,17 +235,17 @@ async def _text(request: web.Request) -> str:
         raise BadRequest(400, f"body: not valid {charset}") from None
 
 
-async def _json(request: web.Request) -> Any:
-    text = await _text(request)
+async def _json(app: web.Application, request: web.BaseRequest) -> Any:
+    text = await _text(app, request)
     try:
         return json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's stack
         raise BadRequest(400, "body: not valid JSON") from None
 
 
-async def _json_object(request: web.Request, required: dict[str, type]) -> dict[str, Any]:
+async def _json_object(app: web.Application, request: web.BaseRequest, required: dict[str, type]) -> dict[str, Any]:
     """The request body as a JSON object with the required typed fields, else 400 (413 when too big)."""
-    data = await _json(request)
+    data = await _json(app, request)
     problems = [] if isinstance(data, dict) else ["body: expected a JSON object"]
     for name, kind in required.items():
         if not problems and (not isinstance(data.get(name), kind) or isinstance(data.get(name), bool)):
@@ -280,88 +265,154 @@ def _forwardable(key: str, value: str) -> str:
     return value
 
 
-def _direct(request: web.Request) -> bool:
+def _direct(request: web.BaseRequest) -> bool:
     return bool(request.query_string) and request.query.get("direct", "") in ("1", "true")
 
 
 # -- views ------------------------------------------------------------------------
 
 
-async def get_key(request: web.Request) -> web.Response:
-    key, serving = _key(request), request.app[keys.SERVING]
-    return await serve(serving, request, lambda hop: serving.package.get(hop, key, _direct(request)))
+def get_key(app: web.Application, request: web.BaseRequest) -> Awaitable[web.Response]:
+    """Not a coroutine itself (one frame less per request): checks the key, then hands `serve`'s coroutine on."""
+    key, serving = _key(request), app[keys.SERVING]
+    return serve(serving, request, lambda hop: serving.package.get(hop, key, _direct(request)))
 
 
-async def put_key(request: web.Request) -> web.Response:
+async def put_key(app: web.Application, request: web.BaseRequest) -> web.Response:
     key = _key(request)
     if request.content_type == "application/json":
-        value = str((await _json_object(request, {"value": str}))["value"])
+        value = str((await _json_object(app, request, {"value": str}))["value"])
     else:
-        value = await _text(request)
+        value = await _text(app, request)
     value = _forwardable(key, value)
-    serving = request.app[keys.SERVING]
+    serving = app[keys.SERVING]
     return await serve(serving, request, lambda hop: serving.package.put(hop, key, value, _direct(request)))
 
 
-async def replicate(request: web.Request) -> web.Response:
-    data = await _json_object(request, {"key": str, "value": str})
+async def replicate(app: web.Application, request: web.BaseRequest) -> web.Response:
+    data = await _json_object(app, request, {"key": str, "value": str})
     if len(data["key"]) > MAX_KEY_LENGTH:
         raise BadRequest(400, f"key: at most {MAX_KEY_LENGTH} characters")
-    serving = request.app[keys.SERVING]
+    serving = app[keys.SERVING]
     spread = request.query.get("spread", "") in ("1", "true")
     return await serve(serving, request,
                        lambda hop: serving.package.replicate(hop, data["key"], data["value"], spread))
 
 
-async def coins(request: web.Request) -> web.Response:
-    data = await _json_object(request, {"coins": int})
+async def coins(app: web.Application, request: web.BaseRequest) -> web.Response:
+    data = await _json_object(app, request, {"coins": int})
     if data["coins"] < 1:
         raise BadRequest(400, f"coins: must be >= 1, got {data['coins']}")
-    serving = request.app[keys.SERVING]
+    serving = app[keys.SERVING]
     return await serve(serving, request, lambda hop: serving.package.coins(hop, data["coins"]))
 
 
-async def namedrop(request: web.Request) -> web.Response:
-    data = await _json_object(request, {"instance": str})
-    serving = request.app[keys.SERVING]
+async def namedrop(app: web.Application, request: web.BaseRequest) -> web.Response:
+    data = await _json_object(app, request, {"instance": str})
+    serving = app[keys.SERVING]
     return await serve(serving, request, lambda hop: serving.package.namedrop(hop, data["instance"][:256]))
 
 
-async def registry(request: web.Request) -> web.Response:
+async def registry(app: web.Application, request: web.BaseRequest) -> web.Response:
     started = time.monotonic()
-    return answered(request, web.json_response(request.app[keys.SERVING].package.view()), started)
+    return answered(app, request, web.json_response(app[keys.SERVING].package.view()), started)
 
 
-async def info(request: web.Request) -> web.Response:
-    started, config, identity = time.monotonic(), request.app[keys.CONFIG], request.app[keys.IDENTITY]
-    return answered(request, web.json_response({
+async def info(app: web.Application, request: web.BaseRequest) -> web.Response:
+    started, config, identity = time.monotonic(), app[keys.CONFIG], app[keys.IDENTITY]
+    return answered(app, request, web.json_response({
         "service": config.service, "package": config.package, "region": config.region,
         "instance": identity.instance, "zone": identity.zone}), started)
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "instance": request.app[keys.IDENTITY].instance})
+async def healthz(app: web.Application, request: web.BaseRequest) -> web.Response:
+    return web.json_response({"status": "ok", "instance": app[keys.IDENTITY].instance})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    status = request.app[keys.STATUS]
+async def readyz(app: web.Application, request: web.BaseRequest) -> web.Response:
+    status = app[keys.STATUS]
     if status.draining or not status.ready:
         return error(503, "draining" if status.draining else "starting")
     return web.json_response({"status": "ready"})
 
 
-async def metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[keys.METRICS].exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+async def metrics(app: web.Application, request: web.BaseRequest) -> web.Response:
+    return web.Response(body=app[keys.METRICS].exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
-async def probe(request: web.Request) -> web.Response:
+async def probe(app: web.Application, request: web.BaseRequest) -> web.Response:
     started = time.monotonic()
     try:
-        targets, timeout_ms = parse_probe_request(await _json(request), request.app[keys.PROBE_SCOPE])
+        targets, timeout_ms = parse_probe_request(await _json(app, request), app[keys.PROBE_SCOPE])
     except ProbeRequestError as err:
         raise BadRequest(400, str(err)) from None
-    results = await probe_all(request.app[keys.RESOLVER], targets, timeout_ms)
-    return answered(request, web.json_response({"results": results}), started)
+    results = await probe_all(app[keys.RESOLVER], targets, timeout_ms)
+    return answered(app, request, web.json_response({"results": results}), started)
+
+
+# -- routing: a fixed table instead of aiohttp's router --------------------------------
+
+
+def _get(view: View) -> dict[str, View]:
+    return {"GET": view, "HEAD": view}  # as aiohttp's add_get: HEAD answers like GET, without the body
+
+
+KV_PREFIX = "/kv/"
+KV_ROUTES = {**_get(get_key), "PUT": put_key}  # /kv/{key}
+KV_NOT_IN_KEY = frozenset("/{}")  # what aiohttp's `{key}` does not match (as matched, %2F still quoted)
+ROUTES: dict[str, dict[str, View]] = {
+    "/": _get(info), "/replicate": {"POST": replicate}, "/coins": {"POST": coins}, "/namedrop": {"POST": namedrop},
+    "/registry": _get(registry), "/probe": {"POST": probe}, contract.PATH_HEALTH: _get(healthz),
+    contract.PATH_READY: _get(readyz), contract.PATH_METRICS: _get(metrics),
+}
+
+
+def route(path: str) -> dict[str, View] | None:
+    """The views of a path as aiohttp quotes it for routing (`rel_url.path_safe`), by method; None: no such path."""
+    if path.startswith(KV_PREFIX):
+        segment = path[len(KV_PREFIX):]
+        return KV_ROUTES if segment and KV_NOT_IN_KEY.isdisjoint(segment) else None
+    return ROUTES.get(path)
+
+
+async def dispatch(app: web.Application, request: web.BaseRequest) -> web.StreamResponse:
+    """Route a request to its view. Every error is JSON `{"error"}` (404, 405, 413 of the body limit too) and
+    counted, and a bug is a JSON 500 rather than a dropped connection. Answers that come back normally were
+    counted by `serve` or `answered`."""
+    started = time.monotonic()
+    try:
+        views = route(request.rel_url.path_safe)
+        if views is None:
+            return answered(app, request, error(404, f"no such path: {request.path}"), started)
+        view = views.get(request.method)
+        if view is None:
+            allowed = ",".join(sorted(views))
+            response = error(405, f"method {request.method} not allowed on {request.path} (allowed: {allowed})")
+            response.headers["Allow"] = allowed
+            return answered(app, request, response, started)
+        if EXPECT in request.headers:
+            await expect_continue(request)
+        return await view(app, request)
+    except BadRequest as err:
+        response = error(err.status, err.message)
+    except web.HTTPException as err:  # the body limit's 413 (aiohttp names the limit and the size)
+        if err.status < 400:
+            raise
+        response = error(err.status, err.text or err.reason)
+    except Exception:  # a bug: answered, logged, counted
+        logging.getLogger(__name__).exception("%s %s failed", request.method, request.path)
+        response = error(500, "internal error")
+    return answered(app, request, response, started)
+
+
+async def expect_continue(request: web.BaseRequest) -> None:
+    """What aiohttp's router does for `Expect:` (curl sends it before bodies over 1 KiB): 100 Continue, else 417."""
+    expect = request.headers[EXPECT]
+    if request.version == HttpVersion11:
+        if expect.lower() != "100-continue":
+            raise BadRequest(417, f"Expect: unknown expectation {expect[:64]!r}")
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the interim answer is not part of the response's size
 
 
 # -- resources: one cleanup context each --------------------------------------------
@@ -462,7 +513,7 @@ def create_app(
     pool: Pool | None = None,
 ) -> web.Application:
     """`pool`: a keep-alive pool shared with other instances of the process (closed by its owner)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
+    app = web.Application()
     if pool is not None:
         app[keys.POOL] = pool
     app[keys.READ_TIMEOUT] = read_timeout
@@ -480,15 +531,34 @@ def create_app(
     app.cleanup_ctx.extend([client_session, resolver_refresh, span_exporter, traffic_loop])
     app.on_startup.append(mark_ready)
     app.on_shutdown.append(mark_draining)
-    app.router.add_get("/", info)
-    app.router.add_get("/kv/{key}", get_key)
-    app.router.add_put("/kv/{key}", put_key)
-    app.router.add_post("/replicate", replicate)
-    app.router.add_post("/coins", coins)
-    app.router.add_post("/namedrop", namedrop)
-    app.router.add_get("/registry", registry)
-    app.router.add_post("/probe", probe)
-    app.router.add_get(contract.PATH_HEALTH, healthz)
-    app.router.add_get(contract.PATH_READY, readyz)
-    app.router.add_get(contract.PATH_METRICS, metrics)
     return app
+
+
+class InstanceRunner(web.BaseRunner):
+    """Serves a nanoservice Application as `web.AppRunner` would (startup, shutdown and cleanup in the same
+    order; the runner's keyword arguments go to aiohttp's RequestHandler), with `dispatch` in place of the
+    Application's router and middleware."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+
+    async def _make_server(self) -> web.Server:
+        app = self.app
+        app.on_startup.freeze()
+        await app.startup()
+        app.freeze()
+        loop = asyncio.get_running_loop()
+
+        def request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
+            return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY_BYTES)
+
+        return web.Server(functools.partial(dispatch, app), request_factory=request_factory, **self._kwargs)
+
+    async def shutdown(self) -> None:
+        await self.app.shutdown()
+
+    async def _cleanup_server(self) -> None:
+        await self.app.cleanup()

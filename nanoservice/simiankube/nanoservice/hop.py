@@ -25,8 +25,11 @@ class BadHeader(ValueError):
     """A budget header that is not a number in range: the caller's bug, answered 400."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hop:
+    """Not frozen: one is built per request, and a frozen dataclass sets each field through object.__setattr__
+    (about four times the cost of building it). Nothing changes a hop once built."""
+
     deadline: float  # time.monotonic() instant when the caller gives up
     hops: int
     max_hops: int

@@ -9,6 +9,7 @@ process, which serves each on its own socket (`serve_many`).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import os
 import signal
@@ -24,7 +25,7 @@ from aiohttp import web
 from simiankube import contract
 from simiankube.contract import NanoserviceConfig
 from simiankube.nanoservice import keys
-from simiankube.nanoservice.app import READ_TIMEOUT_SECONDS, create_app
+from simiankube.nanoservice.app import READ_TIMEOUT_SECONDS, InstanceRunner, create_app
 from simiankube.nanoservice.client import new_pool
 from simiankube.nanoservice.keys import Identity
 from simiankube.nanoservice.pool import Pool
@@ -114,9 +115,9 @@ async def serve_many(launches: list[Launch]) -> None:
     pool = new_pool(min((launch.read_timeout for launch in launches), default=READ_TIMEOUT_SECONDS))
     try:
         for launch in launches:
-            runner = web.AppRunner(launch.build(tables, pool), access_log=None,
-                                   keepalive_timeout=launch.read_timeout,
-                                   lingering_time=launch.read_timeout)  # the rest of an unread body, too
+            runner = InstanceRunner(launch.build(tables, pool), access_log=None,
+                                    keepalive_timeout=launch.read_timeout,
+                                    lingering_time=launch.read_timeout)  # the rest of an unread body, too
             await runner.setup()
             runners.append(runner)
             await web.TCPSite(runner, launch.host, launch.port, shutdown_timeout=SHUTDOWN_SECONDS).start()
@@ -124,6 +125,7 @@ async def serve_many(launches: list[Launch]) -> None:
         # worker hosting 500 instances tracks ~2.6 million objects; one full collection of them took seconds,
         # stalling every instance of the process at once (timeouts, reconnects, more load).
         gc.freeze()
+        release_free_memory()
         await stop.wait()
         for runner in runners:
             runner.app[keys.STATUS].draining = True
@@ -131,6 +133,15 @@ async def serve_many(launches: list[Launch]) -> None:
     finally:
         await asyncio.gather(*(r.cleanup() for r in runners), return_exceptions=True)
         await pool.close()
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages (what startup allocated and freed) back to the kernel: about 1 MiB of a
+    pod's RSS. glibc only; elsewhere nothing happens."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def main() -> None:

@@ -20,10 +20,9 @@ from typing import Any, Protocol
 from simiankube import contract
 from simiankube.operator.kube import KubeError
 from simiankube.operator.reconcile import Owner
-from simiankube.operator.status import Status, WorkloadState, build_status, merge_patch
+from simiankube.operator.status import Status, WorkloadState, merge_patch
 
 Change = Callable[[Mapping[str, Any]], Status]
-Clock = Callable[[], str]  # the current time, RFC 3339
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +74,8 @@ class StatusClient(Protocol):
 
 
 class StatusKeeper:
-    def __init__(self, kube: StatusClient, clock: Clock, delay: float) -> None:
+    def __init__(self, kube: StatusClient, delay: float) -> None:
         self._kube = kube
-        self._clock = clock
         self._delay = delay
         self._known: dict[str, Status] = {}  # by Architecture uid: the status last written or read
         self._locks: dict[str, asyncio.Lock] = {}
@@ -117,9 +115,9 @@ class StatusKeeper:
             self._known[owner.uid] = new
             return previous, new
 
-    def refresh_soon(self, owner: Owner, view: WorkloadView,
+    def refresh_soon(self, owner: Owner, change: Change,
                      on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
-        """Rebuild the status from the workloads in ``delay`` seconds, once for a burst of events.
+        """Apply ``change`` (a rebuild from the workloads) in ``delay`` seconds, once for a burst of events.
 
         One refresh per Architecture at a time: events during a write make one
         more write afterwards, from the view as it is then. (A write of a
@@ -129,17 +127,16 @@ class StatusKeeper:
         """
         self._dirty.add(owner.uid)
         if owner.uid not in self._pending:
-            self._pending[owner.uid] = asyncio.create_task(self._refresh(owner, view, on_change))
+            self._pending[owner.uid] = asyncio.create_task(self._refresh(owner, change, on_change))
 
-    async def _refresh(self, owner: Owner, view: WorkloadView,
+    async def _refresh(self, owner: Owner, change: Change,
                        on_change: Callable[[Mapping[str, Any], Status], None]) -> None:
         try:
             while owner.uid in self._dirty:
                 await asyncio.sleep(self._delay)
                 self._dirty.discard(owner.uid)
-                try:  # the view is read once the lock is held: the newest facts
-                    result = await self.update(
-                        owner, lambda previous: build_status(previous, view.owned(owner), now=self._clock()))
+                try:  # ``change`` reads the view once the lock is held: the newest facts
+                    result = await self.update(owner, change)
                 except KubeError as err:  # the next workload event tries again
                     log.warning("status of %s/%s not written: %s", owner.namespace, owner.name, err)
                     return

@@ -70,7 +70,9 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     settings.posting.level = logging.WARNING  # Events are posted explicitly, with reasons
     # Only the daemons (chaos, segmentation verification) need one; the name predates the second.
     settings.persistence.finalizer = f"{contract.API_GROUP}/chaos"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.API_GROUP)
+    # kopf's bookkeeping all in status.kopf: one write of the status subresource per handled change,
+    # and none of the Architecture itself (each write of it re-validates the whole spec).
+    settings.persistence.progress_storage = kopf.StatusProgressStorage()
     # A digest of the last handled spec, not the spec (~190 kB for 1,000 services) on every write.
     settings.persistence.diffbase_storage = HashDiffBaseStorage()
     memo.controller = await Controller.start(config)

@@ -17,7 +17,9 @@ readiness happened (from the objects' own timestamps, 1 s resolution; Ready
 long after the last pod is the status lagging behind), and the API server's
 request seconds by verb and resource from apply to Ready
 (``apiserver_request_duration_seconds``, long-running watches left out) with
-APF queueing by priority level.
+APF queueing by priority level; and the CPU seconds every rig process and
+the operator spent from apply to Ready (the work itself: on a machine with
+N free cores, apply → Ready cannot be shorter than their sum over N).
 
     python benchmarks/bench_operator.py [--services 1000] [--workdir DIR]
 """
@@ -110,6 +112,13 @@ def timeline(cp: ControlPlane, applied_at: float) -> dict[str, float]:
     }
 
 
+def rig_cpu_seconds(cp: ControlPlane, operator_pid: int) -> dict[str, float]:
+    """CPU seconds so far of every rig process and the operator: the work apply → Ready costs, whatever the load."""
+    state = json.loads(cp.state_file.read_text())
+    pids = {process["name"]: process["pid"] for process in state["processes"]}
+    return {name: cpu_seconds(pid) for name, pid in {**pids, "operator": operator_pid}.items()}
+
+
 def peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -158,6 +167,7 @@ def measure(cp: ControlPlane, operator: OperatorProcess, body: dict[str, Any], t
     pid = operator.process.pid
     reconciling = operator.total("simiankube_operator_reconcile_duration_seconds_sum")
     cpu = cpu_seconds(pid)
+    rig_cpu = rig_cpu_seconds(cp, pid)
     api_before = api_server_metrics(cp)
     applied_at = time.time()
     began = time.monotonic()
@@ -167,6 +177,7 @@ def measure(cp: ControlPlane, operator: OperatorProcess, body: dict[str, Any], t
         wait_for(lambda: ready(cp, name), timeout, interval=1.0, message=f"{name} Ready")
     seconds = time.monotonic() - began
     cpu = cpu_seconds(pid) - cpu
+    rig_cpu = {name: round(seconds - rig_cpu[name], 1) for name, seconds in rig_cpu_seconds(cp, pid).items()}
     api = api_time(api_before, api_server_metrics(cp))
     steps = timeline(cp, applied_at)
     whole = cp.kubectl("-n", NAMESPACE, "get", "architecture", name, "-o", "json", "--show-managed-fields").stdout
@@ -193,6 +204,7 @@ def measure(cp: ControlPlane, operator: OperatorProcess, body: dict[str, Any], t
         # What the API server decodes and encodes on every write of it (managedFields included).
         "architecture_kib": round(len(whole.encode()) / 1024),
         "timeline_s": steps,
+        "cpu_s": rig_cpu,
         "api_server": api,
     }
     cp.kubectl("-n", NAMESPACE, "delete", "architecture", name, "--wait=true", "--timeout=600s", timeout=620)
@@ -236,8 +248,10 @@ def main() -> int:
     print(f"operator peak RSS: {rss:.0f} MiB")
     for row in rows:
         steps = ", ".join(f"{step} {seconds}" for step, seconds in row["timeline_s"].items())
+        work = ", ".join(f"{name} {seconds}" for name, seconds in row["cpu_s"].items())
         print(f"\n{row['architecture']} ({row['architecture_kib']} KiB as JSON): seconds after the apply: {steps}, "
               f"Ready {row['apply_to_ready_s']}")
+        print(f"  CPU seconds from apply to Ready: {work} (total {sum(row['cpu_s'].values()):.0f})")
         print(f"  API server time from apply to Ready{'':<12}{'requests':>10}{'seconds':>10}{'mean s':>9}")
         for api in row["api_server"]:
             print(f"  {api['what']:<47}{api['requests']:>10}{api['seconds']:>10}{api['mean_s']:>9}")

@@ -116,3 +116,32 @@ def test_the_view_follows_watch_events_and_a_relist_drops_what_vanished() -> Non
     view.update("DELETED", set_)
     view.update("DELETED", other)
     assert view.owned(OWNER) == []
+
+
+async def test_a_refresh_waits_after_a_slow_write_as_long_as_it_took(kube: Any) -> None:
+    """A busy API server (seconds per write of a big Architecture) gets the object free half the time."""
+    kube.add({"kind": "Architecture", "metadata": {"name": "lamp", "namespace": "demo", "uid": OWNER.uid}})
+    patch_status = kube.patch_status
+    ended: list[float] = []
+    began: list[float] = []
+
+    async def slow_patch(namespace: str, name: str, patch: dict[str, Any]) -> None:
+        began.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.3)
+        await patch_status(namespace, name, patch)
+        ended.append(asyncio.get_running_loop().time())
+
+    kube.patch_status = slow_patch
+    keeper = StatusKeeper(kube, 0.01)
+    view = view_of(deployment(0))
+    keeper.refresh_soon(OWNER, rebuild(view), lambda before, after: None)
+    async with asyncio.timeout(30):
+        while not ended:
+            await asyncio.sleep(0.01)
+    view.update("MODIFIED", deployment(2))
+    keeper.refresh_soon(OWNER, rebuild(view), lambda before, after: None)
+    async with asyncio.timeout(30):
+        while len(ended) < 2:
+            await asyncio.sleep(0.01)
+    assert began[1] - ended[0] >= 0.29, "the second write came sooner than the first took"
+    await keeper.close()

@@ -40,7 +40,7 @@ from simiankube.operator.leader import LeaseTerms, keep, release
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import AlreadyOwned, Owner, reconcile
 from simiankube.operator.segmentation import SegmentationVerifier
-from simiankube.operator.status import Status, build_status, transition_events
+from simiankube.operator.status import Status, build_status, running_desired, transition_events
 from simiankube.operator.tracking import Change, StatusKeeper, WorkloadView
 from simiankube.render import RenderSettings
 from simiankube.model.spec import SpecError
@@ -261,6 +261,8 @@ class Controller:
             self.metrics.reconciles.labels("invalid").inc()
             announce(owner, "Warning", "InvalidSpec", str(err))
             logger.warning("invalid spec, nothing changed: %s", err)
+            # What runs is the last valid spec: after a restart, the workloads tell what it asks for.
+            self._desired.setdefault(owner.uid, running_desired(self.view.owned(owner)))
             await self._write_status(owner, body, generation=generation, problems=err.problems, failure=("", ""))
             return  # not retried: the next spec change triggers the next reconcile
         except (AlreadyOwned, KubeError) as err:
@@ -302,10 +304,12 @@ class Controller:
             self._announce_transitions(owner, *result)
 
     def workload_changed(self, event_type: str, body: Mapping[str, Any]) -> None:
-        """Keep the workload in the view and refresh its owner's status soon (Events on condition flips)."""
+        """Keep the workload in the view and refresh its reconciled owner's status soon (Events on flips)."""
         self.view.update(event_type, body)
         owner = controlling_architecture(body)
-        if owner is not None:
+        # Until a reconcile (in this process) told what the Architecture asks for, the counts would be
+        # of the workloads applied so far; that reconcile writes the status when it ends.
+        if owner is not None and owner.uid in self._desired:
             refresh = functools.partial(self.keeper.refresh_soon, owner, self._status_change(owner),
                                         lambda previous, new: self._announce_transitions(owner, previous, new))
             if self._kopf_context is None:

@@ -70,7 +70,7 @@ class Cluster:
         for i in range(ready_pods):
             self.pod(f"lamp-webserver-abc-{i}", "lamp-webserver-abc", "rs-uid")
         self.pod("look-alike", "impostor", "impostor-rs")
-        self.keeper = StatusKeeper(kube, lambda: "T", 0)
+        self.keeper = StatusKeeper(kube, 0)
         self.events: list[tuple[str, str, str]] = []
         self.metrics = Metrics()
         self.controller = ChaosController(kube, self.keeper, self.metrics,

@@ -162,3 +162,25 @@ async def test_a_watch_that_broke_off_repairs_every_architecture(kube: Any, monk
     assert starts == ["ConfigMap", "ConfigMap"]
     task.cancel()
     await control.close()
+
+
+async def test_workload_events_before_the_first_reconcile_write_no_partial_counts(kube: Any) -> None:
+    """While the first apply runs, the workloads applied so far are not what the Architecture asks for."""
+    body = kube.add({**architecture(), "kind": "Architecture"})
+    control = controller(kube)
+    deployment = {"kind": "Deployment", "metadata": {
+        "name": "lamp-webserver-us-east-1", "namespace": "demo", "uid": "d1", "generation": 1,
+        "annotations": {"simiankube.io/spigo-name": "webserver"},
+        "ownerReferences": [{"kind": "Architecture", "name": "lamp", "uid": body["metadata"]["uid"],
+                             "controller": True}]},
+        "spec": {"replicas": 1}, "status": {"observedGeneration": 1, "readyReplicas": 1, "updatedReplicas": 1}}
+    control.workload_changed("ADDED", deployment)
+    await asyncio.sleep(0.1)
+    assert kube.writes == []
+    await control.reconcile(body, logging.getLogger("test"))
+    kube.writes.clear()
+    control.workload_changed("MODIFIED", {**deployment, "status": {**deployment["status"], "readyReplicas": 0}})
+    await settle(lambda: bool(kube.writes))
+    status = kube.objects[("Architecture", "demo", "lamp")]["status"]
+    assert status["serviceCount"] == 5 and status["notReady"]["webserver"] == {"desired": 1, "ready": 0}
+    await control.close()

@@ -184,7 +184,7 @@ def assert_matches_render(cluster: Cluster, namespace: str, body: Body) -> None:
         # ReplicaSet can still count a terminating pod ready, so wait for it to settle.
         status = cluster.architecture(namespace, body["metadata"]["name"])["status"]
         return bool(status["instances"] == status["readyInstances"] == replicas
-                    and all(c["desired"] == c["ready"] for c in status["services"].values()))
+                    and status["notReadyServices"] == 0 and status["notReady"] == {})
 
     wait_for(status_settled, 30, interval=0.5, message="status counts equal the render")
 

@@ -70,7 +70,7 @@ class Rig:
         self.kube = VerifyingKube(lambda: self.clock)
         self.events: list[tuple[str, str, str]] = []
         self.metrics = Metrics()
-        self.keeper = StatusKeeper(self.kube, lambda: "T", 0)
+        self.keeper = StatusKeeper(self.kube, 0)
         self.verifier = SegmentationVerifier(self.kube, self.keeper, self.metrics,
                                              lambda owner, t, r, m: self.events.append((t, r, m)),
                                              lambda: self.clock)

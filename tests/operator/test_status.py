@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from simiankube.operator.status import (
+    NOT_READY_ITEMS,
     WorkloadState,
     build_status,
     condition,
@@ -29,8 +31,8 @@ def test_all_ready_is_ready_and_nothing_else() -> None:
                           desired={"web": 3, "db": 1}, problems=[])
     assert statuses(status) == {"Ready": "True", "Progressing": "False", "Degraded": "False", "Invalid": "False"}
     assert [c["type"] for c in status["conditions"]] == ["Ready", "Progressing", "Degraded", "Invalid"]
-    assert status["services"] == {"db": {"desired": 1, "ready": 1}, "web": {"desired": 3, "ready": 3}}
     assert (status["instances"], status["readyInstances"], status["serviceCount"]) == (4, 4, 2)
+    assert (status["notReadyServices"], status["notReady"]) == (0, {})
     assert status["observedGeneration"] == 2
     assert all(c["observedGeneration"] == 2 for c in status["conditions"])
 
@@ -53,7 +55,7 @@ def test_invalid_spec_keeps_what_runs_and_lists_every_problem() -> None:
     invalid = condition(bad, "Invalid") or {}
     assert invalid["status"] == "True" and invalid["reason"] == "SpecInvalid"
     assert "a: wrong" in invalid["message"] and "b: wrong" in invalid["message"]
-    assert bad["services"] == good["services"] and bad["observedGeneration"] == 2
+    assert bad["readyInstances"] == good["readyInstances"] == 3 and bad["observedGeneration"] == 2
     assert (condition(bad, "Ready") or {})["reason"] == "SpecInvalid"
     # A workload event afterwards keeps the Invalid condition as it is.
     later = build_status(bad, [workload("web", 3, 3)], now="T3")
@@ -112,3 +114,21 @@ def test_a_failed_reconcile_is_reconciled_false_with_its_reason_and_ready_false(
 def test_observed_generation_never_goes_backwards() -> None:
     newer = build_status({}, [workload("web", 1, 1)], now="T1", generation=5, desired={"web": 1}, problems=[])
     assert build_status(newer, [workload("web", 1, 1)], now="T2", generation=4)["observedGeneration"] == 5
+
+
+def test_a_1000_service_status_names_only_the_first_services_short_of_ready_instances() -> None:
+    desired = {f"s{i:04}": 2 for i in range(1000)}
+    workloads = [workload(name, 2, 2 if i % 3 else 1) for i, name in enumerate(desired)]
+    status = build_status({}, workloads, now="T1", generation=1, desired=desired, problems=[])
+    short = sorted(name for i, name in enumerate(desired) if not i % 3)
+    assert status["notReadyServices"] == len(short) == 334
+    assert status["notReady"] == {name: {"desired": 2, "ready": 1} for name in short[:NOT_READY_ITEMS]}
+    assert (status["instances"], status["readyInstances"]) == (2000, 2000 - 334)
+    assert len(json.dumps(status)) < 4000, "rewritten whole on every write: a few kB, not one entry per service"
+
+
+def test_the_per_service_counts_of_an_older_operator_are_dropped() -> None:
+    old = {"services": {"web": {"desired": 3, "ready": 3}}, "chaos": {"kills": 1}}
+    status = build_status(old, [workload("web", 3, 3)], now="T1")
+    assert "services" not in status and merge_patch(old, status)["services"] is None
+    assert status["chaos"] == {"kills": 1} and status["instances"] == 3, "desired from the running workloads"

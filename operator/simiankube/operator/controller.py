@@ -40,8 +40,8 @@ from simiankube.operator.leader import LeaseTerms, keep, release
 from simiankube.operator.metrics import Metrics
 from simiankube.operator.reconcile import AlreadyOwned, Owner, reconcile
 from simiankube.operator.segmentation import SegmentationVerifier
-from simiankube.operator.status import Status, build_status, transition_events
-from simiankube.operator.tracking import StatusKeeper, WorkloadView
+from simiankube.operator.status import Status, build_status, running_desired, transition_events
+from simiankube.operator.tracking import Change, StatusKeeper, WorkloadView
 from simiankube.render import PodResources, RenderSettings
 from simiankube.model.spec import SpecError
 
@@ -133,11 +133,12 @@ class Controller:
         self.metrics = metrics
         self.view = view
         self._metrics_runner = metrics_runner
-        self.keeper = StatusKeeper(kube, rfc3339, config.status_delay_seconds)
+        self.keeper = StatusKeeper(kube, config.status_delay_seconds)
         self.chaos = ChaosController(kube, self.keeper, metrics, announce, now, config.chaos_mode)
         self.segmentation = SegmentationVerifier(kube, self.keeper, metrics, announce, now)
         self._locks: dict[str, asyncio.Lock] = {}  # owner uid → one reconcile at a time
         self._generations: dict[str, int] = {}  # owner uid → the newest generation reconciled
+        self._desired: dict[str, dict[str, int]] = {}  # owner uid → instances per service of its last valid spec
         self._known: dict[str, Owner] = {}  # every Architecture seen: the periodic resync's list
         self._dirty: set[str] = set()  # owner uids with a repair due
         self._repairs: dict[str, asyncio.Task[None]] = {}
@@ -262,6 +263,8 @@ class Controller:
             self.metrics.reconciles.labels("invalid").inc()
             announce(owner, "Warning", "InvalidSpec", str(err))
             logger.warning("invalid spec, nothing changed: %s", err)
+            # What runs is the last valid spec: after a restart, the workloads tell what it asks for.
+            self._desired.setdefault(owner.uid, running_desired(self.view.owned(owner)))
             await self._write_status(owner, body, generation=generation, problems=err.problems, failure=("", ""))
             return  # not retried: the next spec change triggers the next reconcile
         except (AlreadyOwned, KubeError) as err:
@@ -276,6 +279,7 @@ class Controller:
         finally:
             self.metrics.reconcile_seconds.observe(time.monotonic() - started)
         self.metrics.reconciles.labels("applied" if outcome.applied or outcome.pruned else "unchanged").inc()
+        self._desired[owner.uid] = outcome.desired
         if outcome.applied and repair:
             announce(owner, "Normal", "Repaired", f"restored {outcome.applied} object(s) changed or deleted "
                      f"outside the operator: {', '.join(outcome.changed)}")
@@ -285,26 +289,30 @@ class Controller:
         if outcome.pruned:
             announce(owner, "Normal", "Pruned", f"deleted {outcome.pruned} object(s) no longer in the spec")
         logger.info("applied %d, pruned %d, unchanged %d", outcome.applied, outcome.pruned, outcome.unchanged)
-        await self._write_status(owner, body, generation=generation, desired=outcome.desired, problems=[],
-                                 failure=("", ""))
+        await self._write_status(owner, body, generation=generation, problems=[], failure=("", ""))
+
+    def _status_change(self, owner: Owner, **facts: Any) -> Change:
+        """The status rebuilt from the view as it is when the keeper applies it (its lock held)."""
+        return lambda previous: build_status(previous, self.view.owned(owner), now=rfc3339(),
+                                             desired=self._desired.get(owner.uid), **facts)
 
     async def _write_status(self, owner: Owner, body: Mapping[str, Any], **facts: Any) -> None:
         try:
-            result = await self.keeper.update(  # the view is read once the keeper's lock is held
-                owner, lambda previous: build_status(previous, self.view.owned(owner), now=rfc3339(), **facts),
-                current=body.get("status") or {},
-            )
+            result = await self.keeper.update(owner, self._status_change(owner, **facts),
+                                              current=body.get("status") or {})
         except KubeError as err:
             raise kopf.TemporaryError(f"status not written: {err}", delay=RETRY_DELAY_SECONDS) from None
         if result is not None:
             self._announce_transitions(owner, *result)
 
     def workload_changed(self, event_type: str, body: Mapping[str, Any]) -> None:
-        """Keep the workload in the view and refresh its owner's status soon (Events on condition flips)."""
+        """Keep the workload in the view and refresh its reconciled owner's status soon (Events on flips)."""
         self.view.update(event_type, body)
         owner = controlling_architecture(body)
-        if owner is not None:
-            refresh = functools.partial(self.keeper.refresh_soon, owner, self.view,
+        # Until a reconcile (in this process) told what the Architecture asks for, the counts would be
+        # of the workloads applied so far; that reconcile writes the status when it ends.
+        if owner is not None and owner.uid in self._desired:
+            refresh = functools.partial(self.keeper.refresh_soon, owner, self._status_change(owner),
                                         lambda previous, new: self._announce_transitions(owner, previous, new))
             if self._kopf_context is None:
                 refresh()
@@ -410,7 +418,7 @@ class Controller:
     def _forget(self, owner: Owner) -> None:
         """Children go with the owner (garbage collection); only the memory of it is dropped."""
         self.keeper.forget(owner)
-        for memory in (self._known, self._locks, self._generations):
+        for memory in (self._known, self._locks, self._generations, self._desired):
             memory.pop(owner.uid, None)
         self._dirty.discard(owner.uid)
         task = self._repairs.pop(owner.uid, None)

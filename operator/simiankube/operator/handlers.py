@@ -6,7 +6,10 @@ Importing this module registers the handlers with kopf's default registry;
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -18,6 +21,46 @@ from simiankube.operator.controller import Controller, NotServed, OperatorConfig
 ARCHITECTURES = (contract.API_GROUP, contract.API_VERSION, contract.PLURAL)
 CHAOS_CANCELLATION_SECONDS = 10.0
 VERIFY_CANCELLATION_SECONDS = 10.0
+# kopf's diff base, in status.kopf: a digest, and the whole essence kopf's StatusDiffBaseStorage kept.
+DIFFBASE_KEY = "lastHandledHash"
+OLD_DIFFBASE_KEY = "last-handled-configuration"
+
+
+def digest(essence: Any) -> str:
+    return hashlib.sha256(json.dumps(essence, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def kopf_status(body: kopf.Body) -> Mapping[str, Any]:
+    return (body.get("status") or {}).get("kopf") or {}
+
+
+class HashDiffBaseStorage(kopf.DiffBaseStorage):
+    """kopf's diff base as a digest in ``status.kopf.lastHandledHash``, not the last handled spec.
+
+    kopf compares an object's essence (spec, labels, annotations) with the
+    last handled one to tell a change from a status write; its own storages
+    keep that essence whole: for 1,000 services ~190 kB more in every read,
+    watch event and write of an object that the API server decodes and
+    re-encodes on each. The handler never reads kopf's diff (it renders the
+    whole spec), so a digest decides just as well.
+
+    ``fetch`` answers the current essence when its digest is the stored one
+    (no change: nothing to handle), an empty essence when it differs (an
+    update of everything) and None when nothing was ever stored (a creation).
+    """
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        stored = kopf_status(body).get(DIFFBASE_KEY)
+        if stored is None:
+            return None
+        essence = self.build(body=body)
+        return essence if digest(essence) == stored else kopf.BodyEssence()
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        stanza = patch.setdefault("status", {}).setdefault("kopf", {})
+        stanza[DIFFBASE_KEY] = digest(essence)
+        if OLD_DIFFBASE_KEY in kopf_status(body):  # written by an older operator: dropped once
+            stanza[OLD_DIFFBASE_KEY] = None
 
 
 @kopf.on.startup()
@@ -27,10 +70,11 @@ async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any)
     settings.posting.level = logging.WARNING  # Events are posted explicitly, with reasons
     # Only the daemons (chaos, segmentation verification) need one; the name predates the second.
     settings.persistence.finalizer = f"{contract.API_GROUP}/chaos"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=contract.API_GROUP)
-    # The last handled spec goes to status.kopf: a 1,000-service spec (~190 kB) would not fit
-    # next to kubectl's last-applied annotation in the 256 kB that all annotations share.
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage()
+    # kopf's bookkeeping all in status.kopf: one write of the status subresource per handled change,
+    # and none of the Architecture itself (each write of it re-validates the whole spec).
+    settings.persistence.progress_storage = kopf.StatusProgressStorage()
+    # A digest of the last handled spec, not the spec (~190 kB for 1,000 services) on every write.
+    settings.persistence.diffbase_storage = HashDiffBaseStorage()
     memo.controller = await Controller.start(config)
     memo.controller.hold_lease()
     try:

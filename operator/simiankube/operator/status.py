@@ -22,6 +22,13 @@ Status = dict[str, Any]
 CONDITION_TYPES = ("Ready", "Progressing", "Degraded", "Invalid", "Reconciled")
 # Long lists of services would make `kubectl describe` unreadable.
 MESSAGE_ITEMS = 8
+# Services short of ready instances listed in status.notReady: enough to act on, and a status
+# of a 1,000-service Architecture stays a few kB (the API server rewrites the whole object per write).
+NOT_READY_ITEMS = 20
+# Written by build_status; everything else in a status (chaos, segmentation, kopf) is kept.
+# "services" (every service's counts) was written by older operators and is dropped.
+OWN_KEYS = ("observedGeneration", "conditions", "serviceCount", "instances", "readyInstances",
+            "notReadyServices", "notReady", "services")
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,14 @@ class WorkloadState:
             updated=int(status.get("updatedReplicas") or 0),
             observed=int(status.get("observedGeneration") or 0) >= int(meta.get("generation") or 0),
         )
+
+
+def running_desired(workloads: Iterable[WorkloadState]) -> dict[str, int]:
+    """Instances per service that the workloads ask for: the desired counts when no reconcile told them."""
+    desired: dict[str, int] = {}
+    for workload in workloads:
+        desired[workload.service] = desired.get(workload.service, 0) + workload.desired
+    return desired
 
 
 def service_counts(desired: Mapping[str, int], workloads: Iterable[WorkloadState]) -> dict[str, dict[str, int]]:
@@ -131,16 +146,19 @@ def build_status(
 ) -> Status:
     """The whole status from the facts at hand; what is not given is kept from ``previous``.
 
-    ``generation``, ``desired``, ``problems`` and ``failure`` come from a reconcile
+    ``generation``, ``problems`` and ``failure`` come from a reconcile
     (``problems`` empty when the spec is valid; ``failure`` (reason, message)
     when it could not apply, ``("", "")`` when it did); a workload event passes
     only the workloads, and the spec-related facts stay as the last reconcile
-    left them. ``observedGeneration`` never goes backwards.
+    left them. ``desired`` (instances per service) comes from the last valid
+    spec reconciled; without it, from what the workloads ask for. Per service,
+    the status names only the first few short of ready instances: it is
+    rewritten whole on every write. ``observedGeneration`` never goes backwards.
     """
     last = int(previous.get("observedGeneration") or 0)
     observed = max(generation, last) if generation is not None else last
     if desired is None:
-        desired = {name: int(counts.get("desired", 0)) for name, counts in (previous.get("services") or {}).items()}
+        desired = running_desired(workloads)
     conditions: list[dict[str, Any]] = [dict(c) for c in previous.get("conditions") or []]
     if problems is not None:
         conditions = set_condition(
@@ -198,17 +216,15 @@ def build_status(
         reason = "InstancesNotReady"
     conditions = set_condition(conditions, "Ready", is_ready, reason, summary, observed, now)
 
-    status: Status = {
-        key: value for key, value in previous.items()
-        if key not in ("observedGeneration", "conditions", "services", "serviceCount", "instances", "readyInstances")
-    }
+    status: Status = {key: value for key, value in previous.items() if key not in OWN_KEYS}
     status.update(
         observedGeneration=observed,
         conditions=conditions,
-        services=services,
         serviceCount=len(services),
         instances=total,
         readyInstances=ready,
+        notReadyServices=len(short),
+        notReady={name: services[name] for name in short[:NOT_READY_ITEMS]},
     )
     return status
 

@@ -23,7 +23,7 @@ from simiankube import contract
 from simiankube.model.generate import generate
 from simiankube.model.naming import kube_name
 from simiankube.model.spec import parse_document
-from simiankube.segmentation.reachability import BLOCKED
+from simiankube.segmentation.reachability import ALLOWED, BLOCKED, MIXED
 from simiankube.testing.controlplane import REPO_ROOT, ControlPlane
 from simiankube.testing.kube import Kube, pod_ready
 from simiankube.testing.wait import wait_for
@@ -107,12 +107,18 @@ def verified(cp: ControlPlane, kube: Kube, name: str) -> tuple[dict[str, Any], i
     """`simiankube verify NAME -o json` until it exits 0 → (its report, runs). Each run is a full check.
     A second one is needed when a probe of 1 s times out on a machine loaded far beyond its 2 cores
     (seen at load 60-90: the migration's steps 7 and 8, riak); at a normal load the first run agrees.
-    180 s is about six runs on such a machine."""
+    180 s is about six runs on such a machine. Only an allowed path seen blocked earns another run: a
+    forbidden path seen open fails at once."""
     results: list[subprocess.CompletedProcess[str]] = []
 
     def exits_0() -> bool:
         results.append(verify(cp, kube, name, "-o", "json"))
-        return results[-1].returncode == 0
+        last = results[-1]
+        if last.returncode == 0:
+            return True
+        open_paths = forbidden_paths_open(json.loads(last.stdout)) if last.stdout.strip() else []
+        assert not open_paths, f"{name}: paths the policies forbid were open: {open_paths}"
+        return False
 
     try:
         wait_for(exits_0, 180, interval=5, message=f"{name}: verify exits 0")
@@ -120,6 +126,16 @@ def verified(cp: ControlPlane, kube: Kube, name: str) -> tuple[dict[str, Any], i
         last = results[-1]
         raise AssertionError(f"{name}: verify exited {last.returncode}: {last.stdout[-4000:]}{last.stderr}") from None
     return json.loads(results[-1].stdout), len(results)
+
+
+def forbidden_paths_open(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(from, to) cells that verify expected blocked but observed open (or open for some pods)."""
+    def cells(table: dict[str, Any]) -> dict[tuple[str, str], str]:
+        return {(row, column): table["cells"][r][c]
+                for r, row in enumerate(table["rows"]) for c, column in enumerate(table["columns"])}
+
+    expected, observed = cells(report["expected"]), cells(report["observed"])
+    return [pair for pair, cell in expected.items() if cell == BLOCKED and observed.get(pair) in (ALLOWED, MIXED)]
 
 
 def runs_with_traffic_on_declared_edges_only(cp: ControlPlane, kube: Kube, resource: dict[str, Any]) -> None:

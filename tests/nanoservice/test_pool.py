@@ -14,6 +14,14 @@ from simiankube.nanoservice.pool import Pool, ProtocolError, authority, request_
 Answer = Callable[[bytes], bytes | None]  # request head → bytes to write (None: close the connection)
 
 
+async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+    """Let the loop run until `condition` holds (a fixed sleep would guess at how long the pool takes)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.01)
+
+
 class RawServer:
     """Answers each request head with `answer(head)`; counts connections and requests."""
 
@@ -130,7 +138,7 @@ async def test_a_timed_out_call_reads_its_late_answer_and_returns_the_connection
     with pytest.raises(asyncio.TimeoutError):
         await get(pool, raw, timeout=0.1)
     raw.writers[0].write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")  # the answer comes after the caller gave up, within late_seconds
-    await asyncio.sleep(0.1)
+    await until(lambda: any(pool.idle.values()), "the connection back in the pool")
     raw.answer = ok(b"next")
     assert await get(pool, raw) == (200, b"next")
     assert pool.opened == 1 and raw.connections == 1
@@ -143,7 +151,7 @@ async def test_a_late_answer_that_never_comes_costs_the_connection(serve: Serve)
     with pytest.raises(asyncio.TimeoutError):
         await get(pool, raw, timeout=0.05)
     raw.answer = ok()
-    await asyncio.sleep(0.3)
+    await until(lambda: raw.writers[0].is_closing(), "the pool closing the connection after late_seconds")
     assert await get(pool, raw) == (200, b'{"a": 1}')
     assert pool.opened == 2
     await pool.close()
@@ -197,7 +205,7 @@ async def test_idle_connections_are_let_go_after_idle_seconds(serve: Serve) -> N
     raw = await serve(ok())
     pool = Pool(idle_seconds=0.2, late_seconds=1)
     await get(pool, raw)
-    await asyncio.sleep(0.5)
+    await until(lambda: pool.idle == {}, "the idle connection swept")
     assert pool.idle == {}  # swept
     await get(pool, raw)
     assert pool.opened == 2

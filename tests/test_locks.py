@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from tests.test_layout import ALL, imported, part_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
@@ -65,3 +69,20 @@ def test_the_images_install_from_their_lock() -> None:
         assert f"requirements/{component}.txt" in dockerfile
         assert f"'simiankube[{component}]'" in dockerfile
         assert "--no-index" in dockerfile and "pip check" in dockerfile
+
+
+# The extra that installs each part: an image gets only its component's extra, so each part may import only
+# what that extra (or the core's own dependencies) declares — not what comes along with a dependency.
+EXTRA_OF_PART = {"nanoservice": ["nanoservice"], "operator": ["operator"], "testing": ["all", "test"]}
+DISTRIBUTIONS = packages_distributions()  # import name -> the installed distributions providing it
+
+
+@pytest.mark.parametrize(("module", "path"), ALL, ids=[name for name, _ in ALL])
+def test_every_third_party_import_is_declared(module: str, path: Path) -> None:
+    allowed = {canonicalize_name(r.name) for r in declared(EXTRA_OF_PART.get(part_of(module), ["all"]))}
+    top_level = {name.split(".")[0] for name in imported(path)} - set(sys.stdlib_module_names) - {"simiankube"}
+    for name in sorted(top_level):
+        providers = {canonicalize_name(d) for d in DISTRIBUTIONS.get(name, [name])}
+        assert providers & allowed, (
+            f"{module} imports {name} (from {sorted(providers)}), which its extra does not declare: "
+            "add it to pyproject.toml and run scripts/lock.sh")

@@ -4,7 +4,8 @@ The core, `verify`, needs no cluster: it takes pods, namespaces, NetworkPolicies
 and a `probe(source, targets)` coroutine. The expectation comes from the
 reachability model applied to the policies given (those really present, not
 the spec); observations come from asking each source pod's nanoservice to
-probe every destination in ONE request (retried once when it fails). The
+probe every destination in ONE request (retried once when it fails); what
+looks wrong in a way a busy node can cause is probed again (`recheck`). The
 Kubernetes prober (pod proxy) lives in `netpol_kube`; the tests plug in one
 that posts to local nanoservice processes.
 
@@ -85,18 +86,25 @@ def parse_probe_response(body: Mapping[str, Any]) -> list[ProbeResult]:
 Prober = Callable[[Pod, Sequence[ProbeTarget]], Awaitable[Sequence[ProbeResult]]]
 
 
+Pair = tuple[str, str]  # (source key, destination key)
+# A path the policies allow but a probe saw closed, or a source that could not be asked, is probed again after each
+# pause: a container restarting, or a node too busy to connect within the timeout, looks blocked once; a policy that
+# blocks looks blocked every time. A path seen open needs no second look: an open connection is proof.
+RECHECK_PAUSES = (1.0, 3.0)
+
+
 async def observe(
-    sources: Sequence[Pod],
-    destinations: Sequence[Pod],
+    plan: Sequence[tuple[Pod, Sequence[Pod]]],
     probe: Prober,
     port: int = contract.HTTP_PORT,
     concurrency: int = 16,
-) -> dict[tuple[str, str], bool | None]:
-    """(source key, destination key) -> connected; None when the source could not be asked."""
-    targets = [ProbeTarget(name=d.key, host=d.ip, port=port) for d in destinations]
+) -> dict[Pair, bool | None]:
+    """For each (source, destinations): (source key, destination key) -> connected; None when the source could not
+    be asked."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def ask(source: Pod) -> dict[str, bool]:
+    async def ask(source: Pod, destinations: Sequence[Pod]) -> dict[str, bool]:
+        targets = [ProbeTarget(name=d.key, host=d.ip, port=port) for d in destinations]
         async with gate:
             for attempt in (1, 2):  # a failed probe request is retried once
                 try:
@@ -107,8 +115,39 @@ async def observe(
                         return {}
         return {}
 
-    answers = await asyncio.gather(*(ask(s) for s in sources))
-    return {(s.key, d.key): answer.get(d.key) for s, answer in zip(sources, answers) for d in destinations}
+    answers = await asyncio.gather(*(ask(source, destinations) for source, destinations in plan))
+    return {
+        (source.key, d.key): answer.get(d.key)
+        for (source, destinations), answer in zip(plan, answers)
+        for d in destinations
+    }
+
+
+def doubtful(observed: Mapping[Pair, bool | None], expected: Mapping[Pair, bool]) -> list[Pair]:
+    """Observations worth a second look: not observed, or an allowed path seen closed."""
+    return [pair for pair, seen in observed.items() if seen is None or (seen is False and expected[pair])]
+
+
+async def recheck(
+    observed: dict[Pair, bool | None],
+    expected: Mapping[Pair, bool],
+    pods: Sequence[Pod],
+    probe: Prober,
+    port: int = contract.HTTP_PORT,
+    pauses: Sequence[float] = RECHECK_PAUSES,
+) -> None:
+    """Probe the doubtful pairs again, once after each pause, keeping what each new look sees."""
+    by_key = {pod.key: pod for pod in pods}
+    for pause in pauses:
+        pending = doubtful(observed, expected)
+        if not pending:
+            return
+        await asyncio.sleep(pause)
+        destinations: dict[str, list[Pod]] = {}
+        for source, destination in pending:
+            destinations.setdefault(source, []).append(by_key[destination])
+        again = await observe([(by_key[source], pods) for source, pods in destinations.items()], probe, port)
+        observed.update({pair: seen for pair, seen in again.items() if seen is not None})
 
 
 @dataclass(frozen=True)
@@ -174,7 +213,7 @@ class VerificationReport:
             "comparison (. correct, X incorrect, ? not observed):", self.comparison.text(),
         ]
         if self.unknown:
-            parts.append(f"not observed: {self.unknown} (probe requests failed twice; counted as incorrect)")
+            parts.append(f"not observed: {self.unknown} (probe requests failed on every try; counted as incorrect)")
         if self.enforced is False:
             parts.append(f"NOT ENFORCED: {NOT_ENFORCED_HELP}")
         if self.missing_policies:
@@ -213,10 +252,14 @@ async def verify(
     by_pod: bool = False,
     port: int = contract.HTTP_PORT,
     group_label: str = contract.LABEL_SERVICE,
+    recheck_pauses: Sequence[float] = RECHECK_PAUSES,
 ) -> VerificationReport:
     """Probe every pod from every pod and compare with what `policies` allow."""
     model = Model(pods, namespaces, policies)
-    observed = await observe(pods, pods, probe, port)
+    expected = {(source.key, destination.key): model.allowed(source, destination, port)
+                for source in pods for destination in pods}
+    observed = await observe([(source, pods) for source in pods], probe, port)
+    await recheck(observed, expected, pods, probe, port, recheck_pauses)
 
     def group(pod: Pod) -> str:
         return pod.name if by_pod else pod.labels.get(group_label, pod.name)
@@ -225,9 +268,9 @@ async def verify(
     rows = []
     for source in pods:
         for destination in pods:
-            expected = model.allowed(source, destination, port)
+            expected_open = expected[(source.key, destination.key)]
             seen = observed[(source.key, destination.key)]
-            rows.append((group(source), group(destination), source.key == destination.key, expected, seen))
+            rows.append((group(source), group(destination), source.key == destination.key, expected_open, seen))
     expected_matrix = matrix_from_observations(names, names, ((s, d, e, self_) for s, d, self_, e, _ in rows))
     observed_matrix = matrix_from_observations(names, names, ((s, d, o, self_) for s, d, self_, _, o in rows))
     comparison = matrix_from_observations(

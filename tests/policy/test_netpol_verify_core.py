@@ -23,20 +23,35 @@ DENY_B = {"metadata": {"name": "deny-b", "namespace": "ns"},
 
 
 class Scripted:
-    """A prober whose network allows `open` pairs; `failures` requests fail first per source."""
+    """A prober whose network allows `open` pairs; `failures` requests fail first per source; a `slow` pair is
+    seen closed by its first that many looks (a busy node, a restarting container)."""
 
-    def __init__(self, open_pairs: set[tuple[str, str]], failures: dict[str, int] | None = None) -> None:
+    def __init__(self, open_pairs: set[tuple[str, str]], failures: dict[str, int] | None = None,
+                 slow: dict[tuple[str, str], int] | None = None) -> None:
         self.open = open_pairs
         self.failures = dict(failures or {})
+        self.slow = dict(slow or {})
         self.calls: list[str] = []
+        self.looks: list[tuple[str, str]] = []
 
     async def __call__(self, source: Pod, targets: Sequence[ProbeTarget]) -> list[ProbeResult]:
         self.calls.append(source.name)
         if self.failures.get(source.name, 0) > 0:
             self.failures[source.name] -= 1
             raise ConnectionError("agent unreachable")
-        return [ProbeResult(t.name, t.host, t.port, connected=(source.key, t.name) in self.open or
-                            source.key == t.name) for t in targets]
+        results = []
+        for t in targets:
+            pair = (source.key, t.name)
+            self.looks.append(pair)
+            late = self.slow.get(pair, 0) > 0
+            if late:
+                self.slow[pair] -= 1
+            results.append(ProbeResult(t.name, t.host, t.port,
+                                       connected=not late and (pair in self.open or source.key == t.name)))
+        return results
+
+
+NO_PAUSE = (0.0, 0.0)  # recheck rounds without waiting
 
 
 async def test_one_request_per_source_and_a_blocked_path_observed() -> None:
@@ -54,12 +69,43 @@ async def test_a_failed_probe_request_is_retried_once() -> None:
     assert report.incorrect == 0
 
 
-async def test_a_source_that_fails_twice_is_not_observed_and_counts_as_incorrect() -> None:
-    prober = Scripted({("ns/b", "ns/a")}, failures={"a": 2})
-    report = await verify(PODS, [Namespace("ns")], [DENY_B], prober, by_pod=True)
+async def test_a_source_that_fails_every_try_is_not_observed_and_counts_as_incorrect() -> None:
+    prober = Scripted({("ns/b", "ns/a")}, failures={"a": 6})
+    report = await verify(PODS, [Namespace("ns")], [DENY_B], prober, by_pod=True, recheck_pauses=NO_PAUSE)
+    assert prober.calls.count("a") == 6  # twice in the first look and in each of the two rechecks
     assert report.observed.text() == "- a b\na ? ?\nb . .\n"
     assert (report.correct, report.incorrect, report.unknown) == (2, 2, 2)
     assert "reachability: correct:2, incorrect:2" in report.text()
+
+
+async def test_a_source_that_answers_a_recheck_is_observed() -> None:
+    prober = Scripted({("ns/b", "ns/a")}, failures={"a": 2})
+    report = await verify(PODS, [Namespace("ns")], [DENY_B], prober, by_pod=True, recheck_pauses=NO_PAUSE)
+    assert prober.calls.count("a") == 3
+    assert (report.correct, report.incorrect, report.unknown) == (4, 0, 0)
+
+
+async def test_an_allowed_path_seen_closed_once_is_probed_again_after_a_pause() -> None:
+    prober = Scripted({("ns/b", "ns/a")}, slow={("ns/b", "ns/a"): 1})
+    report = await verify(PODS, [Namespace("ns")], [DENY_B], prober, by_pod=True, recheck_pauses=(0.2, 0.2))
+    assert prober.looks.count(("ns/b", "ns/a")) == 2
+    assert prober.looks.count(("ns/a", "ns/b")) == 1, "a path seen as expected is not probed again"
+    assert (report.correct, report.incorrect) == (4, 0)
+
+
+async def test_an_allowed_path_blocked_every_time_stays_incorrect() -> None:
+    prober = Scripted(set())  # b -> a is allowed, but the network blocks it
+    report = await verify(PODS, [Namespace("ns")], [DENY_B], prober, by_pod=True, recheck_pauses=NO_PAUSE)
+    assert prober.looks.count(("ns/b", "ns/a")) == 3
+    assert report.observed.text() == "- a b\na . X\nb X .\n"
+    assert report.incorrect == 1
+
+
+async def test_a_forbidden_path_seen_open_is_not_probed_again() -> None:
+    prober = Scripted({("ns/a", "ns/b"), ("ns/b", "ns/a")})
+    report = await verify(PODS, [Namespace("ns")], [DENY_B], prober, by_pod=True)
+    assert sorted(prober.calls) == ["a", "b"]
+    assert report.incorrect == 1
 
 
 async def test_an_open_network_under_a_deny_policy_is_not_enforced() -> None:

@@ -113,6 +113,10 @@ def config_hash(config_json: str) -> str:
 
 STARTUP_SECONDS = 300  # the most a pod may take to answer /healthz before it is restarted
 PRESTOP_SECONDS = 3  # + the nanoservice's 1 s drain + 10 s for work in flight <= terminationGracePeriodSeconds
+# Kubernetes' default probe timeout is 1 s. On a 2-core node starting 160 pods (migration step 9, load 130-155)
+# answers took longer: liveness killed busy pods, their restarts added load, and the only CoreDNS was killed too.
+# A crashed process still fails at once (connection refused); only a slow answer gets the longer grace.
+PROBE_TIMEOUT_SECONDS = 5
 
 
 def build_pod_template(topology: Topology, placement: Placement, config_json: str, settings: RenderSettings) -> Object:
@@ -129,13 +133,14 @@ def build_pod_template(topology: Topology, placement: Placement, config_json: st
         ],
         "ports": [{"name": contract.HTTP_PORT_NAME, "containerPort": contract.HTTP_PORT, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": contract.PATH_READY, "port": probe_port}, "periodSeconds": 5,
-                           "failureThreshold": 2},
+                           "timeoutSeconds": PROBE_TIMEOUT_SECONDS, "failureThreshold": 2},
+        # A hung process is restarted after a minute of unanswered /healthz.
         "livenessProbe": {"httpGet": {"path": contract.PATH_HEALTH, "port": probe_port}, "periodSeconds": 10,
-                          "failureThreshold": 3},
+                          "timeoutSeconds": PROBE_TIMEOUT_SECONDS, "failureThreshold": 6},
         # Liveness starts once /healthz first answers: on a crowded node a Python process can take
-        # longer than liveness's 30 s to listen, and killing it then only adds load (a crash loop).
+        # longer than liveness's minute to listen, and killing it then only adds load (a crash loop).
         "startupProbe": {"httpGet": {"path": contract.PATH_HEALTH, "port": probe_port}, "periodSeconds": 2,
-                         "failureThreshold": STARTUP_SECONDS // 2},
+                         "timeoutSeconds": 2, "failureThreshold": STARTUP_SECONDS // 2},
         # Serve on while the endpoint removal reaches every client, then SIGTERM (the nanoservice drains).
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "resources": settings.resources.as_kubernetes(),

@@ -173,6 +173,9 @@ def test_pods_meet_the_restricted_profile_and_fit_small_nodes() -> None:
         assert container["resources"]["requests"] == {"cpu": "10m", "memory": "40Mi"}
         assert container["readinessProbe"]["httpGet"]["path"] == contract.PATH_READY
         assert container["livenessProbe"]["httpGet"]["path"] == contract.PATH_HEALTH
+        # A busy small node answers later than Kubernetes' default 1 s (migration step 9 at load 130).
+        assert container["readinessProbe"]["timeoutSeconds"] == 5
+        assert (container["livenessProbe"]["timeoutSeconds"], container["livenessProbe"]["failureThreshold"]) == (5, 6)
         assert pod["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "ScheduleAnyway"
 
 

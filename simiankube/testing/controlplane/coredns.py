@@ -111,15 +111,25 @@ def manifests(coredns_version: str) -> list[dict[str, Any]]:
                                     {"name": "dns-tcp", "containerPort": 53, "protocol": "TCP"},
                                 ],
                                 "volumeMounts": [{"name": "config", "mountPath": "/etc/coredns"}],
+                                # The only replica: unready means no DNS for any pod, killed means
+                                # a restart at the worst time. With 1 s probes on a busy 2-core node
+                                # (migration step 9, load 130) its liveness failed and it was restarted.
+                                # Liveness is upstream's (kubernetes/kubernetes cluster/addons/dns).
                                 "readinessProbe": {
                                     "httpGet": {"path": "/ready", "port": 8181},
                                     "periodSeconds": 2,
+                                    "timeoutSeconds": 5,
+                                    "failureThreshold": 5,
                                 },
                                 "livenessProbe": {
                                     "httpGet": {"path": "/health", "port": 8080},
+                                    "initialDelaySeconds": 60,
                                     "periodSeconds": 10,
+                                    "timeoutSeconds": 5,
+                                    "failureThreshold": 5,
                                 },
-                                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}},
+                                # Upstream's request: CPU shares well above pods requesting a few millicores.
+                                "resources": {"requests": {"cpu": "100m", "memory": "70Mi"}},
                             }
                         ],
                         "volumes": [{"name": "config", "configMap": {"name": NAME}}],

@@ -14,9 +14,9 @@ from typing import Any
 
 from simiankube import contract
 from simiankube.model.spec import SpecError, quote
-from simiankube.render.nanoconfig import build_nanoservice_config
+from simiankube.render.nanoconfig import NanoserviceConfigs, build_nanoservice_config
 from simiankube.render.networkpolicies import build_network_policies
-from simiankube.render.objects import build_config_map, build_services, build_workload
+from simiankube.render.objects import build_placement_objects
 from simiankube.render.settings import PodResources, RenderSettings, parse_resources
 from simiankube.model.topology import Topology
 
@@ -46,11 +46,10 @@ def render(topology: Topology, settings: RenderSettings) -> list[dict[str, Any]]
 
 def _render(topology: Topology, settings: RenderSettings) -> list[dict[str, Any]]:
     objects: list[dict[str, Any]] = []
+    configs = NanoserviceConfigs(topology)
     for placement in topology.placements:
-        config_json = build_nanoservice_config(topology, placement).to_json()
-        objects.append(build_config_map(topology, placement, config_json, settings))
-        objects.extend(build_services(topology, placement, settings))
-        objects.append(build_workload(topology, placement, config_json, settings))
+        config_json = configs.to_json(placement)
+        objects.extend(build_placement_objects(topology, placement, config_json, settings))
     objects.extend(build_network_policies(topology, settings))
     check_unique_names(topology, objects)
     return sorted(objects, key=lambda o: (KIND_ORDER.index(o["kind"]), o["metadata"]["name"]))

@@ -24,6 +24,7 @@ __all__ = ["PodResources", "RenderSettings", "build_nanoservice_config", "parse_
 
 # Apply order: configuration before the workloads that mount it.
 KIND_ORDER = ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment")
+_KIND_RANK = {kind: rank for rank, kind in enumerate(KIND_ORDER)}
 
 
 @contextmanager
@@ -52,7 +53,7 @@ def _render(topology: Topology, settings: RenderSettings) -> list[dict[str, Any]
         objects.extend(build_placement_objects(topology, placement, config_json, settings))
     objects.extend(build_network_policies(topology, settings))
     check_unique_names(topology, objects)
-    return sorted(objects, key=lambda o: (KIND_ORDER.index(o["kind"]), o["metadata"]["name"]))
+    return sorted(objects, key=lambda o: (_KIND_RANK[o["kind"]], o["metadata"]["name"]))
 
 
 def check_unique_names(topology: Topology, objects: list[dict[str, Any]]) -> None:
@@ -61,6 +62,8 @@ def check_unique_names(topology: Topology, objects: list[dict[str, Any]]) -> Non
     Raises SpecError naming both services (e.g. ``db`` renders the Service
     ``<arch>-db-peers``, which service ``db-peers`` renders too).
     """
+    if len({(obj["kind"], obj["metadata"]["name"]) for obj in objects}) == len(objects):
+        return
     index = {service.name: i for i, service in enumerate(topology.architecture.services)}
     first: dict[tuple[str, str], str] = {}
     problems = []

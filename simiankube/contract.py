@@ -162,11 +162,16 @@ class NanoserviceConfig:
     callers: tuple[str, ...] = ()
 
     def to_json(self) -> str:
-        return json.dumps(self, default=_fields, sort_keys=True, separators=(",", ":"))
+        return to_json(self)
 
     @classmethod
     def from_json(cls, text: str) -> NanoserviceConfig:
         return config_from_dict(json.loads(text))
+
+
+def to_json(value: Any) -> str:
+    """The configuration's JSON encoding (compact, sorted keys) of any of its parts."""
+    return json.dumps(value, default=_fields, sort_keys=True, separators=(",", ":"))
 
 
 def _fields(value: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from simiankube import contract
@@ -48,47 +49,71 @@ def calls_label(service_kube_name: str) -> str:
     return f"{contract.LABEL_CALLS_PREFIX}{bounded(service_kube_name, 63)}"
 
 
-def pod_labels(topology: Topology, placement: Placement) -> dict[str, str]:
+def pod_labels(topology: Topology, placement: Placement, labels: dict[str, str]) -> dict[str, str]:
+    """`labels` (the placement's, not changed) and what the pods say about their zone and callees."""
     arch = topology.architecture
-    labels = placement_labels(topology, placement)
+    pod = dict(labels)
     if placement.cross_zone:
-        labels[contract.LABEL_ZONE] = contract.ANY_ZONE
+        pod[contract.LABEL_ZONE] = contract.ANY_ZONE
     for dep in placement.service.dependencies:
         if arch.has_service(dep):
-            labels[calls_label(arch.service(dep).kube_name)] = "true"
-    return labels
+            pod[calls_label(arch.service(dep).kube_name)] = "true"
+    return pod
 
 
-def _metadata(name: str, topology: Topology, placement: Placement, settings: RenderSettings) -> Object:
+@dataclass(frozen=True)
+class Labels:
+    """A placement's label sets, computed once and copied into each object (a shared dict would become a
+    YAML anchor, and one object's edit would change the others)."""
+
+    placement: dict[str, str]
+    selector: dict[str, str]
+
+    @classmethod
+    def of(cls, topology: Topology, placement: Placement) -> Labels:
+        return cls(placement_labels(topology, placement), selector_labels(topology, placement))
+
+
+def _metadata(name: str, placement: Placement, labels: Labels, settings: RenderSettings) -> Object:
     return {
         "name": name,
         "namespace": settings.namespace,
-        "labels": placement_labels(topology, placement),
+        "labels": dict(labels.placement),
         "annotations": {contract.ANNOTATION_SPIGO_NAME: placement.service.name},
     }
 
 
-def build_config_map(topology: Topology, placement: Placement, config_json: str, settings: RenderSettings) -> Object:
+def build_placement_objects(topology: Topology, placement: Placement, config_json: str,
+                            settings: RenderSettings) -> list[Object]:
+    """ConfigMap, Services and workload of one placement."""
+    labels = Labels.of(topology, placement)
+    return [
+        build_config_map(placement, labels, config_json, settings),
+        *build_services(placement, labels, settings),
+        build_workload(topology, placement, labels, config_json, settings),
+    ]
+
+
+def build_config_map(placement: Placement, labels: Labels, config_json: str, settings: RenderSettings) -> Object:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(placement.workload, topology, placement, settings),
+        "metadata": _metadata(placement.workload, placement, labels, settings),
         "data": {contract.CONFIG_KEY: config_json},
     }
 
 
-def build_services(topology: Topology, placement: Placement, settings: RenderSettings) -> list[Object]:
+def build_services(placement: Placement, labels: Labels, settings: RenderSettings) -> list[Object]:
     """A Service that reaches any ready instance, zone-first, and a headless one per instance."""
     port = {"name": contract.HTTP_PORT_NAME, "port": contract.HTTP_PORT, "targetPort": contract.HTTP_PORT_NAME,
             "protocol": "TCP"}
-    selector = selector_labels(topology, placement)
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(placement.workload, topology, placement, settings),
+        "metadata": _metadata(placement.workload, placement, labels, settings),
         "spec": {
             "type": "ClusterIP",
-            "selector": selector,
+            "selector": dict(labels.selector),
             "ports": [port],
             "trafficDistribution": "PreferClose",
         },
@@ -96,10 +121,10 @@ def build_services(topology: Topology, placement: Placement, settings: RenderSet
     peers = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(peers_service_name(placement.workload), topology, placement, settings),
+        "metadata": _metadata(peers_service_name(placement.workload), placement, labels, settings),
         "spec": {
             "clusterIP": "None",
-            "selector": selector,
+            "selector": dict(labels.selector),
             "ports": [port],
             "publishNotReadyAddresses": False,
         },
@@ -119,8 +144,8 @@ PRESTOP_SECONDS = 3  # + the nanoservice's 1 s drain + 10 s for work in flight <
 PROBE_TIMEOUT_SECONDS = 5
 
 
-def build_pod_template(topology: Topology, placement: Placement, config_json: str, settings: RenderSettings) -> Object:
-    labels = pod_labels(topology, placement)
+def build_pod_template(topology: Topology, placement: Placement, labels: Labels, config_json: str,
+                       settings: RenderSettings) -> Object:
     probe_port = contract.HTTP_PORT_NAME
     container = {
         "name": "nanoservice",
@@ -158,7 +183,7 @@ def build_pod_template(topology: Topology, placement: Placement, config_json: st
     }
     return {
         "metadata": {
-            "labels": labels,
+            "labels": pod_labels(topology, placement, labels.placement),
             "annotations": {
                 contract.ANNOTATION_SPIGO_NAME: placement.service.name,
                 contract.ANNOTATION_CONFIG_HASH: config_hash(config_json),
@@ -184,7 +209,7 @@ def build_pod_template(topology: Topology, placement: Placement, config_json: st
                     "topologyKey": "topology.kubernetes.io/zone",
                     # Spread where zones exist, still schedule on a one-node kind cluster.
                     "whenUnsatisfiable": "ScheduleAnyway",
-                    "labelSelector": {"matchLabels": selector_labels(topology, placement)},
+                    "labelSelector": {"matchLabels": dict(labels.selector)},
                 }
             ],
             "containers": [container],
@@ -196,12 +221,13 @@ def build_pod_template(topology: Topology, placement: Placement, config_json: st
     }
 
 
-def build_workload(topology: Topology, placement: Placement, config_json: str, settings: RenderSettings) -> Object:
+def build_workload(topology: Topology, placement: Placement, labels: Labels, config_json: str,
+                   settings: RenderSettings) -> Object:
     """A StatefulSet where instances need identities (rings, replicas), else a Deployment."""
     spec: Object = {
         "replicas": placement.replicas,
-        "selector": {"matchLabels": selector_labels(topology, placement)},
-        "template": build_pod_template(topology, placement, config_json, settings),
+        "selector": {"matchLabels": dict(labels.selector)},
+        "template": build_pod_template(topology, placement, labels, config_json, settings),
     }
     if placement.service.stateful:
         kind = "StatefulSet"
@@ -213,6 +239,6 @@ def build_workload(topology: Topology, placement: Placement, config_json: str, s
     return {
         "apiVersion": "apps/v1",
         "kind": kind,
-        "metadata": _metadata(placement.workload, topology, placement, settings),
+        "metadata": _metadata(placement.workload, placement, labels, settings),
         "spec": spec,
     }

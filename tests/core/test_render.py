@@ -15,6 +15,7 @@ from tests.core.paths import EXAMPLES, ROOT, SPIGO
 from simiankube import contract
 from simiankube.contract import NanoserviceConfig
 from simiankube.render import PodResources, RenderSettings, parse_resources, render
+from simiankube.render.nanoconfig import NanoserviceConfigs, build_nanoservice_config
 from simiankube.render.settings import quantity
 from simiankube.model.spec import SpecError, load_file, parse_document
 from simiankube.model.topology import expand
@@ -214,6 +215,18 @@ def test_config_round_trips_through_json() -> None:
     for config in configs(rendered(SPIGO / "riak_arch.json")).values():
         assert NanoserviceConfig.from_json(config.to_json()) == config
         assert json.loads(config.to_json())["architecture"] == "riak"
+
+
+@pytest.mark.parametrize("path", [SPIGO / "netflixoss_arch.json", SPIGO / "riak_arch.json", *EXAMPLES])
+def test_each_dependency_encoded_once_gives_the_reference_json(path: Path) -> None:
+    """render encodes a dependency once for all its callers (NanoserviceConfigs); the text must stay the one
+    build_nanoservice_config(...).to_json() writes, own rings across two regions included."""
+    topology = expand(load_file(path).with_scale(regions=2))
+    encoder = NanoserviceConfigs(topology)
+    for placement in topology.placements:
+        reference = build_nanoservice_config(topology, placement).to_json()
+        assert encoder.to_json(placement) == reference, placement.workload
+        assert encoder.to_json(placement) == reference, f"{placement.workload}, encoded twice"
 
 
 def test_every_example_renders() -> None:

@@ -154,6 +154,16 @@ class Architecture:
     def _by_name(self) -> dict[str, Service]:
         return {s.name: s for s in self.services}
 
+    @cached_property
+    def self_driven(self) -> frozenset[str]:
+        """The services that start traces of their own (`self_driven`), computed once per architecture."""
+        return frozenset(self_driven(self.services))
+
+    def starts_traces(self, name: str) -> bool:
+        """Whether a service starts traces: a traffic source, or a service that drives itself. Every part
+        that starts, groups or counts trace starters asks this."""
+        return self.service(name).package in TRAFFIC_SOURCE_PACKAGES or name in self.self_driven
+
     def with_scale(self, percent: int | None = None, regions: int | None = None) -> Architecture:
         """Override the scale from the command line; the result is validated again."""
         scale = Scale(
@@ -164,6 +174,45 @@ class Architecture:
         if problems:
             raise SpecError(problems)
         return replace(self, scale=scale)
+
+
+def self_driven(services: Sequence[Service]) -> tuple[str, ...]:
+    """The services that must start traces themselves so that every declared edge carries calls.
+
+    Traffic only flows from traffic sources (package `denominator`) along dependencies, so a service no
+    source reaches would never call its dependencies. Real systems have such services (queue consumers,
+    batch workers, cron jobs): they start work themselves. The rule, in spec order, deterministic:
+    1. every unreached service nobody else calls (a call to itself does not count);
+    2. then, while a service is still unreached (a cycle nobody outside calls), the first unreached one.
+    A service with no dependency among the architecture's services has no edge to exercise: it is never
+    chosen (it stays idle when nothing calls it). Traffic sources are never in the result.
+    """
+    names = {s.name for s in services}
+    deps = {s.name: [d for d in s.dependencies if d in names] for s in services}
+    called = {d for s in services for d in deps[s.name] if d != s.name}
+    reached: set[str] = set()
+
+    def reach(start: str) -> None:
+        stack = [start]
+        while stack:
+            name = stack.pop()
+            if name not in reached:
+                reached.add(name)
+                stack.extend(deps[name])
+
+    for s in services:
+        if s.package in TRAFFIC_SOURCE_PACKAGES:
+            reach(s.name)
+    chosen: list[str] = []
+    for s in services:
+        if s.name not in reached and s.name not in called and deps[s.name]:
+            chosen.append(s.name)
+            reach(s.name)
+    for s in services:
+        if s.name not in reached and deps[s.name]:
+            chosen.append(s.name)
+            reach(s.name)
+    return tuple(chosen)
 
 
 # -- reading -----------------------------------------------------------------

@@ -92,7 +92,7 @@ class Behavior:
 
 @dataclass(frozen=True)
 class Traffic:
-    """What a traffic source (denominator) sends."""
+    """What a traffic source (denominator) sends; a self-driven service sends it spread over its instances."""
 
     interval_ms: float = 10.0  # one new trace per tick, spigo's default
     put_percent: float = 100.0 / 3  # share of traces that are puts of new keys (spigo: a third); the rest are
@@ -148,7 +148,7 @@ class NanoserviceConfig:
     region: str
     behavior: Behavior
     dependencies: tuple[Dependency, ...]
-    traffic: Traffic | None  # set for traffic sources only
+    traffic: Traffic | None  # set for services that start traces: traffic sources and self-driven services
     # Every instance of this service in this region (rings and replication).
     peers: tuple[Instance, ...] = ()
     # Zone-to-zone and region-to-region replication go through the registry.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from simiankube import contract
-from simiankube.contract import Dependency, Instance, NanoserviceConfig, Target
+from simiankube.contract import Dependency, Instance, NanoserviceConfig, Target, Traffic
 from simiankube.model.spec import REGISTRY, TRAFFIC_SOURCE_PACKAGES
 from simiankube.model.topology import Placement, Topology
 
@@ -37,6 +39,22 @@ def build_target(placement: Placement, *, with_instances: bool) -> Target:
     )
 
 
+def build_traffic(topology: Topology, placement: Placement) -> Traffic | None:
+    """What a service that starts traces sends, per instance. A traffic source sends the architecture's
+    traffic from each instance, as spigo's denominator does. A self-driven service (`Architecture.self_driven`:
+    one no traffic source reaches) starts traces at the architecture's rate as a whole, spread over all its
+    instances in every region: each instance ticks every `interval_ms` x instance count. Anything else
+    starts none."""
+    arch = topology.architecture
+    service = placement.service
+    if service.package in TRAFFIC_SOURCE_PACKAGES:
+        return arch.traffic
+    if service.name not in arch.self_driven:
+        return None
+    instances = sum(p.replicas for p in topology.placements_of(service.name))
+    return replace(arch.traffic, interval_ms=arch.traffic.interval_ms * instances)
+
+
 def build_nanoservice_config(topology: Topology, placement: Placement) -> NanoserviceConfig:
     """Every region of every dependency is listed; the nanoservice prefers its own. Instance names are
     listed only for the service's own (ring) dependency: a config stays the size of its edges, not of the
@@ -59,7 +77,7 @@ def build_nanoservice_config(topology: Topology, placement: Placement) -> Nanose
         region=placement.region,
         behavior=service.behavior,
         dependencies=dependencies,
-        traffic=arch.traffic if service.package in TRAFFIC_SOURCE_PACKAGES else None,
+        traffic=build_traffic(topology, placement),
         peers=addressable_instances(placement),
         registry=REGISTRY in service.dependencies,
         deadline_ms=arch.traffic.deadline_ms,

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from tests.core.paths import EXAMPLES, SPIGO
 
+from simiankube import contract
+from simiankube.contract import NanoserviceConfig
 from simiankube.model.generate import generate
 from simiankube.model.spec import TRAFFIC_SOURCE_PACKAGES, Architecture, load_file, parse_document, self_driven
+from simiankube.model.topology import expand
+from simiankube.render import RenderSettings, render
 
 
 def arch_of(*services: tuple[str, str, list[str]]) -> Architecture:
@@ -95,3 +101,22 @@ def test_starts_traces_agrees_with_packages_and_the_rule() -> None:
     arch = load_file(SPIGO / "composeV2_arch.json")
     starters = [s.name for s in arch.services if arch.starts_traces(s.name)]
     assert starters == ["www-result-app", "www-voting-app", "front-tier", "back-tier"]
+
+
+def test_the_render_gives_self_driven_services_the_architectures_rate_spread_over_their_instances() -> None:
+    arch = load_file(SPIGO / "yogi_arch.json").with_scale(regions=2)
+    objects = render(expand(arch), RenderSettings())
+    traffic = {}
+    for o in objects:
+        if o["kind"] == "ConfigMap":
+            config = NanoserviceConfig.from_json(o["data"][contract.CONFIG_KEY])
+            traffic[(config.service, config.region)] = config.traffic
+    interval = arch.traffic.interval_ms
+    assert traffic[("www", contract.GLOBAL_REGION)] == arch.traffic  # the denominator: every tick, as before
+    for region in ("us-east-1", "us-west-2"):
+        # 3 instances per region x 2 regions: the service as a whole starts a trace every `interval`
+        for name in ("consumer-ranger", "consumer-cindy"):
+            assert traffic[(name, region)] == replace(arch.traffic, interval_ms=interval * 6), name
+        assert traffic[("legacyAPI-elb", region)] == replace(arch.traffic, interval_ms=interval * 2)  # one per region
+        for name in ("cass", "kafka", "dmz", "legacyAPI", "yogi", "ext-dmz-elb"):
+            assert traffic[(name, region)] is None, name

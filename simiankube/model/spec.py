@@ -155,6 +155,18 @@ class Architecture:
         return {s.name: s for s in self.services}
 
     @cached_property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        """(caller, callee) for every dependency that names a service of the architecture, in spec order
+        (a dependency on the registry `eureka` is no call)."""
+        return tuple((s.name, d) for s in self.services for d in s.dependencies if d in self._by_name)
+
+    @cached_property
+    def traffic_sources(self) -> tuple[str, ...]:
+        """The services that stand for users (package `denominator`), in spec order: their requests are
+        the user requests every figure of user experience counts."""
+        return tuple(s.name for s in self.services if s.package in TRAFFIC_SOURCE_PACKAGES)
+
+    @cached_property
     def self_driven(self) -> frozenset[str]:
         """The services that start traces of their own (`self_driven`), computed once per architecture."""
         return frozenset(self_driven(self.services))

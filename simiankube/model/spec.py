@@ -138,6 +138,9 @@ class Architecture:
     scale: Scale = field(default_factory=Scale)
     region_names: tuple[str, ...] = DEFAULT_REGION_NAMES
     traffic: Traffic = field(default_factory=Traffic)
+    # spec.traffic.selfDriven: services no traffic source reaches start traces themselves (`self_driven`);
+    # false keeps spigo's behaviour, traffic from traffic sources only (their edges then carry no calls).
+    self_driving: bool = True
     chaos: Chaos = field(default_factory=Chaos)
     segmentation: Segmentation = field(default_factory=Segmentation)
     args: str = ""
@@ -168,8 +171,9 @@ class Architecture:
 
     @cached_property
     def self_driven(self) -> frozenset[str]:
-        """The services that start traces of their own (`self_driven`), computed once per architecture."""
-        return frozenset(self_driven(self.services))
+        """The services that start traces of their own (`self_driven`, none when spec.traffic.selfDriven is
+        false), computed once per architecture."""
+        return frozenset(self_driven(self.services)) if self.self_driving else frozenset()
 
     def starts_traces(self, name: str) -> bool:
         """Whether a service starts traces: a traffic source, or a service that drives itself. Every part
@@ -410,7 +414,9 @@ def parse_spec(spec: dict[str, Any], path: str, resource_name: str | None = None
     names = {s.name for s in services}
     if victim and victim not in names:
         problems.append(f"{path}victim: not a service: {quote(victim)}")
-    traffic = _traffic(read.mapping(spec, "traffic", path), f"{path}traffic.", read)
+    traffic_data = read.mapping(spec, "traffic", path)
+    traffic = _traffic(traffic_data, f"{path}traffic.", read)
+    self_driving = read.field(traffic_data, "selfDriven", f"{path}traffic.", bool, True)
     chaos = _chaos(read.mapping(spec, "chaos", path), f"{path}chaos.", read, names)
     segmentation = _segmentation(read.mapping(spec, "segmentation", path), f"{path}segmentation.", read)
     description = read.field(spec, "description", path, str, "")
@@ -429,6 +435,7 @@ def parse_spec(spec: dict[str, Any], path: str, resource_name: str | None = None
         scale=scale,
         region_names=region_names,
         traffic=traffic,
+        self_driving=self_driving,
         chaos=chaos,
         segmentation=segmentation,
         args=args,

@@ -10,7 +10,14 @@ from tests.core.paths import EXAMPLES, SPIGO
 from simiankube import contract
 from simiankube.contract import NanoserviceConfig
 from simiankube.model.generate import generate
-from simiankube.model.spec import TRAFFIC_SOURCE_PACKAGES, Architecture, load_file, parse_document, self_driven
+from simiankube.model.spec import (
+    TRAFFIC_SOURCE_PACKAGES,
+    Architecture,
+    SpecError,
+    load_file,
+    parse_document,
+    self_driven,
+)
 from simiankube.model.topology import expand
 from simiankube.render import RenderSettings, render
 
@@ -120,3 +127,21 @@ def test_the_render_gives_self_driven_services_the_architectures_rate_spread_ove
         assert traffic[("legacyAPI-elb", region)] == replace(arch.traffic, interval_ms=interval * 2)  # one per region
         for name in ("cass", "kafka", "dmz", "legacyAPI", "yogi", "ext-dmz-elb"):
             assert traffic[(name, region)] is None, name
+
+
+def test_spec_traffic_self_driven_false_keeps_spigos_sources_only_and_bad_values_are_named() -> None:
+    document = {"apiVersion": "simiankube.io/v1alpha1", "kind": "Architecture", "metadata": {"name": "demo"},
+                "spec": {"arch": "demo", "traffic": {"selfDriven": False},
+                         "services": [{"name": "job", "package": "karyon", "dependencies": ["db"]},
+                                      {"name": "db", "package": "store"}]}}
+    arch = parse_document(document)
+    assert arch.self_driven == frozenset() and not arch.starts_traces("job")
+    configs = [NanoserviceConfig.from_json(o["data"][contract.CONFIG_KEY])
+               for o in render(expand(arch), RenderSettings()) if o["kind"] == "ConfigMap"]
+    assert [c.traffic for c in configs] == [None, None]
+    document["spec"]["traffic"] = {"selfDriven": "no"}
+    with pytest.raises(SpecError) as caught:
+        parse_document(document)
+    assert caught.value.problems == ['spec.traffic.selfDriven: expected a boolean, got "no"']
+    del document["spec"]["traffic"]
+    assert parse_document(document).self_driven == frozenset({"job"})

@@ -160,6 +160,9 @@ class NanoserviceConfig:
     max_hops: int = Traffic.max_hops
     # The services that depend on this one: the only caller names its metrics label (others count as "other").
     callers: tuple[str, ...] = ()
+    # Seconds: a dependency this instance has not called for this long gets one call of its own (a trace
+    # with a get of the seeded key), so an edge deep in a wide graph never stays silent; 0: never.
+    keep_warm_s: float = 0.0
 
     def to_json(self) -> str:
         return json.dumps(self, default=_fields, sort_keys=True, separators=(",", ":"))
@@ -215,4 +218,5 @@ def config_from_dict(data: dict[str, Any]) -> NanoserviceConfig:
         deadline_ms=data.get("deadline_ms", Traffic.deadline_ms),
         max_hops=data.get("max_hops", Traffic.max_hops),
         callers=tuple(data.get("callers", ())),
+        keep_warm_s=data.get("keep_warm_s", 0.0),
     )

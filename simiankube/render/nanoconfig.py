@@ -39,6 +39,9 @@ def build_target(placement: Placement, *, with_instances: bool) -> Target:
     )
 
 
+KEEP_WARM_SECONDS = 5.0  # an idle edge gets a call at least this often (when the architecture self-drives)
+
+
 def build_traffic(topology: Topology, placement: Placement) -> Traffic | None:
     """What a service that starts traces sends, per instance. A traffic source sends the architecture's
     traffic from each instance, as spigo's denominator does. A self-driven service (`Architecture.self_driven`:
@@ -83,4 +86,5 @@ def build_nanoservice_config(topology: Topology, placement: Placement) -> Nanose
         deadline_ms=arch.traffic.deadline_ms,
         max_hops=arch.traffic.max_hops,
         callers=topology.callers_of(service.name),
+        keep_warm_s=KEEP_WARM_SECONDS if arch.self_driving and dependencies else 0.0,
     )

@@ -20,6 +20,7 @@ from simiankube.model.spec import (
 )
 from simiankube.model.topology import expand
 from simiankube.render import RenderSettings, render
+from simiankube.render.nanoconfig import KEEP_WARM_SECONDS
 
 
 def arch_of(*services: tuple[str, str, list[str]]) -> Architecture:
@@ -118,6 +119,8 @@ def test_the_render_gives_self_driven_services_the_architectures_rate_spread_ove
         if o["kind"] == "ConfigMap":
             config = NanoserviceConfig.from_json(o["data"][contract.CONFIG_KEY])
             traffic[(config.service, config.region)] = config.traffic
+            # every instance that calls something keeps its edges warm; a leaf has none
+            assert config.keep_warm_s == (KEEP_WARM_SECONDS if config.dependencies else 0.0), config.service
     interval = arch.traffic.interval_ms
     assert traffic[("www", contract.GLOBAL_REGION)] == arch.traffic  # the denominator: every tick, as before
     for region in ("us-east-1", "us-west-2"):
@@ -138,7 +141,7 @@ def test_spec_traffic_self_driven_false_keeps_spigos_sources_only_and_bad_values
     assert arch.self_driven == frozenset() and not arch.starts_traces("job")
     configs = [NanoserviceConfig.from_json(o["data"][contract.CONFIG_KEY])
                for o in render(expand(arch), RenderSettings()) if o["kind"] == "ConfigMap"]
-    assert [c.traffic for c in configs] == [None, None]
+    assert [(c.traffic, c.keep_warm_s) for c in configs] == [(None, 0.0), (None, 0.0)]
     document["spec"]["traffic"] = {"selfDriven": "no"}
     with pytest.raises(SpecError) as caught:
         parse_document(document)

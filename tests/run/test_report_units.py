@@ -57,7 +57,7 @@ def test_matrix_names_services_as_the_table_does() -> None:
 
 
 def test_self_driven_traces_are_reported_apart_and_every_edge_has_its_count() -> None:
-    www, job, db = Metrics("www", "denominator"), Metrics("job", "karyon"), Metrics("db", "store", callers=["job"])
+    www, job, db = Metrics("www", "denominator"), Metrics("job", "karyon", ["www"]), Metrics("db", "store", ["job"])
     www.traffic("job").requests += 3
     job.traffic("db").requests += 5
     job.server("www").requests += 3

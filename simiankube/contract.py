@@ -92,7 +92,7 @@ class Behavior:
 
 @dataclass(frozen=True)
 class Traffic:
-    """What a traffic source (denominator) sends."""
+    """What a traffic source (denominator) sends; a self-driven service sends it spread over its instances."""
 
     interval_ms: float = 10.0  # one new trace per tick, spigo's default
     put_percent: float = 100.0 / 3  # share of traces that are puts of new keys (spigo: a third); the rest are
@@ -148,7 +148,7 @@ class NanoserviceConfig:
     region: str
     behavior: Behavior
     dependencies: tuple[Dependency, ...]
-    traffic: Traffic | None  # set for traffic sources only
+    traffic: Traffic | None  # set for services that start traces: traffic sources and self-driven services
     # Every instance of this service in this region (rings and replication).
     peers: tuple[Instance, ...] = ()
     # Zone-to-zone and region-to-region replication go through the registry.
@@ -160,6 +160,9 @@ class NanoserviceConfig:
     max_hops: int = Traffic.max_hops
     # The services that depend on this one: the only caller names its metrics label (others count as "other").
     callers: tuple[str, ...] = ()
+    # Seconds: a dependency this instance has not called for this long gets one call of its own (a trace
+    # with a get of the seeded key), so an edge deep in a wide graph never stays silent; 0: never.
+    keep_warm_s: float = 0.0
 
     def to_json(self) -> str:
         return to_json(self)
@@ -220,4 +223,5 @@ def config_from_dict(data: dict[str, Any]) -> NanoserviceConfig:
         deadline_ms=data.get("deadline_ms", Traffic.deadline_ms),
         max_hops=data.get("max_hops", Traffic.max_hops),
         callers=tuple(data.get("callers", ())),
+        keep_warm_s=data.get("keep_warm_s", 0.0),
     )

@@ -92,8 +92,12 @@ def _read_line_slow(line: str) -> list[Sample]:
     ]
 
 
+SERVED_BY_CALLER = "served_by_caller"  # (SERVED_BY_CALLER, callee, caller) -> requests served
+
+
 def parse_scrape(text: str) -> Scrape:
-    """Sum one instance's samples per service (callers/peers folded together)."""
+    """Sum one instance's samples per service (callers/peers folded together); requests served are also
+    kept per caller (SERVED_BY_CALLER), so every edge has its count."""
     values: Scrape = defaultdict(float)
     for name, labels, value in read_samples(text):
         service = labels.get("service", "")
@@ -101,6 +105,8 @@ def parse_scrape(text: str) -> Scrape:
             values[(name, service, labels["le"])] += value
         else:
             values[(name, service)] += value
+            if name == "server_requests_total" and "caller" in labels:
+                values[(SERVED_BY_CALLER, service, labels["caller"])] += value
     return dict(values)
 
 
@@ -161,6 +167,17 @@ class TrafficStats:
 
 
 @dataclass
+class EdgeStats:
+    """Requests `callee` served for `caller` (its /metrics by caller label); `declared`: a dependency of the
+    architecture (else a caller from outside, `-`, or one the callee does not know, `other`)."""
+
+    caller: str
+    callee: str
+    requests: int
+    declared: bool
+
+
+@dataclass
 class Report:
     architecture: str
     duration_s: float
@@ -188,6 +205,11 @@ class Report:
     saturated: bool = False
     # Every latency in the report (p50_ms, p99_ms, histogram bounds) is in this unit.
     latency_unit: str = "ms"
+    # Traces the self-driven services started (work of their own, not user requests: `traffic` and every
+    # user figure count traffic sources only).
+    self_driven: list[TrafficStats] = field(default_factory=list)
+    # Every declared edge (requests 0 when it carried none) and every other pair that carried requests.
+    edges: list[EdgeStats] = field(default_factory=list)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -233,9 +255,27 @@ def build_report(
     cpu_s: float = 0.0,
     cpu_wait_s: float = 0.0,
     unscraped: Iterable[str] = (),
+    self_driven: Iterable[str] = (),
+    declared_edges: Iterable[tuple[str, str]] = (),
 ) -> Report:
     def total(metric: str, service: str) -> int:
         return int(scrape.get((metric, service), 0.0))
+
+    def trace_stats(service: str) -> TrafficStats:
+        latency = buckets(scrape, "traffic_latency_seconds", service)
+        requests = total("traffic_requests_total", service)
+        histogram: list[tuple[float, float | None, int]] = []
+        previous_bound, previous_count = 0.0, 0.0
+        for bound, cumulative in latency:
+            if cumulative > previous_count:
+                high = None if math.isinf(bound) else bound * 1e3
+                histogram.append((previous_bound * 1e3, high, int(cumulative - previous_count)))
+            previous_bound, previous_count = bound, cumulative
+        return TrafficStats(
+            service, requests, total("traffic_errors_total", service), total("traffic_timeouts_total", service),
+            round(requests / duration_s, 1) if duration_s > 0 else 0.0,
+            _ms(quantile(latency, 0.5)), _ms(quantile(latency, 0.99)), histogram,
+        )
 
     stats = []
     for service, package, count in services:
@@ -246,26 +286,16 @@ def build_report(
             total("server_timeouts_total", service),
             _ms(quantile(latency, 0.5)), _ms(quantile(latency, 0.99)),
         ))
-    traffic = []
-    for service in traffic_sources:
-        latency = buckets(scrape, "traffic_latency_seconds", service)
-        requests = total("traffic_requests_total", service)
-        histogram: list[tuple[float, float | None, int]] = []
-        previous_bound, previous_count = 0.0, 0.0
-        for bound, cumulative in latency:
-            if cumulative > previous_count:
-                high = None if math.isinf(bound) else bound * 1e3
-                histogram.append((previous_bound * 1e3, high, int(cumulative - previous_count)))
-            previous_bound, previous_count = bound, cumulative
-        traffic.append(TrafficStats(
-            service, requests, total("traffic_errors_total", service), total("traffic_timeouts_total", service),
-            round(requests / duration_s, 1) if duration_s > 0 else 0.0,
-            _ms(quantile(latency, 0.5)), _ms(quantile(latency, 0.99)), histogram,
-        ))
+    traffic = [trace_stats(service) for service in traffic_sources]
+    declared = dict.fromkeys(declared_edges)
+    served = {(k[2], k[1]): int(v) for k, v in scrape.items() if k[0] == SERVED_BY_CALLER}
+    edges = [EdgeStats(caller, callee, served.get((caller, callee), 0), True) for caller, callee in declared]
+    edges += [EdgeStats(caller, callee, n, False) for (caller, callee), n in sorted(served.items())
+              if n > 0 and (caller, callee) not in declared]
     user_requests = sum(t.requests for t in traffic)
     attempts = sum(v for k, v in scrape.items() if k[0] == "client_requests_total")
     share = timeout_share(traffic)
-    served = sum(s.requests for s in stats)
+    served_total = sum(s.requests for s in stats)
     return Report(
         architecture=architecture,
         duration_s=round(duration_s, 3),
@@ -279,12 +309,14 @@ def build_report(
         peak_rss_mib=round(peak_rss_mib, 1),
         zipkin_file=zipkin_file,
         cpu_s=round(cpu_s, 2),
-        cpu_us_per_request=round(cpu_s / served * 1e6, 1) if served and cpu_s else None,
+        cpu_us_per_request=round(cpu_s / served_total * 1e6, 1) if served_total and cpu_s else None,
         cpu_wait_s=round(cpu_wait_s, 2),
         unscraped=sorted(unscraped),
         expected_reachability=expected_reachability,
         timeout_share=None if share is None else round(share, 4),
         saturated=saturated(share),
+        self_driven=[trace_stats(service) for service in self_driven],
+        edges=edges,
     )
 
 
@@ -350,6 +382,28 @@ def section_traffic(report: Report) -> str:
     return "\n\n".join(parts)
 
 
+def section_self_driven(report: Report) -> str:
+    """Services no traffic source reaches start work of their own (not user requests)."""
+    if not report.self_driven:
+        return "self-driven services: none (traffic sources reach every service)"
+    lines = ["self-driven services (no traffic source reaches them; their traces are not user requests):"]
+    lines += [f"  {t.service}: {t.requests} traces ({t.requests_per_second:g}/s), errors: {t.errors}, "
+              f"timeouts: {t.timeouts}" for t in report.self_driven]
+    return "\n".join(lines)
+
+
+def section_edges(report: Report) -> str:
+    declared = [e for e in report.edges if e.declared]
+    idle = [f"{e.caller} -> {e.callee}" for e in declared if e.requests == 0]
+    other = [f"{e.caller} -> {e.callee} ({e.requests})" for e in report.edges if not e.declared]
+    text = f"edges: {len(declared) - len(idle)} of {len(declared)} declared edges carried requests"
+    if idle:
+        text += f"; none on: {', '.join(idle[:10])}{', ...' if len(idle) > 10 else ''}"
+    if other:
+        text += f"\nrequests from outside the declared edges: {', '.join(other[:10])}{', ...' if len(other) > 10 else ''}"
+    return text
+
+
 def section_chaos(report: Report) -> str:
     if not report.chaos:
         return "chaos: none"
@@ -378,6 +432,8 @@ SECTIONS: tuple[Callable[[Report], str], ...] = (
     section_summary,
     section_services,
     section_traffic,
+    section_self_driven,
+    section_edges,
     section_chaos,
     section_reachability,
     section_zipkin,

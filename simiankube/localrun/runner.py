@@ -8,7 +8,8 @@ cluster's Services, so zone preference, retries and ejection behave as in
 pods. Instances share a few worker processes (one per core), each instance
 on its own socket; the chaos victim gets a process of its own so that the
 monkey's kill is a real SIGKILL, and a ReplicaSet-like restart follows.
-Traffic sources start last, once everything they call is ready.
+Trace starters (traffic sources and self-driven services, `Architecture.starts_traces`) share a process
+and start last, once everything they call is ready.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from simiankube.segmentation.scenario import expected_service_matrix
 from simiankube.render import RenderSettings, render
 from simiankube.render.nanoconfig import build_target, instance_host
 from simiankube.localrun.report import Report, Scrape, build_report, combine, parse_scrape
-from simiankube.model.spec import TRAFFIC_SOURCE_PACKAGES, Architecture
+from simiankube.model.spec import Architecture
 from simiankube.model.topology import Instance, Topology, expand
 
 READY_TIMEOUT = 60.0  # seconds for every instance of a process to answer /readyz
@@ -69,14 +70,11 @@ class Planned:
     instance: Instance
     address: str
     launch: Launch
+    starts_traces: bool = False  # a traffic source or a self-driven service
 
     @property
     def name(self) -> str:
         return self.instance.name
-
-    @property
-    def traffic_source(self) -> bool:
-        return self.instance.service.package in TRAFFIC_SOURCE_PACKAGES
 
 
 @dataclass
@@ -90,7 +88,7 @@ class Worker:
 
     @property
     def traffic(self) -> bool:
-        return any(m.traffic_source for m in self.members)
+        return any(m.starts_traces for m in self.members)
 
 
 def loopback_addresses(count: int, first: int) -> list[str]:
@@ -155,6 +153,7 @@ def plan(topology: Topology, workdir: Path, *, seed: int, zipkin_file: str) -> l
     hosts_path.write_text(hosts_table_json(hosts_table(topology, address_of)), encoding="utf-8")
     for workload, document in config_documents(topology).items():
         (workdir / f"{workload}.json").write_text(document, encoding="utf-8")
+    arch = topology.architecture
     return [
         Planned(i, address_of[i.name], Launch(
             config_path=str(workdir / f"{i.workload}.json"),
@@ -165,16 +164,16 @@ def plan(topology: Topology, workdir: Path, *, seed: int, zipkin_file: str) -> l
             hosts_path=str(hosts_path),
             zipkin_file=zipkin_file,
             seed=seed * 100_003 + n,
-        ))
+        ), arch.starts_traces(i.service.name))
         for n, i in enumerate(instances)
     ]
 
 
 def assign_workers(planned: list[Planned], victim: str, workers: int) -> list[Worker]:
-    """Traffic sources together, the victim alone, everything else spread over `workers` processes."""
+    """Trace starters together, the victim alone, everything else spread over `workers` processes."""
     alone = [p for p in planned if p.name == victim]
-    traffic = [p for p in planned if p.traffic_source and p.name != victim]
-    rest = [p for p in planned if not p.traffic_source and p.name != victim]
+    traffic = [p for p in planned if p.starts_traces and p.name != victim]
+    rest = [p for p in planned if not p.starts_traces and p.name != victim]
     groups = [Worker(f"worker-{n}", rest[n::workers]) for n in range(min(workers, len(rest)))]
     if alone:
         groups.append(Worker("victim", alone))
@@ -326,9 +325,11 @@ class LocalRun:
         self.cpu_wait += sign * times[1]
 
     def traffic_totals(self) -> tuple[int, int]:
+        """(user requests, failed ones) so far: the traffic sources' only, not the self-driven services' work."""
         total = combine(self.scrapes.values())
-        requests = sum(v for k, v in total.items() if k[0] == "traffic_requests_total")
-        errors = sum(v for k, v in total.items() if k[0] == "traffic_errors_total")
+        users = self.arch.traffic_sources
+        requests = sum(v for k, v in total.items() if k[0] == "traffic_requests_total" and k[1] in users)
+        errors = sum(v for k, v in total.items() if k[0] == "traffic_errors_total" and k[1] in users)
         return int(requests), int(errors)
 
     def elapsed(self) -> float:
@@ -404,7 +405,9 @@ class LocalRun:
             duration_s=duration,
             scrape=combine(self.scrapes.values()),
             services=services,
-            traffic_sources=[s.name for s in self.arch.services if s.package in TRAFFIC_SOURCE_PACKAGES],
+            traffic_sources=list(self.arch.traffic_sources),
+            self_driven=[s.name for s in self.arch.services if s.name in self.arch.self_driven],
+            declared_edges=self.arch.edges,
             processes=len(self.workers),
             chaos=self.events,
             peak_rss_mib=self.peak_rss,

@@ -138,6 +138,9 @@ class Architecture:
     scale: Scale = field(default_factory=Scale)
     region_names: tuple[str, ...] = DEFAULT_REGION_NAMES
     traffic: Traffic = field(default_factory=Traffic)
+    # spec.traffic.selfDriven: services no traffic source reaches start traces themselves (`self_driven`);
+    # false keeps spigo's behaviour, traffic from traffic sources only (their edges then carry no calls).
+    self_driving: bool = True
     chaos: Chaos = field(default_factory=Chaos)
     segmentation: Segmentation = field(default_factory=Segmentation)
     args: str = ""
@@ -154,6 +157,29 @@ class Architecture:
     def _by_name(self) -> dict[str, Service]:
         return {s.name: s for s in self.services}
 
+    @cached_property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        """(caller, callee) for every dependency that names a service of the architecture, in spec order
+        (a dependency on the registry `eureka` is no call)."""
+        return tuple((s.name, d) for s in self.services for d in s.dependencies if d in self._by_name)
+
+    @cached_property
+    def traffic_sources(self) -> tuple[str, ...]:
+        """The services that stand for users (package `denominator`), in spec order: their requests are
+        the user requests every figure of user experience counts."""
+        return tuple(s.name for s in self.services if s.package in TRAFFIC_SOURCE_PACKAGES)
+
+    @cached_property
+    def self_driven(self) -> frozenset[str]:
+        """The services that start traces of their own (`self_driven`, none when spec.traffic.selfDriven is
+        false), computed once per architecture."""
+        return frozenset(self_driven(self.services)) if self.self_driving else frozenset()
+
+    def starts_traces(self, name: str) -> bool:
+        """Whether a service starts traces: a traffic source, or a service that drives itself. Every part
+        that starts, groups or counts trace starters asks this."""
+        return self.service(name).package in TRAFFIC_SOURCE_PACKAGES or name in self.self_driven
+
     def with_scale(self, percent: int | None = None, regions: int | None = None) -> Architecture:
         """Override the scale from the command line; the result is validated again."""
         scale = Scale(
@@ -164,6 +190,45 @@ class Architecture:
         if problems:
             raise SpecError(problems)
         return replace(self, scale=scale)
+
+
+def self_driven(services: Sequence[Service]) -> tuple[str, ...]:
+    """The services that must start traces themselves so that every declared edge carries calls.
+
+    Traffic only flows from traffic sources (package `denominator`) along dependencies, so a service no
+    source reaches would never call its dependencies. Real systems have such services (queue consumers,
+    batch workers, cron jobs): they start work themselves. The rule, in spec order, deterministic:
+    1. every unreached service nobody else calls (a call to itself does not count);
+    2. then, while a service is still unreached (a cycle nobody outside calls), the first unreached one.
+    A service with no dependency among the architecture's services has no edge to exercise: it is never
+    chosen (it stays idle when nothing calls it). Traffic sources are never in the result.
+    """
+    names = {s.name for s in services}
+    deps = {s.name: [d for d in s.dependencies if d in names] for s in services}
+    called = {d for s in services for d in deps[s.name] if d != s.name}
+    reached: set[str] = set()
+
+    def reach(start: str) -> None:
+        stack = [start]
+        while stack:
+            name = stack.pop()
+            if name not in reached:
+                reached.add(name)
+                stack.extend(deps[name])
+
+    for s in services:
+        if s.package in TRAFFIC_SOURCE_PACKAGES:
+            reach(s.name)
+    chosen: list[str] = []
+    for s in services:
+        if s.name not in reached and s.name not in called and deps[s.name]:
+            chosen.append(s.name)
+            reach(s.name)
+    for s in services:
+        if s.name not in reached and deps[s.name]:
+            chosen.append(s.name)
+            reach(s.name)
+    return tuple(chosen)
 
 
 # -- reading -----------------------------------------------------------------
@@ -349,7 +414,9 @@ def parse_spec(spec: dict[str, Any], path: str, resource_name: str | None = None
     names = {s.name for s in services}
     if victim and victim not in names:
         problems.append(f"{path}victim: not a service: {quote(victim)}")
-    traffic = _traffic(read.mapping(spec, "traffic", path), f"{path}traffic.", read)
+    traffic_data = read.mapping(spec, "traffic", path)
+    traffic = _traffic(traffic_data, f"{path}traffic.", read)
+    self_driving = read.field(traffic_data, "selfDriven", f"{path}traffic.", bool, True)
     chaos = _chaos(read.mapping(spec, "chaos", path), f"{path}chaos.", read, names)
     segmentation = _segmentation(read.mapping(spec, "segmentation", path), f"{path}segmentation.", read)
     description = read.field(spec, "description", path, str, "")
@@ -368,6 +435,7 @@ def parse_spec(spec: dict[str, Any], path: str, resource_name: str | None = None
         scale=scale,
         region_names=region_names,
         traffic=traffic,
+        self_driving=self_driving,
         chaos=chaos,
         segmentation=segmentation,
         args=args,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from simiankube import contract
-from simiankube.contract import Dependency, Instance, NanoserviceConfig, Target, to_json
+from simiankube.contract import Dependency, Instance, NanoserviceConfig, Target, Traffic, to_json
 from simiankube.model.spec import REGISTRY, TRAFFIC_SOURCE_PACKAGES
 from simiankube.model.topology import Placement, Topology
 
@@ -37,6 +39,25 @@ def build_target(placement: Placement, *, with_instances: bool) -> Target:
     )
 
 
+KEEP_WARM_SECONDS = 5.0  # an idle edge gets a call at least this often (when the architecture self-drives)
+
+
+def build_traffic(topology: Topology, placement: Placement) -> Traffic | None:
+    """What a service that starts traces sends, per instance. A traffic source sends the architecture's
+    traffic from each instance, as spigo's denominator does. A self-driven service (`Architecture.self_driven`:
+    one no traffic source reaches) starts traces at the architecture's rate as a whole, spread over all its
+    instances in every region: each instance ticks every `interval_ms` x instance count. Anything else
+    starts none."""
+    arch = topology.architecture
+    service = placement.service
+    if service.package in TRAFFIC_SOURCE_PACKAGES:
+        return arch.traffic
+    if service.name not in arch.self_driven:
+        return None
+    instances = sum(p.replicas for p in topology.placements_of(service.name))
+    return replace(arch.traffic, interval_ms=arch.traffic.interval_ms * instances)
+
+
 def build_dependency(topology: Topology, name: str, *, own: bool) -> Dependency:
     """`own`: the service's own ring, whose instances it names (see build_target)."""
     return Dependency(
@@ -53,6 +74,7 @@ def build_nanoservice_config(topology: Topology, placement: Placement,
     instances behind them. `dependencies` replaces the list (NanoserviceConfigs encodes it apart)."""
     arch = topology.architecture
     service = placement.service
+    calls = any(map(arch.has_service, service.dependencies))
     if dependencies is None:
         dependencies = tuple(
             build_dependency(topology, dep, own=dep == service.name)
@@ -66,12 +88,13 @@ def build_nanoservice_config(topology: Topology, placement: Placement,
         region=placement.region,
         behavior=service.behavior,
         dependencies=dependencies,
-        traffic=arch.traffic if service.package in TRAFFIC_SOURCE_PACKAGES else None,
+        traffic=build_traffic(topology, placement),
         peers=addressable_instances(placement),
         registry=REGISTRY in service.dependencies,
         deadline_ms=arch.traffic.deadline_ms,
         max_hops=arch.traffic.max_hops,
         callers=topology.callers_of(service.name),
+        keep_warm_s=KEEP_WARM_SECONDS if arch.self_driving and calls else 0.0,
     )
 
 

@@ -22,7 +22,6 @@ from typing import Any
 
 from simiankube import contract
 from simiankube.localrun.report import quantile, read_samples
-from simiankube.model.spec import TRAFFIC_SOURCE_PACKAGES
 from simiankube.model.topology import Topology
 from simiankube.segmentation.scenario import scenario
 
@@ -151,7 +150,7 @@ class Live:
             "services": [
                 {"name": s.name, "package": s.package, "regions": regions_of[s.name],
                  "instances": instances_of[s.name],
-                 "source": s.package in TRAFFIC_SOURCE_PACKAGES}
+                 "source": arch.starts_traces(s.name), "self_driven": s.name in arch.self_driven}
                 for s in arch.services
             ],
             "edges": [
@@ -233,8 +232,7 @@ def _figures(members: Iterable[InstanceState], declared: set[tuple[str, str]]) -
 
 def declared_edges(topology: Topology) -> list[tuple[str, str]]:
     """caller → callee for every dependency that names a service of the architecture, in spec order."""
-    arch = topology.architecture
-    return [(s.name, d) for s in arch.services for d in s.dependencies if arch.has_service(d)]
+    return list(topology.architecture.edges)
 
 
 def policy_of_edges(topology: Topology) -> dict[tuple[str, str], bool]:

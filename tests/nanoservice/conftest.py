@@ -59,7 +59,9 @@ class Mesh:
         self.zipkin = str(tmp_path / "spans.jsonl")
 
     def load(self, services: list[dict[str, Any]], **spec: Any) -> dict[str, Planned]:
-        """Plan an architecture (behaviour defaults to no service time); nothing starts yet."""
+        """Plan an architecture (behaviour defaults to no service time; no service drives itself unless
+        `traffic={"selfDriven": True}`: a test sends what it means to); nothing starts yet."""
+        spec["traffic"] = {"selfDriven": False, **spec.get("traffic", {})}
         for service in services:
             service.setdefault("behavior", FAST)
             service.setdefault("regions", 1)

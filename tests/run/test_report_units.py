@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from simiankube.localrun.report import build_report, format_text, parse_scrape
+from simiankube.localrun.report import build_report, combine, format_text, parse_scrape
 from simiankube.model.spec import parse_document
 from simiankube.nanoservice.metrics import Metrics
 from simiankube.segmentation.scenario import expected_service_matrix
@@ -54,3 +54,25 @@ def test_matrix_names_services_as_the_table_does() -> None:
     assert matrix.splitlines()[0].split()[:3] == ["-", "cassSubscriber", "webApp"]
     assert "cass-subscriber" not in matrix
     assert "cass-subscriber" in expected_service_matrix(arch)
+
+
+def test_self_driven_traces_are_reported_apart_and_every_edge_has_its_count() -> None:
+    www, job, db = Metrics("www", "denominator"), Metrics("job", "karyon", ["www"]), Metrics("db", "store", ["job"])
+    www.traffic("job").requests += 3
+    job.traffic("db").requests += 5
+    job.server("www").requests += 3
+    db.server("job").requests += 7
+    db.server("intruder").requests += 2  # not a known caller: counted as "other"
+    scrape = combine(parse_scrape(m.exposition().decode()) for m in (www, job, db))
+    report = build_report(architecture="a", duration_s=1.0, scrape=scrape,
+                          services=[("www", "denominator", 1), ("job", "karyon", 1), ("db", "store", 1)],
+                          traffic_sources=["www"], self_driven=["job"], processes=1, chaos=[], peak_rss_mib=1.0,
+                          zipkin_file="", declared_edges=[("www", "job"), ("job", "db"), ("job", "nothing")])
+    assert [(t.service, t.requests) for t in report.traffic] == [("www", 3)]  # user requests: sources only
+    assert [(t.service, t.requests) for t in report.self_driven] == [("job", 5)]
+    assert [(e.caller, e.callee, e.requests, e.declared) for e in report.edges] == [
+        ("www", "job", 3, True), ("job", "db", 7, True), ("job", "nothing", 0, True), ("other", "db", 2, False)]
+    text = format_text(report)
+    assert "  job: 5 traces (5/s), errors: 0, timeouts: 0" in text
+    assert "edges: 2 of 3 declared edges carried requests; none on: job -> nothing" in text
+    assert "requests from outside the declared edges: other -> db (2)" in text

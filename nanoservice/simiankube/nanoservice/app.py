@@ -41,7 +41,7 @@ from simiankube.nanoservice.probe import ProbeRequestError, Scope, parse_probe_r
 from simiankube.nanoservice.resolver import Resolver
 from simiankube.nanoservice.tracing import (UNTRACED, SpanExporter, incoming_context, span_name, wall_time,
                                              zipkin_span)
-from simiankube.nanoservice.traffic import generate
+from simiankube.nanoservice.traffic import generate, keep_warm
 
 View = Callable[[web.Application, web.BaseRequest], Awaitable[web.StreamResponse]]
 
@@ -470,14 +470,17 @@ async def span_exporter(app: web.Application) -> AsyncIterator[None]:
 
 
 async def traffic_loop(app: web.Application) -> AsyncIterator[None]:
+    """The traces this instance starts: its traffic (traffic sources, self-driven services) and the
+    keep-warm calls to dependencies it has not called for a while."""
     config = app[keys.CONFIG]
-    if config.traffic is None:
-        yield
-        return
-    task = asyncio.create_task(generate(app[keys.CALLER], config, config.traffic))
+    caller = app[keys.CALLER]
+    tasks = [asyncio.create_task(keep_warm(caller, config))]
+    if config.traffic is not None:
+        tasks.append(asyncio.create_task(generate(caller, config, config.traffic)))
     yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def has_service_time(latency: Latency) -> bool:

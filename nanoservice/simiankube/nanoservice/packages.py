@@ -9,8 +9,9 @@ and ring decisions come from `policy`; the calls themselves from `client`.
 | denominator, elb, zuul, karyon, monolith | forward to one dependency instance, chosen at random over the instances of all dependencies (`behavior.fanout: all`: call every dependency) |
 | elb, monolith, denominator | spread over every zone; zuul, karyon prefer their own zone |
 | staash | get: tiers cache → volume → priamCassandra → store → staash, a miss falls through; put: one instance of every tier |
-| store, cache, volume | key-value with a hit rate; a put copies to the other instances when the service depends on itself |
-| priamCassandra, riak | a token ring per zone; the owner stores, copies to the owner in each other zone and, through eureka, each other region |
+| store, cache, volume | key-value with a hit rate; a put copies to the other instances when the service depends on itself, and to one instance of every other dependency (a copy, `POST /replicate`) |
+| priamCassandra, riak | a token ring per zone; the owner stores, copies to the owner in each other zone and, through eureka, each other region, and to one instance of every other dependency |
+| copies (`POST /replicate`) | store, cache, volume, ring: stored; staash: passed on to one instance of every tier; elb, zuul, karyon, monolith: passed on as a put would be routed; a copy is never copied on by write-through, so copies end |
 | eureka | answers lookups with what it knows; GET /registry lists it |
 | pirate | a put is a chat tick: name-drop one buddy to another, or give a random share of the purse to a buddy; a get tells the purse |
 """
@@ -22,6 +23,7 @@ import random
 import sys
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +144,30 @@ class Router(Package):
     async def put(self, hop: Hop, key: str, value: str, direct: bool) -> Reply:
         return await self._route(hop, "PUT", key, value)
 
+    async def replicate(self, hop: Hop, key: str, value: str, spread: bool) -> Reply:
+        """A copy (from a data package that depends on this router) goes where a put would."""
+        deps = self.config.dependencies
+        if not deps:
+            return await super().replicate(hop, key, value, spread)
+        chosen = list(deps) if self.config.behavior.fanout == "all" else [
+            self.ctx.caller.choose_dependency(deps, prefer_zone=self.prefer_zone)]
+        return await pass_copies(self.ctx.caller, hop, chosen, key, value, prefer_zone=self.prefer_zone)
+
+
+async def pass_copies(caller: Caller, hop: Hop, deps: list[Dependency], key: str, value: str, *,
+                      prefer_zone: bool = True) -> Reply:
+    """Send a copy (`POST /replicate`) to one instance of each of `deps` and wait: a package that keeps no
+    data itself passes a copy on, so a copy ends at a data package (whose copies are never passed on)."""
+    results = await asyncio.gather(*(
+        caller.call_dependency(hop, dep, "POST", "/replicate", body={"key": key, "value": value},
+                               prefer_zone=prefer_zone)
+        for dep in deps
+    ))
+    broken = [r for r in results if not r.ok]
+    if broken:
+        return failed(broken[0])
+    return Reply(200, {"key": key, "stored": True, "via": [d.service for d in deps]})
+
 
 class Elb(Router):
     """Spreads across every zone of its region."""
@@ -182,10 +208,7 @@ class Staash(Package):
         """One instance of each tier (a tier's dependencies share one instance-weighted choice, as spigo's
         per-package routers do); volumes get the key in this instance's namespace, as spigo's staash writes
         `instance/key` to its volumes (here `instance:key`: a slash cannot be part of a key in a URL path)."""
-        tiers: dict[str, list[Dependency]] = {}
-        for dep in self.config.dependencies:
-            tiers.setdefault(dep.package, []).append(dep)
-        chosen = [self.ctx.caller.choose_dependency(deps, prefer_zone=True) for deps in tiers.values()]
+        chosen = self._one_per_tier()
         results = await asyncio.gather(*(
             self.ctx.caller.call_dependency(
                 hop, dep, "PUT", f"/kv/{self.ctx.instance}:{key}" if dep.package == "volume" else f"/kv/{key}",
@@ -196,6 +219,19 @@ class Staash(Package):
         if broken:
             return failed(broken[0])
         return Reply(200, {"key": key, "stored": True, "tiers": [d.service for d in chosen]})
+
+    async def replicate(self, hop: Hop, key: str, value: str, spread: bool) -> Reply:
+        """A copy from a data package that depends on this staash goes on, as a copy, to one instance of
+        every tier (its key unchanged: it already names its writer)."""
+        if not self.config.dependencies:
+            return await super().replicate(hop, key, value, spread)
+        return await pass_copies(self.ctx.caller, hop, self._one_per_tier(), key, value)
+
+    def _one_per_tier(self) -> list[Dependency]:
+        tiers: dict[str, list[Dependency]] = {}
+        for dep in self.config.dependencies:
+            tiers.setdefault(dep.package, []).append(dep)
+        return [self.ctx.caller.choose_dependency(deps, prefer_zone=True) for deps in tiers.values()]
 
 
 @dataclass
@@ -252,12 +288,37 @@ class KeyValue(Package):
 
     async def put(self, hop: Hop, key: str, value: str, direct: bool) -> Reply:
         self.data.put(key, value)
-        copies = 0
+        copies = self.copy_to_other_dependencies(hop, key, value)
         if self.self_dependent:
             others = [p for p in self.config.peers if p.name != self.ctx.instance]
-            copies = self.replicate_to(hop, [[e] for e in self.ctx.caller.instance_endpoints(others, self.config.port)],
-                                       key, value)
+            copies += self.replicate_to(hop, [[e] for e in self.ctx.caller.instance_endpoints(others, self.config.port)],
+                                        key, value)
         return Reply(200, {"key": key, "stored": True, "replicating": copies, "served_by": self.ctx.instance})
+
+    def copy_to_other_dependencies(self, hop: Hop, key: str, value: str) -> int:
+        """spigo's store copies a put to its dependencies of its own package only, so an edge to another
+        service would never carry a call: here a put is copied to one instance of every dependency other
+        than the service itself, without waiting, as its other copies. Returns the number sent."""
+        deps = [d for d in self.config.dependencies if d.service != self.config.service]
+        if not deps:
+            return 0
+        own = Hop(time.monotonic() + self.ctx.caller.timeout, hop.hops, hop.max_hops, hop.trace)
+
+        async def copy(dep: Dependency) -> None:
+            result = await self.ctx.caller.call_dependency(own, dep, "POST", "/replicate",
+                                                           body={"key": key, "value": value})
+            if not result.ok:
+                self.ctx.caller.metrics.replication(dep.service).errors += 1
+
+        for dep in deps:
+            self._detach(copy(dep))
+        return len(deps)
+
+    def _detach(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a copy without waiting for it; it is held until done (cancelled with the process)."""
+        task = asyncio.create_task(work)
+        self.replicating.add(task)
+        task.add_done_callback(self.replicating.discard)
 
     def replicate_to(self, hop: Hop, groups: list[list[Endpoint]], key: str, value: str, *,
                      spread: bool = False) -> int:
@@ -279,9 +340,7 @@ class KeyValue(Package):
                 failures.errors += 1
 
         for group in groups:
-            task = asyncio.create_task(copy(group))
-            self.replicating.add(task)
-            task.add_done_callback(self.replicating.discard)
+            self._detach(copy(group))
         return len(groups)
 
 
@@ -338,7 +397,7 @@ class Ring(KeyValue):
         if not (direct or self._owns(key)):
             return await self._forward(hop, "PUT", key, value)
         self.data.put(key, value)
-        copies = self._copy_to_zones(hop, key, value)
+        copies = self._copy_to_zones(hop, key, value) + self.copy_to_other_dependencies(hop, key, value)
         if self.config.registry:
             copies += self.replicate_to(hop, self._other_region_owners(key), key, value, spread=True)
         return Reply(200, {"key": key, "stored": True, "replicating": copies, "served_by": self.ctx.instance})

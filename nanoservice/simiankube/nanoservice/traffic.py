@@ -11,6 +11,12 @@ work; a tick that would exceed MAX_IN_FLIGHT user requests is skipped (and
 counted as an error) rather than letting requests pile up without bound.
 Every user request is a trace whose root SERVER span the source emits, so
 the CLIENT spans it sends have a parent in the trace.
+
+Self-driven services (no traffic source reaches them) run the same generator
+at their own rate. `keep_warm` is the floor under every edge: a dependency an
+instance has not called for `keep_warm_s` gets one trace of its own (a get of
+the seeded key), so an edge deep in a wide graph, where random routing sends
+a small share, still carries calls.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from simiankube.contract import NanoserviceConfig, Traffic
+from simiankube.contract import Dependency, NanoserviceConfig, Traffic
 from simiankube.nanoservice.client import Caller
 from simiankube.nanoservice.hop import Hop
 from simiankube.nanoservice.packages import SEEDED_KEY
@@ -52,23 +58,55 @@ async def user_request(caller: Caller, config: NanoserviceConfig, traffic: Traff
     dep = caller.choose_dependency(config.dependencies, prefer_zone=False)
     edge = caller.metrics.traffic(dep.service)
     edge.requests += 1
-    root = new_trace(rng)
-    hop = Hop(time.monotonic() + traffic.deadline_ms / 1000.0, 0, traffic.max_hops, root)
     method, key = mix.next(rng)
-    started = time.monotonic()
     body = {"value": f"v{rng.getrandbits(32)}"} if method == "PUT" else None
-    result = await caller.call_dependency(hop, dep, method, f"/kv/{key}", body=body, prefer_zone=False)
-    elapsed = time.monotonic() - started
-    edge.observe(elapsed)
-    if result.status >= 500:
+    started = time.monotonic()
+    status = await new_trace_call(caller, config, traffic, dep, method, key, body)
+    edge.observe(time.monotonic() - started)
+    if status >= 500:
         edge.errors += 1
-    if result.status == 504:
+    if status == 504:
         edge.timeouts += 1
+
+
+async def new_trace_call(caller: Caller, config: NanoserviceConfig, traffic: Traffic, dep: Dependency,
+                         method: str, key: str, body: dict[str, str] | None) -> int:
+    """One call that starts a trace, with the root SERVER span this instance emits; returns the status."""
+    root = new_trace(caller.rng)
+    hop = Hop(time.monotonic() + traffic.deadline_ms / 1000.0, 0, traffic.max_hops, root)
+    started = time.monotonic()
+    result = await caller.call_dependency(hop, dep, method, f"/kv/{key}", body=body, prefer_zone=False)
     if caller.exporter.enabled and root.sampled:
         caller.exporter.record(zipkin_span(
             root, name=f"{method} {KV_ROUTE}", kind="SERVER", service=config.service, address=caller.address,
-            start=wall_time(started), duration=elapsed, tags={"http.status_code": str(result.status)},
+            start=wall_time(started), duration=time.monotonic() - started,
+            tags={"http.status_code": str(result.status)},
         ))
+    return result.status
+
+
+async def keep_warm(caller: Caller, config: NanoserviceConfig) -> None:
+    """Runs until cancelled: every `keep_warm_s` (jittered, so instances do not tick together), one trace
+    to each dependency this instance sent nothing to since the last look (its client counter unchanged)."""
+    period = config.keep_warm_s
+    if period <= 0 or not config.dependencies:
+        return
+    budget = Traffic(deadline_ms=config.deadline_ms, max_hops=config.max_hops)
+    sent = {dep.service: 0 for dep in config.dependencies}
+    calls: set[asyncio.Task[int]] = set()
+    try:
+        while True:
+            await asyncio.sleep(period * (0.5 + caller.rng.random() / 2))
+            for dep in config.dependencies:
+                if caller.metrics.client(dep.service).requests == sent[dep.service]:
+                    task = asyncio.create_task(new_trace_call(caller, config, budget, dep, "GET", SEEDED_KEY, None))
+                    calls.add(task)
+                    task.add_done_callback(calls.discard)
+                sent[dep.service] = caller.metrics.client(dep.service).requests
+    finally:
+        for task in calls:
+            task.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
 
 
 async def generate(caller: Caller, config: NanoserviceConfig, traffic: Traffic) -> None:

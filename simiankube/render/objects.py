@@ -157,8 +157,10 @@ def build_pod_template(topology: Topology, placement: Placement, labels: Labels,
             {"name": contract.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         ],
         "ports": [{"name": contract.HTTP_PORT_NAME, "containerPort": contract.HTTP_PORT, "protocol": "TCP"}],
+        # Three misses in a row (15 s) before a pod leaves its Services: on a node busy starting 100+ pods a
+        # single /readyz can miss even 5 s, and every flap holds the Architecture back from Ready.
         "readinessProbe": {"httpGet": {"path": contract.PATH_READY, "port": probe_port}, "periodSeconds": 5,
-                           "timeoutSeconds": PROBE_TIMEOUT_SECONDS, "failureThreshold": 2},
+                           "timeoutSeconds": PROBE_TIMEOUT_SECONDS, "failureThreshold": 3},
         # A hung process is restarted after a minute of unanswered /healthz.
         "livenessProbe": {"httpGet": {"path": contract.PATH_HEALTH, "port": probe_port}, "periodSeconds": 10,
                           "timeoutSeconds": PROBE_TIMEOUT_SECONDS, "failureThreshold": 6},

@@ -175,7 +175,7 @@ def test_pods_meet_the_restricted_profile_and_fit_small_nodes() -> None:
         assert container["readinessProbe"]["httpGet"]["path"] == contract.PATH_READY
         assert container["livenessProbe"]["httpGet"]["path"] == contract.PATH_HEALTH
         # A busy small node answers later than Kubernetes' default 1 s (migration step 9 at load 130).
-        assert container["readinessProbe"]["timeoutSeconds"] == 5
+        assert (container["readinessProbe"]["timeoutSeconds"], container["readinessProbe"]["failureThreshold"]) == (5, 3)
         assert (container["livenessProbe"]["timeoutSeconds"], container["livenessProbe"]["failureThreshold"]) == (5, 6)
         assert pod["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "ScheduleAnyway"
 

@@ -123,7 +123,13 @@ class Segmentation:
     metrics_from: tuple[dict[str, Any], ...] = (
         {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
     )
-    clients_from: tuple[dict[str, Any], ...] = ({"podSelector": {}},)
+    # Entry services admit any pod of the namespace that is no simulated service (a user's client, a load
+    # generator). The architecture's own pods would get no further anyway (default deny confines their egress to
+    # their dependencies), but `{}` let the pods of one entry service reach each other under kube-router, which
+    # checks a pod's egress against its own policy's ingress peers too.
+    clients_from: tuple[dict[str, Any], ...] = (
+        {"podSelector": {"matchExpressions": [{"key": contract.LABEL_ARCHITECTURE, "operator": "DoesNotExist"}]}},
+    )
     verify_interval_seconds: float = 0.0  # 0 = never verify periodically
 
 

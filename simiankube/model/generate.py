@@ -15,6 +15,7 @@ import random
 from typing import Any
 
 from simiankube import contract
+from simiankube.model.spec import extend_reach
 
 
 def generate(services: int, seed: int = 0, name: str = "") -> dict[str, Any]:
@@ -104,12 +105,7 @@ def connect_unreached(entries: list[dict[str, Any]], roots: list[str], allowed: 
     reached: set[str] = set()
 
     def reach(name: str) -> None:
-        stack = [name]
-        while stack:
-            current = stack.pop()
-            if current not in reached:
-                reached.add(current)
-                stack.extend(by_name[current]["dependencies"])
+        extend_reach(reached, name, lambda current: by_name[current]["dependencies"])
 
     for root in roots:
         reach(root)

@@ -14,7 +14,7 @@ import zoneinfo
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import yaml
@@ -198,6 +198,16 @@ class Architecture:
         return replace(self, scale=scale)
 
 
+def extend_reach(reached: set[str], start: str, next_of: Callable[[str], Iterable[str]]) -> None:
+    """Add `start` and every name it leads to through `next_of` (depth first) to `reached`."""
+    stack = [start]
+    while stack:
+        name = stack.pop()
+        if name not in reached:
+            reached.add(name)
+            stack.extend(next_of(name))
+
+
 def self_driven(services: Sequence[Service]) -> tuple[str, ...]:
     """The services that must start traces themselves so that every declared edge carries calls.
 
@@ -215,12 +225,7 @@ def self_driven(services: Sequence[Service]) -> tuple[str, ...]:
     reached: set[str] = set()
 
     def reach(start: str) -> None:
-        stack = [start]
-        while stack:
-            name = stack.pop()
-            if name not in reached:
-                reached.add(name)
-                stack.extend(deps[name])
+        extend_reach(reached, start, deps.__getitem__)
 
     for s in services:
         if s.package in TRAFFIC_SOURCE_PACKAGES:

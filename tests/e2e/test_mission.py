@@ -261,10 +261,10 @@ def test_chaos_kills_a_real_container_and_records_recovery(
 
 
 @pytest.mark.xfail(
-    reason="Not CPU requests (2m, no FailedScheduling) nor probe kills any more (5 s probe timeouts: 0 restarts), "
-    "but readiness: on 2026-11-29 (5 s probes, load 60-85 with other work on the 2 cores) steps 0-6 passed and "
-    "step 7 (107 pods) stayed 93-106/107 Ready for 600 s, pods flapping unready as /readyz took over 5 s; "
-    "earlier (1 s probes) step 9 never got Ready. Runs, and passes where cores allow",
+    reason="Passes on a quiet machine, with little margin: on 2026-11-29 (5 s probes, readiness after 3 misses, "
+    "load 24-105) every step was Ready, pruned and verified, but step 9 took 587.8 s of its 600 s (its "
+    "StatefulSets roll one pod at a time, each waiting for Ready). Under other load step 7 flapped for 600 s. "
+    "Runs, and passes where cores allow",
     strict=False,
 )
 def test_migration_steps_on_one_architecture(chart: ControlPlane, restricted: Kube) -> None:

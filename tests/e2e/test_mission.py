@@ -56,7 +56,7 @@ def declared_edges(resource: dict[str, Any]) -> set[tuple[str, str]]:
     """(caller, callee) pairs the architecture declares, by Kubernetes names; a dependency on the
     registry (``eureka``, not a service of the architecture) is no call."""
     arch = parse_document(resource)
-    return {(s.kube_name, kube_name(d)) for s in arch.services for d in s.dependencies if arch.has_service(d)}
+    return {(arch.service(caller).kube_name, arch.service(callee).kube_name) for caller, callee in arch.edges}
 
 
 def architecture_pods(kube: Kube, name: str) -> list[dict[str, Any]]:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from simiankube.localrun.report import read_samples
 from simiankube.testing.wait import wait_for
 from tests.nanoservice.conftest import Mesh
 
 
 def served(mesh: Mesh, callee: str, caller: str) -> float:
     """Requests the instances of `callee` served for `caller`."""
-    total = 0.0
-    for node in mesh.service(callee):
-        text = mesh.call(node, "GET", "/metrics")[1]["text"]
-        for line in text.splitlines():
-            if line.startswith("simiankube_server_requests_total{") and f'caller="{caller}"' in line:
-                total += float(line.rsplit(" ", 1)[1])
-    return total
+    return sum(
+        value
+        for node in mesh.service(callee)
+        for name, labels, value in read_samples(mesh.call(node, "GET", "/metrics")[1]["text"])
+        if name == "server_requests_total" and labels.get("caller") == caller
+    )
 
 
 def test_a_service_nobody_calls_drives_itself_and_a_store_copies_to_its_other_dependency(mesh: Mesh) -> None:

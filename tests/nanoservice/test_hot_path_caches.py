@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import random
 import zlib
+from collections import Counter
 
-from simiankube.nanoservice.client import Health
+from simiankube.contract import Behavior, Dependency, NanoserviceConfig, Target
+from simiankube.nanoservice.client import Caller, Health, new_pool
+from simiankube.nanoservice.metrics import Metrics
 from simiankube.nanoservice.policy import Endpoint, distribute, ring_owner
 from simiankube.nanoservice.resolver import Resolver
+from simiankube.nanoservice.tracing import SpanExporter
 
 
 def test_distribute_matches_the_uncached_tokens() -> None:
@@ -60,3 +65,35 @@ async def test_resolver_version_moves_only_when_an_answer_changes() -> None:
     assert await dns.resolve("x", 80) is first and dns.version == 1  # a failed lookup keeps the last answer
     assert await dns.resolve("x", 80) == (Endpoint("10.0.0.2", 80),) and dns.version == 2
     assert await dns.resolve("x", 80) == () and dns.version == 3  # nobody there is an answer too
+
+
+def _router(resolver: Resolver, zone: str = "zoneA") -> tuple[Caller, tuple[Dependency, ...]]:
+    """A caller with two dependencies: `a` has 4 instances (zoneA and zoneB alternating), `b` 2 in zoneB."""
+    deps = tuple(Dependency(name, "store", (Target("r1", name, f"{name}-peers"),)) for name in ("a", "b"))
+    config = NanoserviceConfig("arch", "router", "zuul", "r1", Behavior(), deps, traffic=None)
+    caller = Caller(config=config, zone=zone, address="127.0.0.1", pool=new_pool(10.0), resolver=resolver,
+                    metrics=Metrics("router", "zuul"), exporter=SpanExporter(), rng=random.Random(5))
+    return caller, deps
+
+
+def test_dependency_weights_are_cached_until_an_answer_or_an_ejection_changes_them() -> None:
+    a = tuple(Endpoint(f"10.0.0.{i}", 8080, ("zoneA", "zoneB")[i % 2], f"a-{i}") for i in range(4))
+    b = tuple(Endpoint(f"10.0.1.{i}", 8080, "zoneB", f"b-{i}") for i in range(2))
+    resolver = Resolver()
+    resolver._cache.update({("a-peers", 8080): a, ("b-peers", 8080): b})
+    caller, deps = _router(resolver)
+
+    def shares(prefer_zone: bool) -> dict[str, float]:
+        drawn = Counter(caller.choose_dependency(list(deps), prefer_zone=prefer_zone).service
+                        for _ in range(6000))  # a fresh list each time, as staash's tiers are
+        return {service: round(n / 6000, 1) for service, n in drawn.items()}
+
+    assert shares(False) == {"a": 0.7, "b": 0.3}  # 4 : 2 instances
+    assert shares(True) == {"a": 1.0}  # zoneA: a's two instances there, none of b's
+    assert len(caller._weights) == 2
+    resolver._cache[("a-peers", 8080)] = a[1:2]  # a now has one instance, in zoneB
+    resolver.version += 1
+    assert shares(False) == {"a": 0.3, "b": 0.7}
+    for endpoint in b:  # every b instance refused: ejected, so only a counts
+        caller.health.failure(endpoint.key, hard=True)
+    assert shares(False) == {"a": 1.0}

@@ -129,6 +129,13 @@ class _Resolved:
     endpoints: tuple[list[Endpoint], list[Endpoint]]
 
 
+@dataclass(frozen=True, slots=True)
+class _Weights:
+    deps: tuple[Dependency, ...]  # held so that their ids, the cache's key, are not reused
+    version: int  # the resolver's version the weights were counted from
+    weights: list[int]
+
+
 def new_pool(read_timeout: float) -> Pool:
     """The keep-alive pool for calls to other instances (see `Pool`): one per pod, one per local worker process
     (a pool per instance opened a connection for nearly every call of a thousand instances). An idle
@@ -177,6 +184,8 @@ class Caller:
         self.timeout = config.behavior.timeout_ms / 1000.0
         # id(dependency) → (dependency, the resolver's version, (preferred, fallback))
         self._endpoints: dict[int, _Resolved] = {}
+        # (ids of the dependencies, prefer_zone) → their instance weights while nothing is ejected
+        self._weights: dict[tuple[tuple[int, ...], bool], _Weights] = {}
 
     # -- where to send ---------------------------------------------------------
 
@@ -219,13 +228,27 @@ class Caller:
         request lands on any dependency instance with equal chance, as spigo's router.Random() does."""
         if len(deps) == 1:
             return deps[0]
+        ejected = self.health.ejected()
+        if ejected:
+            weights = self._instance_weights(deps, prefer_zone, ejected)
+        else:
+            # Nothing ejected (the usual case): the weights change only with the resolver's answers. A router of
+            # a wide architecture otherwise walked every instance of every dependency on every request.
+            key = (tuple(map(id, deps)), prefer_zone)
+            cached = self._weights.get(key)
+            if cached is None or cached.version != self.resolver.version:
+                cached = self._weights[key] = _Weights(tuple(deps), self.resolver.version,
+                                                       self._instance_weights(deps, prefer_zone, NOTHING))
+            weights = cached.weights
+        return deps[choose_weighted(weights, self.rng)]
+
+    def _instance_weights(self, deps: Sequence[Dependency], prefer_zone: bool,
+                          ejected: set[str] | frozenset[str]) -> list[int]:
         candidates = []
         for dep in deps:
             preferred, fallback = self.dependency_endpoints(dep)
             candidates.append(preferred or fallback)
-        weights = instance_weights(candidates, own_zone=self.zone, prefer_zone=prefer_zone,
-                                   ejected=self.health.ejected())
-        return deps[choose_weighted(weights, self.rng)]
+        return instance_weights(candidates, own_zone=self.zone, prefer_zone=prefer_zone, ejected=ejected)
 
     # -- sending -----------------------------------------------------------------
 

@@ -48,10 +48,22 @@ def raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def keep_niceness() -> None:
+    """Give this worker's session the niceness the runner has. The runner starts each worker in a session of its
+    own (so Ctrl-C reaches the runner only), and with the kernel's autogroups a new session is a new scheduling
+    group at nice 0 that shares the CPUs equally with every other session: `nice -n -5 simiankube run` would
+    change nothing for the instances without this."""
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    if nice:
+        with contextlib.suppress(OSError):  # no autogroups, or not allowed to raise the priority: nice alone counts
+            Path("/proc/self/autogroup").write_text(f"{nice}\n")
+
+
 def main(argv: list[str]) -> int:
     spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     die_with_parent(int(spec["parent"]))
     raise_file_limit()
+    keep_niceness()
     gc.set_threshold(*GC_THRESHOLDS)
     launches = [Launch(**item) for item in spec["launches"]]
     run_many(launches)

@@ -47,6 +47,10 @@ SCRAPE_INTERVAL = 2.0  # progress: the traffic sources' and the victim's /metric
 SCRAPE_CONCURRENCY = 32  # /metrics requests in flight at once
 FINAL_SCRAPE_ATTEMPTS = 3  # the report is the last scrape: an instance that did not answer is asked again
 MAX_INSTANCES_PER_SUBNET = 254
+# Idle keep-alive connections between local instances last this long (pods: the read timeout, 10 s). A thousand
+# instances spread their calls thin: a worker process called most instances less often than every 5 s, so
+# about one call in seven opened a new connection (connect, accept, a new aiohttp handler, two closes) before.
+KEEPALIVE_SECONDS = 60.0
 
 
 class Observer(Protocol):
@@ -164,6 +168,7 @@ def plan(topology: Topology, workdir: Path, *, seed: int, zipkin_file: str) -> l
             hosts_path=str(hosts_path),
             zipkin_file=zipkin_file,
             seed=seed * 100_003 + n,
+            keepalive=KEEPALIVE_SECONDS,
         ), arch.starts_traces(i.service.name))
         for n, i in enumerate(instances)
     ]

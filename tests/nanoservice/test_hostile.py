@@ -149,12 +149,12 @@ def _closed_after(conn: socket.socket) -> tuple[float, bytes]:
 def test_slow_clients_cannot_hold_connections(mesh: Mesh) -> None:
     mesh.load([{"name": "db", "package": "store", "count": 1}])
     [db] = mesh.service("db")
-    mesh.start(db.name, read_timeout=1.0)
+    mesh.start(db.name, read_timeout=1.0, keepalive=1.0)  # a pod has both at 10 s
 
     with _connect(db.address) as headers_only:  # never finishes its headers
         headers_only.sendall(b"GET /kv/k HTTP/1.1\r\nHost: db\r\n")
         elapsed, received = _closed_after(headers_only)
-    assert received == b"" and elapsed < 5  # closed at the read timeout (1 s), not held
+    assert received == b"" and elapsed < 5  # closed at the keep-alive timeout (1 s), not held
 
     with _connect(db.address) as half_body:  # announces 100 bytes, sends 10
         half_body.sendall(b"PUT /kv/k HTTP/1.1\r\nHost: db\r\nContent-Type: text/plain\r\n"

@@ -136,11 +136,11 @@ class _Weights:
     weights: list[int]
 
 
-def new_pool(read_timeout: float) -> Pool:
+def new_pool(keepalive: float) -> Pool:
     """The keep-alive pool for calls to other instances (see `Pool`): one per pod, one per local worker process
     (a pool per instance opened a connection for nearly every call of a thousand instances). An idle
-    connection is let go at half a callee's read timeout (the same as ours)."""
-    return Pool(idle_seconds=read_timeout / 2, late_seconds=LATE_ANSWER_SECONDS)
+    connection is let go at half a callee's keep-alive timeout (the same as ours)."""
+    return Pool(idle_seconds=keepalive / 2, late_seconds=LATE_ANSWER_SECONDS)
 
 
 def new_session() -> aiohttp.ClientSession:

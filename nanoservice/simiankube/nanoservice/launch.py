@@ -51,7 +51,10 @@ class Launch:
     zipkin_file: str = ""
     zipkin_url: str = ""
     seed: int | None = None
-    read_timeout: float = READ_TIMEOUT_SECONDS  # headers (also of an idle keep-alive connection) and bodies
+    read_timeout: float = READ_TIMEOUT_SECONDS  # headers and bodies
+    # An idle keep-alive connection (and a new one's first headers) is closed after this long; callers let
+    # theirs go at half of it. The local runner keeps them longer (see `localrun.runner.KEEPALIVE_SECONDS`).
+    keepalive: float = READ_TIMEOUT_SECONDS
     drain_seconds: float = DRAIN_SECONDS
 
     @classmethod
@@ -101,9 +104,9 @@ async def serve_many(launches: list[Launch]) -> None:
     """Instances in one process, each on its own socket, until SIGTERM/SIGINT; then drain all.
 
     Draining: readiness fails first while the listeners still accept (`drain_seconds`), then the listeners
-    close and in-flight work gets SHUTDOWN_SECONDS. A slow client's headers (the server's keep-alive timer,
-    armed from the connection's start and after every answer), body and the unread rest of a refused body
-    get `read_timeout` each."""
+    close and in-flight work gets SHUTDOWN_SECONDS. A slow client's headers get `keepalive` (the server's
+    keep-alive timer, armed from the connection's start and after every answer), its body and the unread rest
+    of a refused body `read_timeout` each."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -112,11 +115,11 @@ async def serve_many(launches: list[Launch]) -> None:
     tables: dict[tuple[str, int], HostsTable] = {}  # one copy of the runner's hosts table, not one per instance
     # One keep-alive pool for every instance of the process: a connection one instance opened to a callee
     # serves the others too (each call still says who calls), instead of a new connection per call.
-    pool = new_pool(min((launch.read_timeout for launch in launches), default=READ_TIMEOUT_SECONDS))
+    pool = new_pool(min((launch.keepalive for launch in launches), default=READ_TIMEOUT_SECONDS))
     try:
         for launch in launches:
             runner = InstanceRunner(launch.build(tables, pool), access_log=None,
-                                    keepalive_timeout=launch.read_timeout,
+                                    keepalive_timeout=launch.keepalive,
                                     lingering_time=launch.read_timeout)  # the rest of an unread body, too
             await runner.setup()
             runners.append(runner)

@@ -26,7 +26,10 @@ import aiohttp
 from aiohttp import web
 from aiohttp.hdrs import EXPECT, METH_HEAD, RETRY_AFTER
 from aiohttp.helpers import rfc822_formatted_time
-from aiohttp.http import SERVER_SOFTWARE, HttpVersion10, HttpVersion11
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion, HttpVersion10, HttpVersion11, RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDictProxy
 
 from simiankube import contract
 from simiankube.contract import Latency, NanoserviceConfig
@@ -58,9 +61,11 @@ PLATFORM_PATHS = frozenset({contract.PATH_HEALTH, contract.PATH_READY, contract.
 # makes every request time out (the answer costs a fraction of the work it saves).
 MAX_IN_FLIGHT = 100
 RETRY_AFTER_SECONDS = "1"
+SHED_FIELDS = f"{RETRY_AFTER}: {RETRY_AFTER_SECONDS}\r\n"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"  # what web.json_response sends
 REASONS = {status.value: status.phrase for status in HTTPStatus}  # as aiohttp's status lines
 SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"
+SHED_ANSWER_FIELDS = f"Content-Type: {JSON_CONTENT_TYPE}\r\n{SHED_FIELDS}"  # as Answer(..., headers=SHED_FIELDS)
 
 
 def encode_json(body: dict[str, Any]) -> bytes:
@@ -96,14 +101,9 @@ class Answer(web.StreamResponse):
         self._fields = f"Content-Type: {content_type}\r\n{headers}"  # `headers`: whole "Name: value\r\n" lines
 
     async def prepare(self, request: web.BaseRequest) -> None:
-        version, keep_alive = request.version, request.keep_alive
-        self._keep_alive = keep_alive
-        connection = ("Connection: keep-alive\r\n" if keep_alive and version == HttpVersion10 else
-                      "" if keep_alive or version != HttpVersion11 else "Connection: close\r\n")
-        body = self._content
-        head = (f"HTTP/{version[0]}.{version[1]} {self._status} {REASONS.get(self._status, '')}\r\n{self._fields}"
-                f"Content-Length: {len(body)}\r\nDate: {rfc822_formatted_time()}\r\n{SERVER_LINE}{connection}\r\n")
-        data = head.encode() if request.method == METH_HEAD else head.encode() + body
+        keep_alive = self._keep_alive = request.keep_alive
+        data = answer_bytes(self._status, self._fields, self._content, request.version, keep_alive,
+                            request.method == METH_HEAD)
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("Cannot write to closing transport")
@@ -116,8 +116,18 @@ class Answer(web.StreamResponse):
         """Everything was written by `prepare`."""
 
 
+def answer_bytes(status: int, fields: str, body: bytes, version: HttpVersion, keep_alive: bool, head: bool) -> bytes:
+    """Status line, `fields` (whole header lines), Content-Length, Date, Server, Connection as aiohttp adds it
+    (keep-alive of HTTP/1.0, close of HTTP/1.1), then the body unless the request was a HEAD."""
+    connection = ("Connection: keep-alive\r\n" if keep_alive and version == HttpVersion10 else
+                  "" if keep_alive or version != HttpVersion11 else "Connection: close\r\n")
+    data = (f"HTTP/{version[0]}.{version[1]} {status} {REASONS.get(status, '')}\r\n{fields}Content-Length: "
+            f"{len(body)}\r\nDate: {rfc822_formatted_time()}\r\n{SERVER_LINE}{connection}\r\n").encode()
+    return data if head else data + body
+
+
 def json_answer(body: dict[str, Any], status: int = 200) -> Answer:
-    """What json_answer(body, status=status) sends, built and written faster."""
+    """What web.json_response(body, status=status) sends, built and written faster."""
     return Answer(encode_json(body), status)
 
 
@@ -134,10 +144,10 @@ class BadRequest(Exception):
         self.message = message
 
 
-def caller_label(request: web.BaseRequest) -> str:
+def caller_label(headers: CIMultiDictProxy[str]) -> str:
     """The calling service for metrics edges; a header that is not printable ASCII (undecodable bytes would
     break every later scrape) counts as an outside caller."""
-    caller = request.headers.get(HEADER_CALLER, ANONYMOUS)[:64]
+    caller = headers.get(HEADER_CALLER, ANONYMOUS)[:64]
     return caller if caller.isascii() and caller.isprintable() else ANONYMOUS
 
 
@@ -145,7 +155,7 @@ def answered(app: web.Application, request: web.BaseRequest, response: Answer, s
     """Count an answer that did not go through `serve` (platform endpoints are not counted)."""
     serving = app.get(keys.SERVING)
     if serving is not None and request.path not in PLATFORM_PATHS:
-        edge = serving.metrics.server(caller_label(request))
+        edge = serving.metrics.server(caller_label(request.headers))
         edge.requests += 1
         edge.observe(time.monotonic() - started)
         edge.answered(response.status)
@@ -153,14 +163,43 @@ def answered(app: web.Application, request: web.BaseRequest, response: Answer, s
 
 
 def overloaded(limit: int) -> Answer:
-    return error(503, f"overloaded: {limit} requests in flight, retry another instance",
-                 f"{RETRY_AFTER}: {RETRY_AFTER_SECONDS}\r\n")
+    return Answer(overloaded_body(limit), 503, headers=SHED_FIELDS)
+
+
+@functools.cache  # one limit per instance
+def overloaded_body(limit: int) -> bytes:
+    return encode_json({"error": f"overloaded: {limit} requests in flight, retry another instance"})
+
+
+def at_limit(serving: Serving) -> bool:
+    """Whether requests are shed now (all but the platform's): the in-flight limit is reached."""
+    return serving.status.in_flight >= serving.max_in_flight and serving.may_wait
+
+
+def count_shed(serving: Serving, headers: CIMultiDictProxy[str], started: float) -> None:
+    """A request shed before any view saw it, counted as `serve` counts its answers."""
+    serving.status.shed += 1
+    edge = serving.metrics.server(caller_label(headers))
+    edge.requests += 1
+    edge.observe(time.monotonic() - started)
+    edge.answered(503)
+
+
+def shed_message(serving: Serving, message: object, payload: StreamReader) -> bytes | None:
+    """The whole 503 of a request the connection handler may answer without building a request for it, while
+    `at_limit`: keep-alive (nothing to close afterwards), not the platform's, no body still to come; else None."""
+    if not (isinstance(message, RawRequestMessage) and not message.should_close and payload.is_eof()
+            and message.url.path not in PLATFORM_PATHS):
+        return None
+    count_shed(serving, message.headers, time.monotonic())
+    return answer_bytes(503, SHED_ANSWER_FIELDS, overloaded_body(serving.max_in_flight), message.version, True,
+                        message.method == METH_HEAD)
 
 
 async def serve(serving: Serving, request: web.BaseRequest, work: Callable[[Hop], Awaitable[Reply]]) -> Answer:
     """One service request, from budget check to metrics; `work` is the package's part."""
     config = serving.config
-    caller = caller_label(request)
+    caller = caller_label(request.headers)
     edge = serving.metrics.server(caller)
     edge.requests += 1
     started = time.monotonic()
@@ -169,7 +208,8 @@ async def serve(serving: Serving, request: web.BaseRequest, work: Callable[[Hop]
     admitted = False
     try:
         if serving.may_wait:
-            if serving.status.in_flight >= serving.max_in_flight:
+            if serving.status.in_flight >= serving.max_in_flight:  # filled while the body was read
+                serving.status.shed += 1
                 status = 503
                 return overloaded(serving.max_in_flight)
             serving.status.in_flight += 1
@@ -410,11 +450,15 @@ def route(path: str) -> dict[str, View] | None:
     return ROUTES.get(path)
 
 
-async def dispatch(app: web.Application, request: web.BaseRequest) -> web.StreamResponse:
+async def dispatch(app: web.Application, serving: Serving, request: web.BaseRequest) -> web.StreamResponse:
     """Route a request to its view. Every error is JSON `{"error"}` (404, 405, 413 of the body limit too) and
     counted, and a bug is a JSON 500 rather than a dropped connection. Answers that come back normally were
-    counted by `serve` or `answered`."""
+    counted by `serve` or `answered`. While the in-flight limit is reached, every request but the platform's
+    is shed first, before any routing or parsing: the cheaper a 503, the more of the CPU goes to admitted work."""
     started = time.monotonic()
+    if at_limit(serving) and request.path not in PLATFORM_PATHS:
+        count_shed(serving, request.headers, started)
+        return overloaded(serving.max_in_flight)
     try:
         views = route(request.rel_url.path_safe)
         if views is None:
@@ -562,7 +606,8 @@ def create_app(
     app[keys.RESOLVER] = resolver or Resolver()
     app[keys.EXPORTER] = exporter or SpanExporter()
     app[keys.METRICS].watch_spans(app[keys.EXPORTER].counts)
-    app[keys.STATUS] = Status()
+    status = app[keys.STATUS] = Status()
+    app[keys.METRICS].watch_load(lambda: (status.in_flight, max_in_flight, status.shed))
     app[keys.PROBE_SCOPE] = Scope(frozenset(h for h, _ in configured_names(config)) | {t.host for d in
                                   config.dependencies for t in d.targets}, config.architecture, config.port)
     app[keys.MAX_IN_FLIGHT] = max_in_flight
@@ -593,10 +638,66 @@ class InstanceRunner(web.BaseRunner):
         def request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
             return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY_BYTES)
 
-        return web.Server(functools.partial(dispatch, app), request_factory=request_factory, **self._kwargs)
+        serving = app[keys.SERVING]
+        return SheddingServer(functools.partial(dispatch, app, serving), serving, request_factory=request_factory,
+                              **self._kwargs)
 
     async def shutdown(self) -> None:
         await self.app.shutdown()
 
     async def _cleanup_server(self) -> None:
         await self.app.cleanup()
+
+
+class SheddingServer(web.Server):
+    """aiohttp's low-level server, whose connections answer shed requests themselves (`SheddingHandler`)."""
+
+    def __init__(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], serving: Serving,
+                 **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.serving = serving
+
+    def __call__(self) -> RequestHandler:
+        return SheddingHandler(self, self.serving, loop=self._loop, **self._kwargs)
+
+
+class SheddingHandler(RequestHandler):
+    """aiohttp's connection handler with a cheaper 503: while the instance sheds, a request that arrives on an
+    idle keep-alive connection is answered right where it is parsed, with no request object, task, dispatch or
+    response object (those cost a 503 about as much CPU as a leaf GET). Everything else (a request queued
+    behind another, one that is not shed, one whose body is still to come) goes aiohttp's way, in the order it
+    arrived. This relies on RequestHandler's internals as of the aiohttp the locks pin;
+    tests/nanoservice/test_shedding.py holds it to that over real sockets."""
+
+    __slots__ = ("_serving",)
+
+    def __init__(self, manager: web.Server, serving: Serving, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._serving = serving
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        # Only on an idle connection (answers must keep their order) and while shedding.
+        if waiter is None or waiter.done() or self._messages or not at_limit(self._serving):
+            super().data_received(data)
+            return
+        self._waiter = None  # parse without waking the request loop: what is shed here never reaches it
+        try:
+            super().data_received(data)
+        finally:
+            self._waiter = waiter
+        messages, transport = self._messages, self.transport
+        while messages and transport is not None and not transport.is_closing():
+            answer = shed_message(self._serving, *messages[0])
+            if answer is None:
+                break
+            messages.popleft()
+            if self._parser is not None:
+                self._parser.message_consumed()
+            transport.write(answer)
+            self._keepalive = True  # as the request loop after a keep-alive answer: the idle timer restarts
+            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        if messages:
+            waiter.set_result(None)
+        elif self._buffer_paused:
+            self._resume_reading_if_drained()

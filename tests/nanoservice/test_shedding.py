@@ -172,3 +172,13 @@ async def test_nothing_is_shed_below_the_limit(overloaded: tuple[Instance, Conne
     connection.send(get("/kv/k"))
     assert (await connection.answer()).status == 404  # admitted and served (after its 1 s)
     assert instance.app[keys.STATUS].shed == 0
+
+
+async def test_an_upgrade_request_is_left_to_aiohttp_and_the_connection_goes_on(
+        overloaded: tuple[Instance, Connection]) -> None:
+    instance, _ = overloaded
+    connection = await idle_connection(instance)
+    before = instance.handled()
+    connection.send(get("/kv/k", "Connection: Upgrade\r\nUpgrade: websocket\r\n"), get("/kv/k"))
+    assert [(await connection.answer()).status for _ in range(2)] == [503, 503]
+    assert instance.handled() > before  # the upgrade request went through the request loop

@@ -677,8 +677,9 @@ class SheddingHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
-        # Only on an idle connection (answers must keep their order) and while shedding.
-        if waiter is None or waiter.done() or self._messages or not at_limit(self._serving):
+        # Only while shedding, on an idle connection (answers keep their order) whose peer reads what it is sent
+        # (else aiohttp's way waits for it: a client that only sends cannot grow the write buffer).
+        if waiter is None or waiter.done() or self._messages or self._paused or not at_limit(self._serving):
             super().data_received(data)
             return
         self._waiter = None  # parse without waking the request loop: what is shed here never reaches it
@@ -687,7 +688,7 @@ class SheddingHandler(RequestHandler):
         finally:
             self._waiter = waiter
         messages, transport = self._messages, self.transport
-        while messages and transport is not None and not transport.is_closing():
+        while messages and not self._upgraded and transport is not None and not transport.is_closing():
             answer = shed_message(self._serving, *messages[0])
             if answer is None:
                 break

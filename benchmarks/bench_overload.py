@@ -1,6 +1,7 @@
 """Goodput past saturation: does a chain of nanoservices shed load or collapse into timeouts?
 
     .venv/bin/python benchmarks/bench_overload.py [--seconds 3] [--rounds 3] [--deadline-ms 250] [--nice -5]
+    .venv/bin/python benchmarks/bench_overload.py --shed-cost [--seconds 3] [--nice -5]
 
 A three-service chain a → b → c (karyon, karyon, store with 1 ms of service
 time) in one worker process pinned to CPU 0; an open-loop load generator
@@ -50,7 +51,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_nanoservice import chain, cpu_seconds, start  # noqa: E402
+from bench_nanoservice import FAST, chain, cpu_seconds, start, throughput  # noqa: E402
 
 from simiankube import contract  # noqa: E402
 
@@ -285,6 +286,30 @@ async def run(address: str, pid: int, args: argparse.Namespace) -> None:
           f"the chain waited for a CPU {waited:.0%} of its runnable time")
 
 
+def shed_cost(seconds: float) -> None:
+    """CPU per answer of a shed request (503) against a leaf GET, each server pinned to CPU 0 and loaded by
+    wrk from CPU 1: 300 connections on a store whose requests wait 1 s (MAX_IN_FLIGHT of them are admitted,
+    the rest answered 503), 32 on a store that answers at once. Shedding pays only while a 503 costs a
+    small part of the work it turns away."""
+    measured = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, behavior, connections in (("shed", {"latency": {"distribution": "constant", "meanMs": 1000}}, 300),
+                                            ("leaf", FAST, 32)):
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            store = chain(workdir, name, behavior)["c"]
+            process = start(workdir, [store], 0, name)
+            try:
+                measured[name] = throughput(process.pid, f"http://{store.address}:{contract.HTTP_PORT}/kv/key1",
+                                            seconds, connections)
+            finally:
+                process.kill()
+                process.wait()
+    shed, leaf = measured["shed"], measured["leaf"]
+    print(f"CPU per answer ({leaf.tool}): shed (503) {shed.cpu_us:.1f} µs at {shed.rps:,.0f}/s, leaf GET "
+          f"{leaf.cpu_us:.1f} µs at {leaf.rps:,.0f}/s → a 503 costs {shed.cpu_us / leaf.cpu_us:.0%} of a leaf GET")
+
+
 def ratio(part: float, whole: float) -> str:
     return f"{part / whole:.0%}" if whole >= 1 else "n/a (no goodput at 1×)"
 
@@ -296,8 +321,13 @@ def main() -> None:
     parser.add_argument("--deadline-ms", type=float, default=250.0, help="each user's budget")
     parser.add_argument("--start", type=float, default=200.0, help="first offered rate of the search (per second)")
     parser.add_argument("--nice", type=int, default=-5, help="niceness of the chain and the load generator")
+    parser.add_argument("--shed-cost", action="store_true",
+                        help="only measure the CPU of one shed answer (503) against one leaf GET (needs wrk)")
     args = parser.parse_args()
     print(f"{set_niceness(args.nice)}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    if args.shed_cost:
+        shed_cost(args.seconds)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         nodes = chain(Path(tmp), "overload", SLOW)
         process = start(Path(tmp), [nodes["c"], nodes["b"], nodes["a"]], 0, "chain")

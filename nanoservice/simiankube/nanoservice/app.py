@@ -18,13 +18,18 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.hdrs import CONTENT_TYPE, EXPECT, RETRY_AFTER
-from aiohttp.http import HttpVersion11
+from aiohttp.hdrs import EXPECT, METH_HEAD, RETRY_AFTER
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE, HttpVersion, HttpVersion10, HttpVersion11, RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
+from multidict import CIMultiDictProxy
 
 from simiankube import contract
 from simiankube.contract import Latency, NanoserviceConfig
@@ -56,7 +61,11 @@ PLATFORM_PATHS = frozenset({contract.PATH_HEALTH, contract.PATH_READY, contract.
 # makes every request time out (the answer costs a fraction of the work it saves).
 MAX_IN_FLIGHT = 100
 RETRY_AFTER_SECONDS = "1"
+SHED_FIELDS = f"{RETRY_AFTER}: {RETRY_AFTER_SECONDS}\r\n"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"  # what web.json_response sends
+REASONS = {status.value: status.phrase for status in HTTPStatus}  # as aiohttp's status lines
+SERVER_LINE = f"Server: {SERVER_SOFTWARE}\r\n"
+SHED_ANSWER_FIELDS = f"Content-Type: {JSON_CONTENT_TYPE}\r\n{SHED_FIELDS}"  # as Answer(..., headers=SHED_FIELDS)
 
 
 def encode_json(body: dict[str, Any]) -> bytes:
@@ -78,15 +87,52 @@ def encode_json(body: dict[str, Any]) -> bytes:
     return f"{{{', '.join(members)}}}".encode()
 
 
-def json_answer(body: dict[str, Any], status: int = 200) -> web.Response:
-    """The same response as web.json_response, built faster (a headers argument costs a copy)."""
-    response = web.Response(body=encode_json(body), status=status)
-    response.headers[CONTENT_TYPE] = JSON_CONTENT_TYPE
-    return response
+class Answer(web.StreamResponse):
+    """A whole answer that writes itself in one transport write: the bytes aiohttp's `web.Response` would
+    write (same headers in the same order, HEAD without the body, the same Connection header), without its
+    header multidict, serializer and writer bookkeeping, which cost a leaf more per request than its own work.
+    Only what aiohttp's server reads of a response is kept: status, keep_alive, prepare, write_eof."""
+
+    def __init__(self, body: bytes, status: int = 200, content_type: str = JSON_CONTENT_TYPE,
+                 headers: str = "") -> None:
+        # StreamResponse.__init__ is skipped on purpose: it builds the header multidict this class does without.
+        self._status = status
+        self._content = body
+        self._fields = f"Content-Type: {content_type}\r\n{headers}"  # `headers`: whole "Name: value\r\n" lines
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        keep_alive = self._keep_alive = request.keep_alive
+        data = answer_bytes(self._status, self._fields, self._content, request.version, keep_alive,
+                            request.method == METH_HEAD)
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("Cannot write to closing transport")
+        transport.write(data)
+        self._body_length = len(data)
+        self._eof_sent = True
+        await request.writer.drain()  # as aiohttp's write_eof: wait while the peer does not read
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        """Everything was written by `prepare`."""
 
 
-def error(status: int, message: str) -> web.Response:
-    return json_answer({"error": message}, status)
+def answer_bytes(status: int, fields: str, body: bytes, version: HttpVersion, keep_alive: bool, head: bool) -> bytes:
+    """Status line, `fields` (whole header lines), Content-Length, Date, Server, Connection as aiohttp adds it
+    (keep-alive of HTTP/1.0, close of HTTP/1.1), then the body unless the request was a HEAD."""
+    connection = ("Connection: keep-alive\r\n" if keep_alive and version == HttpVersion10 else
+                  "" if keep_alive or version != HttpVersion11 else "Connection: close\r\n")
+    data = (f"HTTP/{version[0]}.{version[1]} {status} {REASONS.get(status, '')}\r\n{fields}Content-Length: "
+            f"{len(body)}\r\nDate: {rfc822_formatted_time()}\r\n{SERVER_LINE}{connection}\r\n").encode()
+    return data if head else data + body
+
+
+def json_answer(body: dict[str, Any], status: int = 200) -> Answer:
+    """What web.json_response(body, status=status) sends, built and written faster."""
+    return Answer(encode_json(body), status)
+
+
+def error(status: int, message: str, headers: str = "") -> Answer:
+    return Answer(encode_json({"error": message}), status, headers=headers)
 
 
 class BadRequest(Exception):
@@ -98,34 +144,62 @@ class BadRequest(Exception):
         self.message = message
 
 
-def caller_label(request: web.BaseRequest) -> str:
+def caller_label(headers: CIMultiDictProxy[str]) -> str:
     """The calling service for metrics edges; a header that is not printable ASCII (undecodable bytes would
     break every later scrape) counts as an outside caller."""
-    caller = request.headers.get(HEADER_CALLER, ANONYMOUS)[:64]
+    caller = headers.get(HEADER_CALLER, ANONYMOUS)[:64]
     return caller if caller.isascii() and caller.isprintable() else ANONYMOUS
 
 
-def answered(app: web.Application, request: web.BaseRequest, response: web.Response, started: float) -> web.Response:
+def answered(app: web.Application, request: web.BaseRequest, response: Answer, started: float) -> Answer:
     """Count an answer that did not go through `serve` (platform endpoints are not counted)."""
     serving = app.get(keys.SERVING)
     if serving is not None and request.path not in PLATFORM_PATHS:
-        edge = serving.metrics.server(caller_label(request))
+        edge = serving.metrics.server(caller_label(request.headers))
         edge.requests += 1
         edge.observe(time.monotonic() - started)
         edge.answered(response.status)
     return response
 
 
-def overloaded(limit: int) -> web.Response:
-    response = error(503, f"overloaded: {limit} requests in flight, retry another instance")
-    response.headers[RETRY_AFTER] = RETRY_AFTER_SECONDS
-    return response
+def overloaded(limit: int) -> Answer:
+    return Answer(overloaded_body(limit), 503, headers=SHED_FIELDS)
 
 
-async def serve(serving: Serving, request: web.BaseRequest, work: Callable[[Hop], Awaitable[Reply]]) -> web.Response:
+@functools.cache  # one limit per instance
+def overloaded_body(limit: int) -> bytes:
+    return encode_json({"error": f"overloaded: {limit} requests in flight, retry another instance"})
+
+
+def at_limit(serving: Serving) -> bool:
+    """Whether requests are shed now (all but the platform's): the in-flight limit is reached."""
+    return serving.status.in_flight >= serving.max_in_flight and serving.may_wait
+
+
+def count_shed(serving: Serving, headers: CIMultiDictProxy[str], started: float) -> None:
+    """A request shed before any view saw it, counted as `serve` counts its answers."""
+    serving.status.shed += 1
+    edge = serving.metrics.server(caller_label(headers))
+    edge.requests += 1
+    edge.observe(time.monotonic() - started)
+    edge.answered(503)
+
+
+def shed_message(serving: Serving, message: object, payload: StreamReader) -> bytes | None:
+    """The whole 503 of a request the connection handler may answer without building a request for it, while
+    `at_limit`: keep-alive (nothing to close afterwards), not the platform's, no body still to come; else None."""
+    if not (isinstance(message, RawRequestMessage) and not message.should_close and payload.is_eof()
+            and message.url.path not in PLATFORM_PATHS):
+        return None
+    count_shed(serving, message.headers, time.monotonic())
+    return answer_bytes(503, SHED_ANSWER_FIELDS, overloaded_body(serving.max_in_flight), message.version, True,
+                        message.method == METH_HEAD)
+
+
+async def serve(serving: Serving, request: web.BaseRequest, work: Callable[[Hop], Awaitable[Reply]]) -> Answer:
     """One service request, from budget check to metrics; `work` is the package's part."""
     config = serving.config
-    caller = caller_label(request)
+    caller = caller_label(request.headers)
     edge = serving.metrics.server(caller)
     edge.requests += 1
     started = time.monotonic()
@@ -134,7 +208,8 @@ async def serve(serving: Serving, request: web.BaseRequest, work: Callable[[Hop]
     admitted = False
     try:
         if serving.may_wait:
-            if serving.status.in_flight >= serving.max_in_flight:
+            if serving.status.in_flight >= serving.max_in_flight:  # filled while the body was read
+                serving.status.shed += 1
                 status = 503
                 return overloaded(serving.max_in_flight)
             serving.status.in_flight += 1
@@ -272,13 +347,13 @@ def _direct(request: web.BaseRequest) -> bool:
 # -- views ------------------------------------------------------------------------
 
 
-def get_key(app: web.Application, request: web.BaseRequest) -> Awaitable[web.Response]:
+def get_key(app: web.Application, request: web.BaseRequest) -> Awaitable[Answer]:
     """Not a coroutine itself (one frame less per request): checks the key, then hands `serve`'s coroutine on."""
     key, serving = _key(request), app[keys.SERVING]
     return serve(serving, request, lambda hop: serving.package.get(hop, key, _direct(request)))
 
 
-async def put_key(app: web.Application, request: web.BaseRequest) -> web.Response:
+async def put_key(app: web.Application, request: web.BaseRequest) -> Answer:
     key = _key(request)
     if request.content_type == "application/json":
         value = str((await _json_object(app, request, {"value": str}))["value"])
@@ -289,7 +364,7 @@ async def put_key(app: web.Application, request: web.BaseRequest) -> web.Respons
     return await serve(serving, request, lambda hop: serving.package.put(hop, key, value, _direct(request)))
 
 
-async def replicate(app: web.Application, request: web.BaseRequest) -> web.Response:
+async def replicate(app: web.Application, request: web.BaseRequest) -> Answer:
     data = await _json_object(app, request, {"key": str, "value": str})
     if len(data["key"]) > MAX_KEY_LENGTH:
         raise BadRequest(400, f"key: at most {MAX_KEY_LENGTH} characters")
@@ -299,7 +374,7 @@ async def replicate(app: web.Application, request: web.BaseRequest) -> web.Respo
                        lambda hop: serving.package.replicate(hop, data["key"], data["value"], spread))
 
 
-async def coins(app: web.Application, request: web.BaseRequest) -> web.Response:
+async def coins(app: web.Application, request: web.BaseRequest) -> Answer:
     data = await _json_object(app, request, {"coins": int})
     if data["coins"] < 1:
         raise BadRequest(400, f"coins: must be >= 1, got {data['coins']}")
@@ -307,47 +382,47 @@ async def coins(app: web.Application, request: web.BaseRequest) -> web.Response:
     return await serve(serving, request, lambda hop: serving.package.coins(hop, data["coins"]))
 
 
-async def namedrop(app: web.Application, request: web.BaseRequest) -> web.Response:
+async def namedrop(app: web.Application, request: web.BaseRequest) -> Answer:
     data = await _json_object(app, request, {"instance": str})
     serving = app[keys.SERVING]
     return await serve(serving, request, lambda hop: serving.package.namedrop(hop, data["instance"][:256]))
 
 
-async def registry(app: web.Application, request: web.BaseRequest) -> web.Response:
+async def registry(app: web.Application, request: web.BaseRequest) -> Answer:
     started = time.monotonic()
-    return answered(app, request, web.json_response(app[keys.SERVING].package.view()), started)
+    return answered(app, request, json_answer(app[keys.SERVING].package.view()), started)
 
 
-async def info(app: web.Application, request: web.BaseRequest) -> web.Response:
+async def info(app: web.Application, request: web.BaseRequest) -> Answer:
     started, config, identity = time.monotonic(), app[keys.CONFIG], app[keys.IDENTITY]
-    return answered(app, request, web.json_response({
+    return answered(app, request, json_answer({
         "service": config.service, "package": config.package, "region": config.region,
         "instance": identity.instance, "zone": identity.zone}), started)
 
 
-async def healthz(app: web.Application, request: web.BaseRequest) -> web.Response:
-    return web.json_response({"status": "ok", "instance": app[keys.IDENTITY].instance})
+async def healthz(app: web.Application, request: web.BaseRequest) -> Answer:
+    return json_answer({"status": "ok", "instance": app[keys.IDENTITY].instance})
 
 
-async def readyz(app: web.Application, request: web.BaseRequest) -> web.Response:
+async def readyz(app: web.Application, request: web.BaseRequest) -> Answer:
     status = app[keys.STATUS]
     if status.draining or not status.ready:
         return error(503, "draining" if status.draining else "starting")
-    return web.json_response({"status": "ready"})
+    return json_answer({"status": "ready"})
 
 
-async def metrics(app: web.Application, request: web.BaseRequest) -> web.Response:
-    return web.Response(body=app[keys.METRICS].exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+async def metrics(app: web.Application, request: web.BaseRequest) -> Answer:
+    return Answer(app[keys.METRICS].exposition(), content_type=METRICS_CONTENT_TYPE)
 
 
-async def probe(app: web.Application, request: web.BaseRequest) -> web.Response:
+async def probe(app: web.Application, request: web.BaseRequest) -> Answer:
     started = time.monotonic()
     try:
         targets, timeout_ms = parse_probe_request(await _json(app, request), app[keys.PROBE_SCOPE])
     except ProbeRequestError as err:
         raise BadRequest(400, str(err)) from None
     results = await probe_all(app[keys.RESOLVER], targets, timeout_ms)
-    return answered(app, request, web.json_response({"results": results}), started)
+    return answered(app, request, json_answer({"results": results}), started)
 
 
 # -- routing: a fixed table instead of aiohttp's router --------------------------------
@@ -375,11 +450,15 @@ def route(path: str) -> dict[str, View] | None:
     return ROUTES.get(path)
 
 
-async def dispatch(app: web.Application, request: web.BaseRequest) -> web.StreamResponse:
+async def dispatch(app: web.Application, serving: Serving, request: web.BaseRequest) -> web.StreamResponse:
     """Route a request to its view. Every error is JSON `{"error"}` (404, 405, 413 of the body limit too) and
     counted, and a bug is a JSON 500 rather than a dropped connection. Answers that come back normally were
-    counted by `serve` or `answered`."""
+    counted by `serve` or `answered`. While the in-flight limit is reached, every request but the platform's
+    is shed first, before any routing or parsing: the cheaper a 503, the more of the CPU goes to admitted work."""
     started = time.monotonic()
+    if at_limit(serving) and request.path not in PLATFORM_PATHS:
+        count_shed(serving, request.headers, started)
+        return overloaded(serving.max_in_flight)
     try:
         views = route(request.rel_url.path_safe)
         if views is None:
@@ -387,8 +466,8 @@ async def dispatch(app: web.Application, request: web.BaseRequest) -> web.Stream
         view = views.get(request.method)
         if view is None:
             allowed = ",".join(sorted(views))
-            response = error(405, f"method {request.method} not allowed on {request.path} (allowed: {allowed})")
-            response.headers["Allow"] = allowed
+            response = error(405, f"method {request.method} not allowed on {request.path} (allowed: {allowed})",
+                             f"Allow: {allowed}\r\n")
             return answered(app, request, response, started)
         if EXPECT in request.headers:
             await expect_continue(request)
@@ -527,7 +606,8 @@ def create_app(
     app[keys.RESOLVER] = resolver or Resolver()
     app[keys.EXPORTER] = exporter or SpanExporter()
     app[keys.METRICS].watch_spans(app[keys.EXPORTER].counts)
-    app[keys.STATUS] = Status()
+    status = app[keys.STATUS] = Status()
+    app[keys.METRICS].watch_load(lambda: (status.in_flight, max_in_flight, status.shed))
     app[keys.PROBE_SCOPE] = Scope(frozenset(h for h, _ in configured_names(config)) | {t.host for d in
                                   config.dependencies for t in d.targets}, config.architecture, config.port)
     app[keys.MAX_IN_FLIGHT] = max_in_flight
@@ -558,10 +638,67 @@ class InstanceRunner(web.BaseRunner):
         def request_factory(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> web.BaseRequest:
             return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=MAX_BODY_BYTES)
 
-        return web.Server(functools.partial(dispatch, app), request_factory=request_factory, **self._kwargs)
+        serving = app[keys.SERVING]
+        return SheddingServer(functools.partial(dispatch, app, serving), serving, request_factory=request_factory,
+                              **self._kwargs)
 
     async def shutdown(self) -> None:
         await self.app.shutdown()
 
     async def _cleanup_server(self) -> None:
         await self.app.cleanup()
+
+
+class SheddingServer(web.Server):
+    """aiohttp's low-level server, whose connections answer shed requests themselves (`SheddingHandler`)."""
+
+    def __init__(self, handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]], serving: Serving,
+                 **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.serving = serving
+
+    def __call__(self) -> RequestHandler:
+        return SheddingHandler(self, self.serving, loop=self._loop, **self._kwargs)
+
+
+class SheddingHandler(RequestHandler):
+    """aiohttp's connection handler with a cheaper 503: while the instance sheds, a request that arrives on an
+    idle keep-alive connection is answered right where it is parsed, with no request object, task, dispatch or
+    response object (those cost a 503 about as much CPU as a leaf GET). Everything else (a request queued
+    behind another, one that is not shed, one whose body is still to come) goes aiohttp's way, in the order it
+    arrived. This relies on RequestHandler's internals as of the aiohttp the locks pin;
+    tests/nanoservice/test_shedding.py holds it to that over real sockets."""
+
+    __slots__ = ("_serving",)
+
+    def __init__(self, manager: web.Server, serving: Serving, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._serving = serving
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self._waiter
+        # Only while shedding, on an idle connection (answers keep their order) whose peer reads what it is sent
+        # (else aiohttp's way waits for it: a client that only sends cannot grow the write buffer).
+        if waiter is None or waiter.done() or self._messages or self._paused or not at_limit(self._serving):
+            super().data_received(data)
+            return
+        self._waiter = None  # parse without waking the request loop: what is shed here never reaches it
+        try:
+            super().data_received(data)
+        finally:
+            self._waiter = waiter
+        messages, transport = self._messages, self.transport
+        while messages and not self._upgraded and transport is not None and not transport.is_closing():
+            answer = shed_message(self._serving, *messages[0])
+            if answer is None:
+                break
+            messages.popleft()
+            if self._parser is not None:
+                self._parser.message_consumed()
+            transport.write(answer)
+            self._keepalive = True  # as the request loop after a keep-alive answer: the idle timer restarts
+            self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        if messages:
+            waiter.set_result(None)
+        elif self._buffer_paused:
+            self._resume_reading_if_drained()

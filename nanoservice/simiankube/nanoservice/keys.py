@@ -33,6 +33,7 @@ class Status:
     ready: bool = False
     draining: bool = False
     in_flight: int = 0  # service requests admitted and not yet answered (only those that may wait)
+    shed: int = 0  # requests answered 503 at once because `in_flight` had reached the limit
 
 
 @dataclass(frozen=True, slots=True)

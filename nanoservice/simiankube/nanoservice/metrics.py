@@ -99,6 +99,7 @@ class Metrics:
     _traffic: dict[str, Edge] = field(init=False, default_factory=dict)
     _replication: dict[str, Edge] = field(init=False, default_factory=dict)  # failed copies in `errors`
     _spans: Callable[[], tuple[int, int]] | None = field(init=False, default=None)
+    _load: Callable[[], tuple[int, int, int]] | None = field(init=False, default=None)
     _texts: dict[tuple[str, str, str, str], str] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -124,6 +125,10 @@ class Metrics:
     def watch_spans(self, counts: Callable[[], tuple[int, int]]) -> None:
         """Spans exported and dropped, read from the span exporter at scrape time."""
         self._spans = counts
+
+    def watch_load(self, load: Callable[[], tuple[int, int, int]]) -> None:
+        """Requests in flight, the limit beyond which they are shed and how many were shed, read at scrape time."""
+        self._load = load
 
     def exposition(self) -> bytes:
         """The Prometheus text format (version 1.0.0) of every metric, as prometheus_client writes it."""
@@ -161,6 +166,15 @@ class Metrics:
             ):
                 _family(out, f"{PREFIX}_{name}_total", doc, "counter",
                         [(f"{PREFIX}_{name}_total", labels("", ""), value)])
+        if self._load is not None:
+            in_flight, limit, shed = self._load()
+            for name, value, doc, kind in (
+                ("in_flight", in_flight, "Service requests admitted and not yet answered", "gauge"),
+                ("in_flight_limit", limit, "Requests in flight beyond which service requests are shed", "gauge"),
+                ("shed_total", shed, "Requests answered 503 at once because the in-flight limit was reached",
+                 "counter"),
+            ):
+                _family(out, f"{PREFIX}_{name}", doc, kind, [(f"{PREFIX}_{name}", labels("", ""), value)])
         return "".join(out).encode()
 
     def _labels(self, label: str, other: str, extra: str = "", value: str = "") -> str:

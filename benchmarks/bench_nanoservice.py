@@ -48,7 +48,9 @@ from simiankube.localrun.runner import Planned, plan
 from simiankube.localrun.report import parse_scrape
 from simiankube.model.spec import parse_document
 from simiankube.model.topology import expand
+from simiankube.nanoservice.packages import SEEDED_KEY
 
+LEAF_PATH = f"/kv/{SEEDED_KEY}"  # a GET of a stored key: every data package starts with it
 FAST = {"latency": {"distribution": "constant", "meanMs": 0}}
 
 
@@ -168,7 +170,7 @@ def trivial_baseline(address: str, seconds: float, connections: int, script: str
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
-        return throughput(process.pid, f"http://{address}:8080/kv/key1", seconds, connections)
+        return throughput(process.pid, f"http://{address}:8080{LEAF_PATH}", seconds, connections)
     finally:
         process.kill()
         process.wait()
@@ -249,8 +251,8 @@ def instruction_rows(workdir: Path, leaf: Planned, address: str, seconds: float,
     spec = workdir / "leaf-valgrind.json"
     spec.write_text(json.dumps({"parent": os.getpid(), "launches": [asdict(leaf.launch)]}))
     leaf_ir = instructions([sys.executable, "-m", "simiankube.localrun.worker", str(spec)],
-                           f"http://{leaf.address}:8080/kv/key1", seconds, connections)
-    trivial_ir, low_ir = (instructions([sys.executable, "-c", script, address], f"http://{address}:8080/kv/key1",
+                           f"http://{leaf.address}:8080{LEAF_PATH}", seconds, connections)
+    trivial_ir, low_ir = (instructions([sys.executable, "-c", script, address], f"http://{address}:8080{LEAF_PATH}",
                                        seconds, connections) for script in (TRIVIAL, TRIVIAL_LOW_LEVEL))
     print(f"instructions per request (callgrind): leaf {leaf_ir / 1000:,.0f} k, trivial {trivial_ir / 1000:,.0f} k,"
           f" trivial low-level {low_ir / 1000:,.0f} k → leaf/trivial {leaf_ir / trivial_ir:.2f}×,"
@@ -281,7 +283,7 @@ def throughput(pid: int, url: str, seconds: float, connections: int, prefix: Seq
     else:
         os.sched_setaffinity(0, {1})
         address = url.split("/")[2].split(":")[0]
-        tool, count = "asyncio client", asyncio.run(drive(address, "/kv/key1", connections, seconds, None))
+        tool, count = "asyncio client", asyncio.run(drive(address, LEAF_PATH, connections, seconds, None))
         rps = count / seconds
     return Measured(tool, rps, (cpu_seconds(pid) - before) / max(count, 1) * 1e6, rss_mib(pid))
 
@@ -300,7 +302,7 @@ def amplification(leaf: subprocess.Popen[bytes], nodes: dict[str, Planned], user
     statuses = set()
     for _ in range(users):
         try:
-            urllib.request.urlopen(f"http://{nodes['a'].address}:8080/kv/key1", timeout=5).close()
+            urllib.request.urlopen(f"http://{nodes['a'].address}:8080{LEAF_PATH}", timeout=5).close()
         except urllib.error.HTTPError as err:
             statuses.add(err.code)
     factor = (attempts(nodes["a"]) + attempts(nodes["b"]) - before) / users
@@ -329,7 +331,7 @@ def main() -> None:
             instruction_rows(Path(tmp), nodes["c"], nodes["b"].address, max(args.seconds, 10.0), 8)
         processes = [start(Path(tmp), [nodes["c"]], 0, "leaf")]
         try:
-            leaf = throughput(processes[0].pid, f"http://{nodes['c'].address}:8080/kv/key1", args.seconds,
+            leaf = throughput(processes[0].pid, f"http://{nodes['c'].address}:8080{LEAF_PATH}", args.seconds,
                               args.connections)
             print(f"leaf throughput ({leaf.tool}, {args.connections} connections, server on 1 core): "
                   f"{leaf.rps:,.0f} req/s = {leaf.rps / baseline.rps:.0%} of a trivial aiohttp handler on this "
@@ -350,8 +352,8 @@ def main() -> None:
             seconds = min(args.seconds, 3.0)
             direct: list[float] = []
             chained: list[float] = []
-            asyncio.run(drive(nodes["c"].address, "/kv/key1", 1, seconds, direct))
-            asyncio.run(drive(nodes["a"].address, "/kv/key1", 1, seconds, chained))
+            asyncio.run(drive(nodes["c"].address, LEAF_PATH, 1, seconds, direct))
+            asyncio.run(drive(nodes["a"].address, LEAF_PATH, 1, seconds, chained))
             for q in (0.5, 0.99):
                 hop = (percentile(chained, q) - percentile(direct, q)) / 2 * 1000
                 print(f"p{q * 100:g}: leaf {percentile(direct, q) * 1000:.3f} ms, a→b→c {percentile(chained, q) * 1000:.3f} ms"

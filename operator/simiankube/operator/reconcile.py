@@ -193,7 +193,7 @@ def without(obj: Mapping[str, Any], path: Sequence[str]) -> Mapping[str, Any]:
     return {**obj, head: without(obj[head], rest)}
 
 
-def held(live: Mapping[str, Any], desired: Object) -> bool:
+def held(live: Any, desired: Object) -> bool:
     """Whether the live object holds every rendered field a server keeps (see SERVER_MAY_DROP)."""
     path = SERVER_MAY_DROP.get(desired["kind"])
     return contains(live, desired if path is None else without(desired, path))

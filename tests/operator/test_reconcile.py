@@ -169,6 +169,20 @@ async def test_hand_edits_are_restored_and_server_defaults_are_not_edits(kube: A
     assert (await reconcile(body, kube, IMAGE, 4)).applied == 0 and kube.writes == []
 
 
+async def test_a_field_an_older_server_drops_is_no_hand_edit(kube: Any) -> None:
+    """A cluster whose StatefulSets lack maxUnavailable (feature gate off) drops it: no write on every resync,
+    but a real edit of the same object is still repaired."""
+    body = architecture()
+    await reconcile(body, kube, IMAGE, 4)
+    statefulset = kube.objects[("StatefulSet", "demo", "lamp-memcache-us-east-1")]
+    assert statefulset["spec"]["updateStrategy"]["rollingUpdate"] == {"maxUnavailable": "50%"}
+    statefulset["spec"]["updateStrategy"]["rollingUpdate"] = {"partition": 0}  # as such a server keeps it
+    kube.writes.clear()
+    assert (await reconcile(body, kube, IMAGE, 4)).applied == 0 and kube.writes == []
+    statefulset["spec"]["replicas"] = 5
+    assert list((await reconcile(body, kube, IMAGE, 4)).changed) == ["StatefulSet/lamp-memcache-us-east-1"]
+
+
 def test_contains_ignores_defaults_and_dropped_empty_values() -> None:
     assert contains({"a": 1, "b": {"c": [1, {"d": 2, "e": 3}]}}, {"a": 1, "b": {"c": [1, {"d": 2}]}, "f": [], "g": False})
     assert not contains({"a": 1}, {"a": 2})

@@ -34,6 +34,12 @@ from simiankube.model.topology import expand
 # The hash of the applied object (without this annotation), compared before every apply.
 ANNOTATION_APPLIED_HASH = f"{contract.API_GROUP}/applied-hash"
 T = TypeVar("T")
+# Rendered fields that an API server drops when their feature gate is off (an older cluster), by kind:
+# their absence is no hand edit, else every resync there would apply again. The hash still tells a
+# change of ours.
+SERVER_MAY_DROP: dict[str, tuple[str, ...]] = {
+    "StatefulSet": ("spec", "updateStrategy", "rollingUpdate", "maxUnavailable"),  # KEP-961
+}
 
 
 class ChildClient(Protocol):
@@ -177,6 +183,22 @@ def contains(live: Any, desired: Any) -> bool:
     return bool(live == desired)
 
 
+def without(obj: Mapping[str, Any], path: Sequence[str]) -> Mapping[str, Any]:
+    """``obj`` without the field at ``path`` (copies only along the path)."""
+    head, *rest = path
+    if head not in obj:
+        return obj
+    if not rest:
+        return {key: value for key, value in obj.items() if key != head}
+    return {**obj, head: without(obj[head], rest)}
+
+
+def held(live: Any, desired: Object) -> bool:
+    """Whether the live object holds every rendered field a server keeps (see SERVER_MAY_DROP)."""
+    path = SERVER_MAY_DROP.get(desired["kind"])
+    return contains(live, desired if path is None else without(desired, path))
+
+
 def plan_changes(desired: Sequence[Object], live: Sequence[LiveObject], owner_uid: str,
                  others: Sequence[LiveObject] = ()) -> Plan:
     """What to apply (missing, changed or edited by hand), what to prune (ours, owned, not rendered),
@@ -191,7 +213,7 @@ def plan_changes(desired: Sequence[Object], live: Sequence[LiveObject], owner_ui
         if existing is not None and existing.controller_uid != owner_uid:
             clashes.append(Clash(key[0], key[1], existing.controller))
         elif existing is None or existing.annotations.get(ANNOTATION_APPLIED_HASH) != \
-                obj["metadata"]["annotations"][ANNOTATION_APPLIED_HASH] or not contains(existing.body, obj):
+                obj["metadata"]["annotations"][ANNOTATION_APPLIED_HASH] or not held(existing.body, obj):
             to_apply.append(obj)
     rendered = {(obj["kind"], obj["metadata"]["name"]) for obj in desired}
     to_prune = sorted(

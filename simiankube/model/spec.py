@@ -21,6 +21,7 @@ import yaml
 
 from simiankube import contract
 from simiankube.contract import Behavior, Latency, Traffic
+from simiankube.model.collector import cyclic_gc_paused
 from simiankube.model.naming import bounded, kube_name
 
 PACKAGES = (
@@ -276,10 +277,11 @@ def parse_text(text: str, source: str = "") -> Architecture:
 def read_document(text: str, source: str = "") -> Any:
     """The data in a YAML or JSON text, before it is read as an architecture."""
     try:
-        if text.lstrip().startswith("{"):
-            document = json.loads(text)  # spigo's files hold tabs, which YAML rejects
-        else:
-            document = yaml.load(text, Loader=_YAML_LOADER)
+        with cyclic_gc_paused():  # tens of thousands of acyclic objects at 10,000 services
+            if text.lstrip().startswith("{"):
+                document = json.loads(text)  # spigo's files hold tabs, which YAML rejects
+            else:
+                document = yaml.load(text, Loader=_YAML_LOADER)
     except json.JSONDecodeError as err:
         raise SpecError([f"unparseable input at line {err.lineno}, column {err.colno}: {err.msg}"], source) from err
     except yaml.YAMLError as err:
@@ -292,6 +294,11 @@ def read_document(text: str, source: str = "") -> Any:
 
 def parse_document(document: Any) -> Architecture:
     """Accept a CR (`kind: Architecture`) or a spigo architecture document."""
+    with cyclic_gc_paused():  # validation builds tens of thousands of acyclic objects at 10,000 services
+        return _parse_document(document)
+
+
+def _parse_document(document: Any) -> Architecture:
     if not isinstance(document, dict):
         raise SpecError([f"document: expected a mapping, got {_kind(document)}"])
     if "services" in document and "spec" not in document:

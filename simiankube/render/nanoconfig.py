@@ -74,13 +74,9 @@ def build_nanoservice_config(topology: Topology, placement: Placement,
     instances behind them. `dependencies` replaces the list (NanoserviceConfigs encodes it apart)."""
     arch = topology.architecture
     service = placement.service
-    calls = any(map(arch.has_service, service.dependencies))
+    callees = arch.callees(service.name)
     if dependencies is None:
-        dependencies = tuple(
-            build_dependency(topology, dep, own=dep == service.name)
-            for dep in service.dependencies
-            if arch.has_service(dep)
-        )
+        dependencies = tuple(build_dependency(topology, dep, own=dep == service.name) for dep in callees)
     return NanoserviceConfig(
         architecture=arch.resource_name,
         service=service.name,
@@ -94,7 +90,7 @@ def build_nanoservice_config(topology: Topology, placement: Placement,
         deadline_ms=arch.traffic.deadline_ms,
         max_hops=arch.traffic.max_hops,
         callers=topology.callers_of(service.name),
-        keep_warm_s=KEEP_WARM_SECONDS if arch.self_driving and calls else 0.0,
+        keep_warm_s=KEEP_WARM_SECONDS if arch.self_driving and callees else 0.0,
     )
 
 
@@ -127,9 +123,7 @@ class NanoserviceConfigs:
         service = placement.service
         arch = self._topology.architecture
         dependencies = ",".join(
-            self._dependency_json(dep, own=dep == service.name)
-            for dep in service.dependencies
-            if arch.has_service(dep)
+            self._dependency_json(dep, own=dep == service.name) for dep in arch.callees(service.name)
         )
         text = build_nanoservice_config(self._topology, placement, dependencies=()).to_json()
         return text.replace(_NO_DEPENDENCIES, f'"dependencies":[{dependencies}]', 1)

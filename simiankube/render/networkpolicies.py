@@ -121,7 +121,7 @@ def build_service_policy(
     topology: Topology, service: Service, entry: bool, has_callers: bool, settings: RenderSettings
 ) -> Object:
     arch = topology.architecture
-    dependencies = sorted({arch.service(d).kube_name for d in service.dependencies if arch.has_service(d)})
+    dependencies = sorted({arch.service(d).kube_name for d in arch.callees(service.name)})
     ingress = []
     if has_callers:
         callers = {contract.LABEL_ARCHITECTURE: arch.resource_name, calls_label(service.kube_name): "true"}

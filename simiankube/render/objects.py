@@ -55,9 +55,8 @@ def pod_labels(topology: Topology, placement: Placement, labels: dict[str, str])
     pod = dict(labels)
     if placement.cross_zone:
         pod[contract.LABEL_ZONE] = contract.ANY_ZONE
-    for dep in placement.service.dependencies:
-        if arch.has_service(dep):
-            pod[calls_label(arch.service(dep).kube_name)] = "true"
+    for dep in arch.callees(placement.service.name):
+        pod[calls_label(arch.service(dep).kube_name)] = "true"
     return pod
 
 

@@ -53,3 +53,22 @@ def test_a_cycle_dropped_during_the_pause_is_still_collected() -> None:
     assert ref() is not None
     gc.collect()
     assert ref() is None
+
+
+def test_reading_and_validating_pause_the_collector_and_restore_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from simiankube.model import spec
+
+    seen: list[bool] = []
+    real = spec.parse_spec
+
+    def spy(*args: object, **kwargs: object) -> object:
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(spec, "parse_spec", spy)
+    arch = spec.parse_text('{"arch": "a", "services": [{"name": "s", "package": "store", "count": 1}]}')
+    assert arch.services[0].name == "s"
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(spec.SpecError, match="services"):
+        spec.parse_text('{"arch": "a", "services": []}')
+    assert gc.isenabled()

@@ -137,8 +137,12 @@ def child_selector(resource_name: str) -> str:
     return f"{contract.LABEL_ARCHITECTURE}={resource_name},{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY}"
 
 
+# One encoder for every object (json.dumps with options builds a new one per call); it keeps no state between calls.
+_HASH_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def content_hash(obj: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:20]
+    return hashlib.sha256(_HASH_ENCODER.encode(obj).encode()).hexdigest()[:20]
 
 
 def stamp(obj: Object, owner: Owner) -> Object:

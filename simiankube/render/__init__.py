@@ -18,8 +18,7 @@ from simiankube.render.objects import build_placement_objects
 from simiankube.render.settings import PodResources, RenderSettings, parse_resources
 from simiankube.model.topology import Topology
 
-__all__ = ["PodResources", "RenderSettings", "build_nanoservice_config", "cyclic_gc_paused", "parse_resources",
-           "render"]
+__all__ = ["PodResources", "RenderSettings", "build_nanoservice_config", "parse_resources", "render"]
 
 # Apply order: configuration before the workloads that mount it.
 KIND_ORDER = ("NetworkPolicy", "ConfigMap", "Service", "StatefulSet", "Deployment")

@@ -8,7 +8,7 @@ import weakref
 
 import pytest
 
-from simiankube.render import cyclic_gc_paused
+from simiankube.model.collector import cyclic_gc_paused
 
 
 def test_collector_is_paused_inside_and_restored_after() -> None:

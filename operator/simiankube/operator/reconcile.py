@@ -27,7 +27,8 @@ from typing import Any, Protocol, TypeVar
 
 from simiankube import contract
 from simiankube.operator.kube import CHILD_KINDS, LiveObject, Object, Payload
-from simiankube.render import PodResources, RenderSettings, cyclic_gc_paused, render
+from simiankube.model.collector import cyclic_gc_paused
+from simiankube.render import PodResources, RenderSettings, render
 from simiankube.model.spec import Architecture, parse_document
 from simiankube.model.topology import expand
 

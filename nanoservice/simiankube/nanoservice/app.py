@@ -208,7 +208,7 @@ async def serve(serving: Serving, request: web.BaseRequest, work: Callable[[Hop]
     admitted = False
     try:
         if serving.may_wait:
-            if serving.status.in_flight >= serving.max_in_flight:  # filled while the body was read
+            if at_limit(serving):  # filled while the body was read
                 serving.status.shed += 1
                 status = 503
                 return overloaded(serving.max_in_flight)
